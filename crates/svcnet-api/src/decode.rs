@@ -80,7 +80,7 @@ mod tests {
                    "spec":{"ports":[{"port":80,"foo":"x"}],"nope":true}}),
         )
         .unwrap();
-        assert_eq!(d.unknown_fields, vec!["metadata.bogus", "spec.ports[0].foo", "spec.nope"]);
+        assert_eq!(d.unknown_fields, vec!["metadata.bogus", "spec.nope", "spec.ports[0].foo"]);
         assert_eq!(d.object["spec"]["ports"][0]["port"], 80);
         assert!(d.object["spec"].get("nope").is_none());
     }
