@@ -75,7 +75,7 @@ macro_rules! res {
 /// Every served resource, grouped by API group in discovery order.
 pub static RESOURCES: &[ResourceInfo] = &[
     res!("", "v1", "Namespace", "namespaces", "namespace", false, &["ns"], &[], &["status", "finalize"]),
-    res!("", "v1", "Pod", "pods", "pod", true, &["po"], ALL, &["status", "binding", "log", "exec", "portforward"]),
+    res!("", "v1", "Pod", "pods", "pod", true, &["po"], ALL, &["status", "binding"]),
     res!("", "v1", "Service", "services", "service", true, &["svc"], ALL, &["status"]),
     res!("", "v1", "Endpoints", "endpoints", "endpoints", true, &["ep"], &[], &[]),
     res!("", "v1", "Node", "nodes", "node", false, &["no"], &[], &["status"]),

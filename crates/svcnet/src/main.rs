@@ -1,1 +1,66 @@
-fn main() {}
+//! `svcnet`: Kubernetes Services and Networking in one binary.
+
+use std::{net::SocketAddr, path::PathBuf, sync::Arc};
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "svcnet", version, about = "Kubernetes Services and Networking in one binary")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start the API server (and, as they land, the controllers, DNS and node agent) in the
+    /// foreground, on an embedded store.
+    Up(UpArgs),
+}
+
+#[derive(clap::Args)]
+struct UpArgs {
+    /// Directory for the store, certificates, token and kubeconfig.
+    #[arg(long, default_value = "/var/lib/svcnet", env = "SVCNET_DATA_DIR")]
+    data_dir: PathBuf,
+    /// Address of the Kubernetes API (HTTPS); port 0 picks a free one.
+    #[arg(long, default_value = "127.0.0.1:6443")]
+    api_addr: SocketAddr,
+    /// Extra names or addresses for the API server's certificate.
+    #[arg(long = "tls-san")]
+    tls_sans: Vec<String>,
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    match cli.command {
+        Command::Up(args) => rt.block_on(up(args)),
+    }
+}
+
+async fn up(args: UpArgs) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&args.data_dir).with_context(|| format!("creating {}", args.data_dir.display()))?;
+    let store = svcnet_store::RedbStore::open(&args.data_dir.join("store.redb")).context("opening the store")?;
+    let store: Arc<dyn svcnet_store::Storage> = store;
+    let config = svcnet_apiserver::Config { listen: args.api_addr, data_dir: args.data_dir.clone(), extra_sans: args.tls_sans };
+    let server = svcnet_apiserver::ApiServer::start(config, store).await?;
+    // The first line on stdout is for people and for scripts alike.
+    println!("svcnet API server listening on https://{}", server.local_addr);
+    println!("export KUBECONFIG={}", server.kubeconfig.display());
+    tracing::info!(addr = %server.local_addr, kubeconfig = %server.kubeconfig.display(), "serving");
+
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutting down");
+    server.shutdown().await;
+    Ok(())
+}
