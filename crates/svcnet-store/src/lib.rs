@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use futures::stream::BoxStream;
 
 mod redb_store;
-pub use redb_store::RedbStore;
+pub use redb_store::{RedbStore, RedbStoreOptions};
 
 /// A store revision: strictly increasing, one per committed write.
 pub type Revision = u64;
@@ -30,7 +30,10 @@ pub enum Error {
     Conflict { key: String, current: Revision },
     /// The requested revision is older than the oldest event the store still keeps.
     #[error("revision {requested} has been compacted; oldest kept is {oldest}")]
-    Compacted { requested: Revision, oldest: Revision },
+    Compacted {
+        requested: Revision,
+        oldest: Revision,
+    },
     /// A watcher fell too far behind and was cut off; it must re-watch from its last revision.
     #[error("watcher fell behind and was closed")]
     WatcherTooSlow,
@@ -76,6 +79,9 @@ pub struct Event {
     /// For `Deleted`: the value before deletion, with `mod_revision` = the deletion's revision.
     /// Otherwise the new value.
     pub kv: KeyValue,
+    /// For `Modified`: the value before this change (as etcd's `prev_kv`), so that a watcher
+    /// with a selector can tell an object leaving or entering its selection. `None` otherwise.
+    pub prev: Option<KeyValue>,
 }
 
 impl Event {
@@ -97,7 +103,12 @@ pub trait Storage: Send + Sync + 'static {
 
     /// Up to `limit` keys with `prefix` (all when `None`), strictly after `start_after` when
     /// given, in key order.
-    async fn list(&self, prefix: &str, start_after: Option<&str>, limit: Option<usize>) -> Result<ListResult>;
+    async fn list(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: Option<usize>,
+    ) -> Result<ListResult>;
 
     /// Counts the keys with `prefix` (for `remainingItemCount` and metrics).
     async fn count(&self, prefix: &str) -> Result<u64>;
