@@ -60,6 +60,16 @@ fn error_response(e: &ApiError) -> Response<Body> {
     json_response(e.code, &e.to_status(), &[], None)
 }
 
+/// A static OpenAPI document, served from its pre-serialized bytes with its hash as ETag.
+fn document_response(doc: &crate::openapi::Document) -> Response<Body> {
+    let mut resp = Response::new(full(doc.bytes()));
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    if let Ok(etag) = HeaderValue::from_str(&doc.etag()) {
+        resp.headers_mut().insert(header::ETAG, etag);
+    }
+    resp
+}
+
 fn text_response(code: u16, text: String, ct: &'static str) -> Response<Body> {
     let mut resp = Response::new(full(text));
     *resp.status_mut() = StatusCode::from_u16(code).unwrap_or(StatusCode::OK);
@@ -163,10 +173,10 @@ async fn dispatch(
         Action::Version => ok(discovery::version()),
         Action::Health(_) => Ok(text_response(200, "ok".into(), "text/plain; charset=utf-8")),
         Action::Metrics => Ok(text_response(200, state.metrics.render(), "text/plain; version=0.0.4; charset=utf-8")),
-        Action::OpenApiV2 => ok((*crate::openapi::v2()).clone()),
-        Action::OpenApiV3Root => ok(crate::openapi::v3_root()),
+        Action::OpenApiV2 => Ok(document_response(crate::openapi::v2())),
+        Action::OpenApiV3Root => Ok(document_response(crate::openapi::v3_root_document())),
         Action::OpenApiV3(path) => match crate::openapi::v3_group_version(path) {
-            Some(doc) => ok((*doc).clone()),
+            Some(doc) => Ok(document_response(doc)),
             None => Err(ApiError::path_not_found()),
         },
         Action::CoreVersions | Action::Groups => match output {
