@@ -437,6 +437,11 @@ impl Registry {
                 merged["spec"]["finalizers"] = new["spec"].get("finalizers").cloned().unwrap_or(json!([]));
                 new = merged;
             }
+            // spec.finalizers of a namespace change only through `finalize`.
+            _ if info.kind == "Namespace" => {
+                new["spec"] = current.get("spec").cloned().unwrap_or(json!({}));
+                new["status"] = current.get("status").cloned().unwrap_or(json!({}));
+            }
             _ if info.has_subresource("status") => match current.get("status") {
                 Some(s) => new["status"] = s.clone(),
                 None => {
@@ -608,6 +613,11 @@ fn prepare_for_create(info: &ResourceInfo, obj: &mut Value) {
             obj["status"] = json!({"phase": "Pending", "qosClass": qos});
         }
         "Service" => obj["status"] = json!({"loadBalancer": {}}),
+        // The namespace controller's finalizer, removed through `finalize` once it is empty.
+        "Namespace" => {
+            obj["spec"] = json!({"finalizers": ["kubernetes"]});
+            obj["status"] = json!({"phase": "Active"});
+        }
         "Deployment" | "ReplicaSet" | "StatefulSet" => {
             obj.as_object_mut().map(|o| o.remove("status"));
         }
