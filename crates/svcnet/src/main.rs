@@ -30,6 +30,10 @@ struct UpArgs {
     /// Extra names or addresses for the API server's certificate.
     #[arg(long = "tls-san")]
     tls_sans: Vec<String>,
+    /// How many recent changes watches can resume from; older resourceVersions get 410 Expired
+    /// (kube-apiserver keeps about five minutes of history in its watch cache).
+    #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..))]
+    watch_history: u64,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -46,7 +50,8 @@ fn main() -> anyhow::Result<()> {
 
 async fn up(args: UpArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.data_dir).with_context(|| format!("creating {}", args.data_dir.display()))?;
-    let store = svcnet_store::RedbStore::open(&args.data_dir.join("store.redb")).context("opening the store")?;
+    let options = svcnet_store::RedbStoreOptions { event_log_size: args.watch_history, ..Default::default() };
+    let store = svcnet_store::RedbStore::open_with(&args.data_dir.join("store.redb"), options).context("opening the store")?;
     let store: Arc<dyn svcnet_store::Storage> = store;
     let config = svcnet_apiserver::Config { listen: args.api_addr, data_dir: args.data_dir.clone(), extra_sans: args.tls_sans };
     let server = svcnet_apiserver::ApiServer::start(config, store).await?;

@@ -1,0 +1,177 @@
+//! End-to-end harness: starts the real `svcnet` binary on a free port with its own data dir,
+//! and drives it with the real `kubectl` (fresh discovery cache per test).
+#![allow(dead_code)]
+
+use std::{
+    io::{BufRead, BufReader},
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+    time::{Duration, Instant},
+};
+
+/// A running `svcnet up`, killed (SIGKILL) when dropped.
+pub struct Svcnet {
+    child: Option<Child>,
+    pub dir: tempfile::TempDir,
+    pub kubeconfig: PathBuf,
+    pub addr: String,
+    cache: PathBuf,
+}
+
+pub fn svcnet_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_svcnet"))
+}
+
+impl Svcnet {
+    /// Starts `svcnet up` on 127.0.0.1 with a kernel-chosen port and waits until it serves.
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        Self::start_in(dir)
+    }
+
+    /// Starts on an existing data dir (for restart tests).
+    pub fn start_in(dir: tempfile::TempDir) -> Self {
+        Self::start_with(dir, &[])
+    }
+
+    /// Starts `svcnet up` on `dir` with extra flags (e.g. `--watch-history 10`).
+    pub fn start_with(dir: tempfile::TempDir, extra: &[&str]) -> Self {
+        let mut child = Command::new(svcnet_bin())
+            .args(["up", "--api-addr", "127.0.0.1:0", "--data-dir"])
+            .arg(dir.path())
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn svcnet");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let mut addr = String::new();
+        let mut kubeconfig = PathBuf::new();
+        for line in lines.by_ref() {
+            let line = line.expect("read stdout");
+            if let Some(a) = line.strip_prefix("svcnet API server listening on https://") {
+                addr = a.trim().to_string();
+            }
+            if let Some(k) = line.strip_prefix("export KUBECONFIG=") {
+                kubeconfig = PathBuf::from(k.trim());
+                break;
+            }
+        }
+        assert!(!addr.is_empty(), "svcnet did not report its address");
+        // Keep draining stdout so the server never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        let cache = dir.path().join("kubectl-cache");
+        Svcnet { child: Some(child), dir, kubeconfig, addr, cache }
+    }
+
+    /// Runs kubectl against this server.
+    pub fn kubectl(&self, args: &[&str]) -> Output {
+        self.kubectl_with_stdin(args, None)
+    }
+
+    pub fn kubectl_with_stdin(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        let mut cmd = Command::new("kubectl");
+        cmd.env("KUBECONFIG", &self.kubeconfig).arg("--cache-dir").arg(&self.cache).args(args);
+        cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() }).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn kubectl");
+        if let Some(input) = stdin {
+            use std::io::Write;
+            child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        }
+        child.wait_with_output().expect("kubectl")
+    }
+
+    /// Runs kubectl and returns stdout, panicking with stderr when it fails.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.kubectl(args);
+        assert!(out.status.success(), "kubectl {args:?} failed: {}{}", String::from_utf8_lossy(&out.stderr), String::from_utf8_lossy(&out.stdout));
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Runs kubectl expecting failure; returns stderr.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let out = self.kubectl(args);
+        assert!(!out.status.success(), "kubectl {args:?} unexpectedly succeeded: {}", String::from_utf8_lossy(&out.stdout));
+        String::from_utf8(out.stderr).unwrap()
+    }
+
+    pub fn apply(&self, yaml: &str) -> String {
+        let out = self.kubectl_with_stdin(&["apply", "-f", "-"], Some(yaml));
+        assert!(out.status.success(), "apply failed: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Creates a namespace from YAML (`kubectl create namespace` sends protobuf).
+    pub fn namespace(&self, name: &str) {
+        self.apply(&format!("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {name}\n"));
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    /// SIGKILLs the server and hands back its data dir.
+    pub fn kill9(mut self) -> tempfile::TempDir {
+        let mut child = self.child.take().unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
+        std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap())
+    }
+
+    /// SIGTERMs the server, waits for it to exit, and hands back its status and data dir.
+    pub fn terminate(mut self) -> (std::process::ExitStatus, tempfile::TempDir) {
+        let mut child = self.child.take().unwrap();
+        let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+        let status = child.wait().unwrap();
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
+        (status, dir)
+    }
+
+    pub fn token(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("token")).unwrap().trim().to_string()
+    }
+
+    pub fn ca_path(&self) -> PathBuf {
+        self.dir.path().join("pki/ca.crt")
+    }
+
+    /// `curl` with the CA and, when `auth`, the token; returns (status, body).
+    pub fn curl(&self, method: &str, path: &str, auth: bool, extra: &[&str]) -> (u16, String) {
+        let mut cmd = Command::new("curl");
+        cmd.args(["-sS", "-o", "-", "-w", "\n%{http_code}", "-X", method, "--cacert"]).arg(self.ca_path());
+        if auth {
+            cmd.arg("-H").arg(format!("Authorization: Bearer {}", self.token()));
+        }
+        cmd.args(extra).arg(format!("https://{}{}", self.addr, path));
+        let out = cmd.output().expect("curl");
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+        (code.trim().parse().unwrap_or(0), body.to_string())
+    }
+}
+
+impl Drop for Svcnet {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Waits until `f` returns Some, or panics after `timeout` with `what`.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+pub fn repo_root() -> &'static Path {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
+}

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Installs what svcnet and its test suite need on a fresh Debian machine (run as root).
+# Idempotent: skips what is already there.
+set -euo pipefail
+
+need_apt=()
+command -v nft >/dev/null || need_apt+=(nftables)
+command -v ip >/dev/null || need_apt+=(iproute2)
+command -v dig >/dev/null || need_apt+=(bind9-dnsutils)
+command -v curl >/dev/null || need_apt+=(curl)
+command -v etcd >/dev/null || need_apt+=(etcd-server)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+# The official Python client, for the client-compatibility tests.
+python3 -c 'import kubernetes' 2>/dev/null || python3 -m pip install -q 'kubernetes>=31' 2>&1 | grep -v -i warning || true
+
+# kubectl: the machine image ships it; say so clearly when it is missing.
+command -v kubectl >/dev/null || { echo "setup: kubectl is not installed; the end-to-end tests need it" >&2; exit 1; }
+echo "setup: ok"
