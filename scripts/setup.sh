@@ -15,7 +15,12 @@ if [ ${#need_apt[@]} -gt 0 ]; then
 fi
 
 # The official Python client, for the client-compatibility tests.
-python3 -c 'import kubernetes' 2>/dev/null || python3 -m pip install -q 'kubernetes>=31' 2>&1 | grep -v -i warning || true
+if ! python3 -c 'import kubernetes' 2>/dev/null; then
+  python3 -m pip --version >/dev/null 2>&1 || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-pip >/dev/null; }
+  # Debian marks its Python as externally managed; this is a test-only client library.
+  python3 -m pip install -q --break-system-packages 'kubernetes>=31' 2>/dev/null || python3 -m pip install -q 'kubernetes>=31'
+  python3 -c 'import kubernetes'
+fi
 
 # kubectl: the machine image ships it; say so clearly when it is missing.
 command -v kubectl >/dev/null || { echo "setup: kubectl is not installed; the end-to-end tests need it" >&2; exit 1; }
