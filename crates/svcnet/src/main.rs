@@ -60,12 +60,25 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     println!("export KUBECONFIG={}", server.kubeconfig.display());
     tracing::info!(addr = %server.local_addr, kubeconfig = %server.kubeconfig.display(), "serving");
 
+    // The controllers are API clients like any other: they reach the server through its
+    // kubeconfig, so they would run unchanged against another API server.
+    let client = local_client(&server.kubeconfig).await?;
+    let controllers = tokio::spawn(svcnet_controllers::run(client));
+
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
     }
+    controllers.abort();
     tracing::info!("shutting down");
     server.shutdown().await;
     Ok(())
+}
+
+/// A `kube` client for the kubeconfig `svcnet up` wrote.
+async fn local_client(kubeconfig: &std::path::Path) -> anyhow::Result<kube::Client> {
+    let kubeconfig = kube::config::Kubeconfig::read_from(kubeconfig)?;
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default()).await?;
+    Ok(kube::Client::try_from(config)?)
 }
