@@ -110,6 +110,11 @@ pub fn render_value(v: &Value) -> String {
     match v {
         Value::String(s) => format!("{s:?}"),
         Value::Null => "null".into(),
+        // A `[]string` prints as Go's `[]string{"a", "b"}`.
+        Value::Array(items) if items.iter().all(Value::is_string) => {
+            let inner: Vec<String> = items.iter().map(render_value).collect();
+            format!("[]string{{{}}}", inner.join(", "))
+        }
         other => other.to_string(),
     }
 }
@@ -137,6 +142,8 @@ mod tests {
         assert_eq!(e.to_string(), r#"spec.type: Unsupported value: "Foo": supported values: "ClusterIP", "NodePort""#);
         let e = FieldError::required("metadata.name", "name or generateName is required");
         assert_eq!(e.to_string(), "metadata.name: Required value: name or generateName is required");
+        let ips = FieldError::invalid("spec.clusterIPs", serde_json::json!(["10.0.0.5"]), "x");
+        assert_eq!(ips.to_string(), r#"spec.clusterIPs: Invalid value: []string{"10.0.0.5"}: x"#);
         assert_eq!(
             invalid_message("Service", "x", &[e.clone(), e]),
             r#"Service "x" is invalid: [metadata.name: Required value: name or generateName is required, metadata.name: Required value: name or generateName is required]"#

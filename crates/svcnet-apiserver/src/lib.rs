@@ -8,6 +8,7 @@
 pub mod discovery;
 pub mod error;
 pub mod handlers;
+pub mod kubernetes_service;
 pub mod metrics;
 pub mod namespace;
 pub mod negotiate;
@@ -16,6 +17,7 @@ pub mod openapi;
 pub mod registry;
 pub mod request;
 pub mod server;
+pub mod service_alloc;
 pub mod table;
 pub mod tls;
 pub mod watch;
@@ -34,6 +36,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Extra names and addresses for the serving certificate.
     pub extra_sans: Vec<String>,
+    /// Where ClusterIPs and NodePorts come from.
+    pub service_ranges: service_alloc::ServiceRanges,
 }
 
 /// A started API server.
@@ -49,7 +53,12 @@ impl ApiServer {
     /// serves; the kubeconfig is written once the listener is up.
     pub async fn start(config: Config, store: Arc<dyn Storage>) -> anyhow::Result<Self> {
         std::fs::create_dir_all(&config.data_dir).with_context(|| format!("creating {}", config.data_dir.display()))?;
-        let registry = registry::Registry::new(store);
+        let first_service_ip = config.service_ranges.first_ip();
+        let registry = registry::Registry::new(store, config.service_ranges.clone());
+        let repaired = registry.services.repair().await.context("repairing service allocations")?;
+        if repaired != service_alloc::RepairReport::default() {
+            tracing::info!(?repaired, "repaired ClusterIP and NodePort allocations");
+        }
         namespace::ensure_built_in(&registry).await.map_err(|e| anyhow::anyhow!("creating built-in namespaces: {e}"))?;
         namespace::resume_terminating(&registry).await.map_err(|e| anyhow::anyhow!("resuming namespace deletions: {e}"))?;
 
@@ -67,6 +76,8 @@ impl ApiServer {
         if !local_addr.ip().is_unspecified() {
             hosts.push(local_addr.ip().to_string());
         }
+        // Pods reach the API server through the `kubernetes` Service's ClusterIP.
+        hosts.push(first_service_ip.to_string());
         hosts.extend(config.extra_sans.iter().cloned());
         let creds = tls::load_or_create(&config.data_dir, &hosts)?;
         let host = if local_addr.ip().is_unspecified() { "127.0.0.1".to_string() } else { local_addr.ip().to_string() };
@@ -78,6 +89,7 @@ impl ApiServer {
             server_address: server_address.clone(),
         });
         let running = server::serve(listener, creds.server_config.clone(), state)?;
+        kubernetes_service::ensure(&registry, first_service_ip, local_addr).await.map_err(|e| anyhow::anyhow!("creating the kubernetes Service: {e}"))?;
         let kubeconfig = config.data_dir.join("kubeconfig");
         tls::write_kubeconfig(&kubeconfig, &tls::kubeconfig(&format!("https://{server_address}"), &creds.ca_pem, &creds.token))?;
         Ok(Self { local_addr, kubeconfig, registry, running })

@@ -13,6 +13,7 @@ use svcnet_api::{
     resources::{self, ResourceInfo},
     selector::{FieldSelector, LabelSelector},
 };
+use crate::service_alloc::{ServiceAllocator, ServiceRanges};
 use svcnet_store::{KeyValue, Revision, Storage};
 
 use crate::{
@@ -157,11 +158,21 @@ fn random_suffix() -> String {
 #[derive(Clone)]
 pub struct Registry {
     pub store: Arc<dyn Storage>,
+    /// ClusterIPs and NodePorts of Services.
+    pub services: Arc<ServiceAllocator>,
 }
 
 impl Registry {
-    pub fn new(store: Arc<dyn Storage>) -> Self {
-        Self { store }
+    pub fn new(store: Arc<dyn Storage>, ranges: ServiceRanges) -> Self {
+        let services = Arc::new(ServiceAllocator::new(store.clone(), ranges));
+        Self { store, services }
+    }
+
+    /// Frees what a deleted object held (a Service's ClusterIP and NodePorts).
+    async fn after_delete(&self, info: &ResourceInfo, obj: &Value) {
+        if info.kind == "Service" {
+            self.services.release_unused(obj, None).await;
+        }
     }
 
     fn key(target: &Target, name: &str) -> String {
@@ -322,7 +333,24 @@ impl Registry {
             }
             return Ok(Written { object: obj, warnings });
         }
-        match self.store.create(&key, to_bytes(&obj)).await {
+        // A Service's ClusterIP and NodePorts are claimed before it is written, and given back
+        // if the write does not happen.
+        let claims = if info.kind == "Service" {
+            // A name that is taken is the error to report, not the address it would collide on.
+            if self.store.get(&key).await?.is_some() {
+                return Err(ApiError::already_exists(info, &name));
+            }
+            Some(self.services.allocate(&mut obj, None, (info, &name)).await?)
+        } else {
+            None
+        };
+        let result = self.store.create(&key, to_bytes(&obj)).await;
+        if result.is_err() {
+            if let Some(c) = claims {
+                self.services.rollback(c).await;
+            }
+        }
+        match result {
             Ok(rev) => {
                 meta_mut(&mut obj).insert("resourceVersion".into(), rev.to_string().into());
                 Ok(Written { object: obj, warnings })
@@ -363,7 +391,11 @@ impl Registry {
                     return Ok(Written { object: new, warnings });
                 }
                 match self.store.delete(&key, Some(rev)).await {
-                    Ok(kv) => return Ok(Written { object: from_kv(&kv)?, warnings }),
+                    Ok(kv) => {
+                        let gone = from_kv(&kv)?;
+                        self.after_delete(info, &gone).await;
+                        return Ok(Written { object: gone, warnings });
+                    }
                     Err(svcnet_store::Error::Conflict { .. }) if !pinned => continue,
                     Err(svcnet_store::Error::Conflict { .. }) => return Err(ApiError::modified(info, &name)),
                     Err(svcnet_store::Error::NotFound { .. }) => return Err(ApiError::not_found(info, &name)),
@@ -373,7 +405,18 @@ impl Registry {
             if opts.dry_run {
                 return Ok(Written { object: new, warnings });
             }
-            match self.store.update(&key, rev, to_bytes(&new)).await {
+            let claims = if info.kind == "Service" && target.subresource.is_none() {
+                Some(self.services.allocate(&mut new, Some(&current), (info, &name)).await?)
+            } else {
+                None
+            };
+            let result = self.store.update(&key, rev, to_bytes(&new)).await;
+            match (&result, claims) {
+                (Ok(_), Some(_)) => self.services.release_unused(&current, Some(&new)).await,
+                (Err(_), Some(c)) => self.services.rollback(c).await,
+                _ => {}
+            }
+            match result {
                 Ok(new_rev) => {
                     meta_mut(&mut new).insert("resourceVersion".into(), new_rev.to_string().into());
                     return Ok(Written { object: new, warnings });
@@ -449,6 +492,10 @@ impl Registry {
                 }
             },
             _ => {}
+        }
+        if info.kind == "Service" && target.subresource.is_none() {
+            crate::service_alloc::drop_type_dependent_fields(&mut new, current);
+            crate::service_alloc::carry_over(&mut new, current);
         }
         svcnet_api::defaults::apply_defaults(info.kind, &mut new);
         let mut errors: Vec<FieldError> = if target.subresource.as_deref() == Some("binding") {
@@ -539,7 +586,11 @@ impl Registry {
                 return Ok(Deleted::Now(current));
             }
             match self.store.delete(&key, Some(rev)).await {
-                Ok(kv) => return Ok(Deleted::Now(from_kv(&kv)?)),
+                Ok(kv) => {
+                    let gone = from_kv(&kv)?;
+                    self.after_delete(info, &gone).await;
+                    return Ok(Deleted::Now(gone));
+                }
                 Err(svcnet_store::Error::Conflict { .. }) => continue,
                 Err(svcnet_store::Error::NotFound { .. }) => return Err(ApiError::not_found(info, &name)),
                 Err(e) => return Err(e.into()),

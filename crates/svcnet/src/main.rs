@@ -34,6 +34,13 @@ struct UpArgs {
     /// (kube-apiserver keeps about five minutes of history in its watch cache).
     #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..))]
     watch_history: u64,
+    /// The range ClusterIPs are allocated from (IPv4). The `kubernetes` Service gets its first
+    /// address; cluster DNS conventionally takes the tenth.
+    #[arg(long, default_value = "10.96.0.0/12")]
+    service_cluster_ip_range: String,
+    /// The range NodePorts are allocated from.
+    #[arg(long, default_value = "30000-32767")]
+    service_node_port_range: String,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -53,7 +60,8 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     let options = svcnet_store::RedbStoreOptions { event_log_size: args.watch_history, ..Default::default() };
     let store = svcnet_store::RedbStore::open_with(&args.data_dir.join("store.redb"), options).context("opening the store")?;
     let store: Arc<dyn svcnet_store::Storage> = store;
-    let config = svcnet_apiserver::Config { listen: args.api_addr, data_dir: args.data_dir.clone(), extra_sans: args.tls_sans };
+    let service_ranges = svcnet_apiserver::service_alloc::ServiceRanges::parse(&args.service_cluster_ip_range, &args.service_node_port_range)?;
+    let config = svcnet_apiserver::Config { listen: args.api_addr, data_dir: args.data_dir.clone(), extra_sans: args.tls_sans, service_ranges };
     let server = svcnet_apiserver::ApiServer::start(config, store).await?;
     // The first line on stdout is for people and for scripts alike.
     println!("svcnet API server listening on https://{}", server.local_addr);

@@ -41,7 +41,7 @@ impl Svcnet {
             .arg(dir.path())
             .args(extra)
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(std::fs::OpenOptions::new().create(true).append(true).open(dir.path().join("svcnet.log")).expect("log file"))
             .spawn()
             .expect("spawn svcnet");
         let stdout = child.stdout.take().expect("stdout");
@@ -58,7 +58,7 @@ impl Svcnet {
                 break;
             }
         }
-        assert!(!addr.is_empty(), "svcnet did not report its address");
+        assert!(!addr.is_empty(), "svcnet did not report its address; its log:\n{}", std::fs::read_to_string(dir.path().join("svcnet.log")).unwrap_or_default());
         // Keep draining stdout so the server never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
         let cache = dir.path().join("kubectl-cache");
