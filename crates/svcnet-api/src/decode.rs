@@ -38,6 +38,7 @@ pub fn decode(kind: &str, body: Value) -> Result<Decoded, DecodeError> {
         "Lease" => roundtrip::<coord::Lease>(body),
         "EndpointSlice" => roundtrip::<disc::EndpointSlice>(body),
         "NetworkPolicy" => roundtrip::<net::NetworkPolicy>(body),
+        "IPAddressPool" => roundtrip::<crate::svcnet_io::IPAddressPool>(body),
         "Scale" => roundtrip::<k8s_openapi::api::autoscaling::v1::Scale>(body),
         "Binding" => roundtrip::<core::Binding>(body),
         "DeleteOptions" => roundtrip::<k8s_openapi::apimachinery::pkg::apis::meta::v1::DeleteOptions>(body),

@@ -21,6 +21,11 @@ pub fn apply_defaults(kind: &str, obj: &mut Value) {
         "EndpointSlice" => endpoint_slice(obj),
         "Endpoints" => endpoints(obj),
         "Node" => node(obj),
+        "IPAddressPool" => {
+            if let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut) {
+                default(spec, "autoAssign", true.into());
+            }
+        }
         "Event" => {
             if obj.get("type").is_none() {
                 obj["type"] = "Normal".into();

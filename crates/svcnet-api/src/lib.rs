@@ -12,6 +12,7 @@ pub mod field_error;
 pub mod fields;
 pub mod resources;
 pub mod selector;
+pub mod svcnet_io;
 pub mod table;
 pub mod validation;
 

@@ -88,6 +88,7 @@ pub static RESOURCES: &[ResourceInfo] = &[
     res!("coordination.k8s.io", "v1", "Lease", "leases", "lease", true, &[], &[], &[]),
     res!("discovery.k8s.io", "v1", "EndpointSlice", "endpointslices", "endpointslice", true, &[], &[], &[]),
     res!("networking.k8s.io", "v1", "NetworkPolicy", "networkpolicies", "networkpolicy", true, &["netpol"], &[], &[]),
+    res!("svcnet.io", "v1alpha1", "IPAddressPool", "ipaddresspools", "ipaddresspool", false, &["ippool"], &[], &[]),
 ];
 
 /// The API groups, in the order discovery lists them (`""` is the core group).

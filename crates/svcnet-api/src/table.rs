@@ -144,6 +144,12 @@ pub fn columns(kind: &str) -> Vec<Column> {
         ],
         "Lease" => vec![NAME, col("Holder", "string", LEASE_HOLDER, 0), AGE],
         "NetworkPolicy" => vec![NAME, col("Pod-Selector", "string", NP_POD_SELECTOR, 0), AGE],
+        "IPAddressPool" => vec![
+            NAME,
+            col("Addresses", "string", "The CIDRs and ranges of the pool.", 0),
+            col("Auto-Assign", "boolean", "Whether Services get addresses from this pool without asking for it.", 0),
+            AGE,
+        ],
         _ => vec![NAME, col("Created At", "date", OM_CREATED, 0)],
     }
 }
@@ -165,6 +171,7 @@ pub fn row(kind: &str, obj: &Value, now: jiff::Timestamp) -> Vec<Value> {
         "StatefulSet" => cells::stateful_set(obj, now),
         "Lease" => cells::lease(obj, now),
         "NetworkPolicy" => cells::network_policy(obj, now),
+        "IPAddressPool" => cells::ip_address_pool(obj, now),
         _ => cells::default(obj),
     }
 }

@@ -205,6 +205,7 @@ fn add_kind_schema(generator: &mut SchemaGenerator, group: &str, version: &str, 
         networking::NetworkPolicy,
         networking::Ingress,
         networking::IngressClass,
+        svcnet_api::svcnet_io::IPAddressPool,
     );
     None
 }

@@ -242,14 +242,16 @@ impl Registry {
         if !body.is_object() {
             return Err(ApiError::bad_request("the body of the request was not a JSON object"));
         }
-        let body_kind = body.get("kind").and_then(Value::as_str).unwrap_or("");
-        let body_version = body.get("apiVersion").and_then(Value::as_str).unwrap_or("");
-        if body_kind.is_empty() {
-            return Err(ApiError::bad_request(format!("Object 'Kind' is missing in '{}'", truncate(&body.to_string()))));
+        // As kube-apiserver's decoder: what the body leaves out comes from the URL.
+        let mut body = body;
+        for (field, default) in [("kind", kind), ("apiVersion", api_version)] {
+            if body.get(field).and_then(Value::as_str).is_none_or(str::is_empty) {
+                body[field] = default.into();
+            }
         }
-        if body_version.is_empty() {
-            return Err(ApiError::bad_request(format!("Object 'apiVersion' is missing in '{}'", truncate(&body.to_string()))));
-        }
+        let body_kind = body.get("kind").and_then(Value::as_str).unwrap_or("").to_string();
+        let body_version = body.get("apiVersion").and_then(Value::as_str).unwrap_or("").to_string();
+        let (body_kind, body_version) = (body_kind.as_str(), body_version.as_str());
         if body_kind != kind || body_version != api_version {
             return Err(ApiError::bad_request(format!(
                 "the API version in the data ({body_version}) does not match the expected API version ({api_version})"

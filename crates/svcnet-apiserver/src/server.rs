@@ -100,16 +100,18 @@ pub async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Respons
     if !public && !authenticated(&state, &req) {
         return Ok(error_response(&ApiError::unauthorized()));
     }
-    let action = match action {
-        Ok(a) => a,
-        Err(e) => return Ok(error_response(&e)),
-    };
     let accept = req.headers().get(header::ACCEPT).and_then(|v| v.to_str().ok()).map(str::to_string);
     let content_type = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_string);
     let dry_run = query.get("dryRun").is_some_and(|d| !d.is_empty());
+    // The body is read before any answer, even an error: an HTTP/2 client whose request body is
+    // cut off by an early response sees a stream error instead of the Status.
     let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
         Ok(b) => b.to_bytes(),
         Err(_) => return Ok(error_response(&ApiError::new(413, "RequestEntityTooLarge", "the request body is too large"))),
+    };
+    let action = match action {
+        Ok(a) => a,
+        Err(e) => return Ok(error_response(&e)),
     };
     let resp = dispatch(&state, &action, &query, accept.as_deref(), content_type.as_deref(), body).await;
     let resp = match resp {

@@ -2,10 +2,48 @@
 //! EndpointSlices from the pods a Service selects (and EndpointSlices mirrored from user-written
 //! Endpoints). They talk only to the Kubernetes API, through `kube`'s watchers, so they run
 //! unchanged against svcnet's API server or any other.
+//!
+//! The decisions are pure functions ([`endpoints::desired`], [`endpointslice::desired`],
+//! [`endpointslice::mirrored`], [`endpointslice::plan`]); [`controller`] only feeds them from
+//! caches and writes their results.
 
-/// Runs every controller until the future is dropped.
-pub async fn run(client: kube::Client) -> anyhow::Result<()> {
-    let _ = client;
-    futures::future::pending::<()>().await;
-    Ok(())
+pub mod controller;
+pub mod endpoints;
+pub mod endpointslice;
+pub mod pod;
+mod queue;
+#[cfg(test)]
+mod testutil;
+
+/// What can stop a reconcile (retried with backoff) or, for the watch errors, the controllers.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A request to the API server failed.
+    #[error("{action} {kind} {namespace}/{name}: {source}")]
+    Api {
+        action: &'static str,
+        kind: &'static str,
+        namespace: String,
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    /// A watch stream ended; the watcher retries forever, so this does not happen on its own.
+    #[error("the {0} watch ended")]
+    WatchEnded(&'static str),
+    /// A cache's writer went away before the cache was filled.
+    #[error("the {0} cache was dropped before it was filled")]
+    StoreDropped(&'static str),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Runs every controller; returns only on a fatal error (which it also logs, since `svcnet up`
+/// runs this in a task of its own).
+pub async fn run(client: kube::Client) -> Result<()> {
+    let result = controller::run(client).await;
+    if let Err(error) = &result {
+        tracing::error!(%error, "the Service controllers stopped");
+    }
+    result
 }

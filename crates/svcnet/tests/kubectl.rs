@@ -115,7 +115,7 @@ fn seed_services_through_their_lifecycle() {
 
     let json: serde_json::Value = serde_json::from_str(&s.ok(&["get", "svc", "backend", "-o", "json"])).unwrap();
     assert_eq!(json["spec"]["ports"][0]["port"], 8000);
-    assert_eq!(s.ok(&["get", "svc", "-o", "name"]).lines().filter(|l| l.starts_with("service/")).count(), 5);
+    assert_eq!(s.ok(&["get", "svc", "-o", "name"]).lines().filter(|l| l.starts_with("service/")).count(), 6, "the five seed Services and kubernetes");
     assert_eq!(s.ok(&["get", "svc", "backend", "-o", "jsonpath={.spec.selector.app}"]), "backend");
 
     let describe = s.ok(&["describe", "svc", "backend"]);
@@ -342,7 +342,7 @@ fn health_version_and_metrics() {
     assert_eq!(code, 200);
     let line = body
         .lines()
-        .find(|l| l.starts_with("apiserver_request_total{") && l.contains("verb=\"LIST\"") && l.contains("resource=\"services\""))
+        .find(|l| l.starts_with("apiserver_request_total{") && l.contains("verb=\"LIST\"") && l.contains("resource=\"services\"") && l.contains("scope=\"namespace\""))
         .unwrap_or_else(|| panic!("no LIST services counter in\n{body}"));
     for label in ["group=\"\"", "version=\"v1\"", "scope=\"namespace\"", "component=\"apiserver\"", "code=\"200\""] {
         assert!(line.contains(label), "{line}");

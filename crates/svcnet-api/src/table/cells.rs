@@ -589,6 +589,11 @@ pub(super) fn config_map(cm: &Value, now: Timestamp) -> Vec<Value> {
     vec![name(cm), Value::from(data), s(&age(cm, now))]
 }
 
+pub(super) fn ip_address_pool(pool: &Value, now: Timestamp) -> Vec<Value> {
+    let addresses: Vec<&str> = pool["spec"]["addresses"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+    vec![name(pool), s(&addresses.join(",")), Value::from(pool["spec"]["autoAssign"].as_bool().unwrap_or(true)), s(&age(pool, now))]
+}
+
 pub(super) fn service_account(sa: &Value, now: Timestamp) -> Vec<Value> {
     vec![
         name(sa),

@@ -13,6 +13,7 @@ mod networking;
 pub mod names;
 mod pod;
 mod service;
+mod svcnet_io;
 pub(crate) mod util;
 
 use crate::FieldError;
@@ -40,6 +41,7 @@ fn validate_fields(kind: &str, obj: &Value, old: Option<&Value>) -> Vec<FieldErr
         "Deployment" | "ReplicaSet" | "StatefulSet" => apps::validate(kind, obj, old),
         "NetworkPolicy" => networking::validate(kind, obj, old),
         "EndpointSlice" => discovery::validate(kind, obj, old),
+        "IPAddressPool" => svcnet_io::validate(kind, obj),
         _ => cluster::validate(kind, obj, old),
     }
 }

@@ -58,7 +58,11 @@ impl Svcnet {
                 break;
             }
         }
-        assert!(!addr.is_empty(), "svcnet did not report its address; its log:\n{}", std::fs::read_to_string(dir.path().join("svcnet.log")).unwrap_or_default());
+        assert!(
+            !addr.is_empty(),
+            "svcnet did not report its address; its log:\n{}",
+            std::fs::read_to_string(dir.path().join("svcnet.log")).unwrap_or_default()
+        );
         // Keep draining stdout so the server never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
         let cache = dir.path().join("kubectl-cache");
