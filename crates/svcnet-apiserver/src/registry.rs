@@ -619,9 +619,6 @@ impl KindMismatch for ApiError {
     }
 }
 
-fn truncate(s: &str) -> String {
-    s.chars().take(200).collect()
-}
 
 /// Upstream's `AllowCreateOnUpdate`.
 fn allow_create_on_update(info: &ResourceInfo) -> bool {

@@ -41,6 +41,10 @@ struct UpArgs {
     /// The range NodePorts are allocated from.
     #[arg(long, default_value = "30000-32767")]
     service_node_port_range: String,
+    /// Addresses for LoadBalancer Services, as a CIDR or FIRST-LAST range; may be repeated.
+    /// Kept as the IPAddressPool `svcnet-up`; more pools can be added as API objects.
+    #[arg(long = "lb-pool")]
+    lb_pools: Vec<String>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -71,6 +75,7 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     // The controllers are API clients like any other: they reach the server through its
     // kubeconfig, so they would run unchanged against another API server.
     let client = local_client(&server.kubeconfig).await?;
+    ensure_flag_pool(&client, &args.lb_pools).await?;
     let controllers = tokio::spawn(svcnet_controllers::run(client));
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
@@ -89,4 +94,35 @@ async fn local_client(kubeconfig: &std::path::Path) -> anyhow::Result<kube::Clie
     let kubeconfig = kube::config::Kubeconfig::read_from(kubeconfig)?;
     let config = kube::Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default()).await?;
     Ok(kube::Client::try_from(config)?)
+}
+
+/// Makes the IPAddressPool `svcnet-up` hold exactly the `--lb-pool` ranges (and removes it when
+/// none are given), so that the flags behave like configuration.
+async fn ensure_flag_pool(client: &kube::Client, ranges: &[String]) -> anyhow::Result<()> {
+    use kube::api::{Api, DeleteParams, Patch, PatchParams};
+
+    use svcnet_api::svcnet_io::{AddressRange, IPAddressPool};
+    const NAME: &str = "svcnet-up";
+    for r in ranges {
+        AddressRange::parse(r).map_err(|e| anyhow::anyhow!("--lb-pool: {e}"))?;
+    }
+    let api: Api<IPAddressPool> = Api::all(client.clone());
+    if ranges.is_empty() {
+        match api.delete(NAME, &DeleteParams::default()).await {
+            Ok(_) => return Ok(()),
+            Err(kube::Error::Api(status)) if status.code == 404 => return Ok(()),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let pool = serde_json::json!({
+        "apiVersion": "svcnet.io/v1alpha1", "kind": "IPAddressPool",
+        "metadata": {"name": NAME, "labels": {"app.kubernetes.io/managed-by": "svcnet-up"}},
+        "spec": {"addresses": ranges, "autoAssign": true}
+    });
+    if api.get_opt(NAME).await?.is_some() {
+        api.patch(NAME, &PatchParams::default(), &Patch::Merge(&pool)).await?;
+    } else {
+        api.create(&Default::default(), &serde_json::from_value(pool)?).await?;
+    }
+    Ok(())
 }

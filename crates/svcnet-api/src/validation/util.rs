@@ -23,6 +23,7 @@ impl Path {
     pub(crate) fn key(&self, k: &str) -> Path {
         Path(format!("{}[{k}]", self.0))
     }
+    #[allow(dead_code)]
     pub(crate) fn as_str(&self) -> &str {
         &self.0
     }
