@@ -213,3 +213,46 @@ fn restart_repairs_allocations_after_sigkill() {
     let (ips, errors) = create_concurrently(&s, "after", 29);
     assert_eq!(ips.len(), 29, "addresses leaked across the crash: {errors:?}");
 }
+
+#[test]
+fn service_validation_rules_answer_422_as_upstream() {
+    let s = Svcnet::start();
+    let cases: &[(&str, &str, &str)] = &[
+        ("two-unnamed", "  ports:\n  - port: 80\n  - port: 81\n", "spec.ports[0].name: Required value"),
+        ("dup-names", "  ports:\n  - name: web\n    port: 80\n  - name: web\n    port: 81\n", "spec.ports[1].name: Duplicate value: \"web\""),
+        ("dup-ports", "  ports:\n  - name: a\n    port: 80\n  - name: b\n    port: 80\n", "spec.ports[1]: Duplicate value"),
+        ("bad-port", "  ports:\n  - port: 70000\n    targetPort: 80\n", "spec.ports[0].port: Invalid value: 70000: must be between 1 and 65535, inclusive"),
+        ("bad-proto", "  ports:\n  - port: 80\n    protocol: ICMP\n", "spec.ports[0].protocol: Unsupported value: \"ICMP\": supported values: \"SCTP\", \"TCP\", \"UDP\""),
+        ("bad-type", "  type: Magic\n  ports:\n  - port: 80\n", "spec.type: Unsupported value: \"Magic\": supported values: \"ClusterIP\", \"ExternalName\", \"LoadBalancer\", \"NodePort\""),
+        ("no-ports", "  selector:\n    app: x\n", "spec.ports: Required value"),
+        ("ext-missing", "  type: ExternalName\n", "spec.externalName: Required value"),
+        ("ext-bad", "  type: ExternalName\n  externalName: not_a_dns_name\n", "spec.externalName: Invalid value: \"not_a_dns_name\": a lowercase RFC 1123 subdomain"),
+        ("ext-with-ip", "  type: ExternalName\n  externalName: db.example.com\n  clusterIP: 10.96.0.50\n", "spec.clusterIP: Forbidden: may not be set for ExternalName services"),
+        ("bad-target", "  ports:\n  - port: 80\n    targetPort: Not_A_Name\n", "spec.ports[0].targetPort: Invalid value: \"Not_A_Name\""),
+        ("bad-affinity", "  sessionAffinity: Sticky\n  ports:\n  - port: 80\n", "spec.sessionAffinity: Unsupported value: \"Sticky\""),
+        ("etp-on-clusterip", "  externalTrafficPolicy: Local\n  ports:\n  - port: 80\n", "spec.externalTrafficPolicy: Invalid value: \"Local\": may only be set when `type` is 'NodePort' or 'LoadBalancer'"),
+        ("bad-selector", "  selector:\n    app: -x-\n  ports:\n  - port: 80\n", "spec.selector: Invalid value: \"-x-\""),
+        ("9starts-with-digit", "  ports:\n  - port: 80\n", "metadata.name: Invalid value: \"9starts-with-digit\": a DNS-1035 label"),
+    ];
+    for (name, spec, want) in cases {
+        let e = stderr_of(&s, &svc(name, spec));
+        assert!(e.contains(&format!("The Service \"{name}\" is invalid")) && e.contains(want), "{name}: want {want:?} in\n{e}");
+        assert!(s.fails(&["get", "svc", name]).contains("NotFound"), "{name}: a refused create must change nothing");
+    }
+
+    // Type changes as upstream allows them: ClusterIP -> NodePort -> LoadBalancer -> ExternalName
+    // (which releases the address) -> ClusterIP (which allocates a new one).
+    s.apply(&svc("morph", "  ports:\n  - port: 80\n"));
+    s.ok(&["patch", "svc", "morph", "--type=merge", "-p", r#"{"spec":{"type":"NodePort"}}"#]);
+    assert!(!jsonpath(&s, "morph", ".spec.ports[0].nodePort").is_empty());
+    s.ok(&["patch", "svc", "morph", "--type=merge", "-p", r#"{"spec":{"type":"LoadBalancer"}}"#]);
+    let ip = jsonpath(&s, "morph", ".spec.clusterIP");
+    s.ok(&["patch", "svc", "morph", "--type=merge", "-p", r#"{"spec":{"type":"ExternalName","externalName":"db.example.com","clusterIP":null,"clusterIPs":null}}"#]);
+    assert_eq!(jsonpath(&s, "morph", ".spec.clusterIP"), "");
+    assert_eq!(jsonpath(&s, "morph", ".spec.ports[0].nodePort"), "");
+    // The released address can be taken by another Service.
+    s.apply(&svc("taker", &format!("  clusterIP: {ip}\n  ports:\n  - port: 80\n")));
+    s.ok(&["patch", "svc", "morph", "--type=merge", "-p", r#"{"spec":{"type":"ClusterIP","externalName":null}}"#]);
+    let new_ip = jsonpath(&s, "morph", ".spec.clusterIP");
+    assert!(!new_ip.is_empty() && new_ip != ip);
+}
