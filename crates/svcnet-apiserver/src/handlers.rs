@@ -224,8 +224,8 @@ fn patch_type(ct: Option<&str>) -> Result<PatchType> {
     }
 }
 
-/// Applies a patch document to `doc`.
-fn apply_patch(pt: PatchType, doc: &Value, patch: &Value) -> Result<Value> {
+/// Applies a patch document to `doc`, an object of `kind` (`group/version`) for strategic merge.
+fn apply_patch(pt: PatchType, doc: &Value, patch: &Value, gvk: (&str, &str, &str)) -> Result<Value> {
     let mut out = doc.clone();
     match pt {
         PatchType::Json => {
@@ -242,25 +242,14 @@ fn apply_patch(pt: PatchType, doc: &Value, patch: &Value) -> Result<Value> {
             if !patch.is_object() {
                 return Err(ApiError::bad_request("json: cannot unmarshal into Go value of type map[string]interface {}"));
             }
-            // Until strategic merge lands, its directives are dropped and the rest merged
-            // as a JSON merge patch (same result for maps; lists are replaced whole).
-            let mut p = patch.clone();
-            strip_directives(&mut p);
-            json_patch::merge(&mut out, &p);
+            let (group, version, kind) = gvk;
+            let (schemas, root) = crate::openapi::kind_schema(group, version, kind)
+                .ok_or_else(|| ApiError::new(415, "UnsupportedMediaType", format!("strategic merge patch is not supported for {kind}")))?;
+            out = crate::strategic::apply(doc, patch, crate::strategic::Schemas { components: schemas }, &root)
+                .map_err(|e| ApiError::new(422, "Invalid", format!("the server rejected our request due to an error in our request: {e}")))?;
         }
     }
     Ok(out)
-}
-
-fn strip_directives(v: &mut Value) {
-    match v {
-        Value::Object(m) => {
-            m.retain(|k, _| !k.starts_with('$'));
-            m.values_mut().for_each(strip_directives);
-        }
-        Value::Array(a) => a.iter_mut().for_each(strip_directives),
-        _ => {}
-    }
 }
 
 pub async fn patch(reg: &Registry, target: &Target, call: &Call<'_>) -> Result<Reply> {
@@ -268,12 +257,12 @@ pub async fn patch(reg: &Registry, target: &Target, call: &Call<'_>) -> Result<R
     let pt = patch_type(call.content_type)?;
     let patch: Value = serde_json::from_slice(&call.body).map_err(|e| ApiError::bad_request(format!("json: {e}")))?;
     if target.subresource.as_deref() == Some("scale") {
-        return update_scale(reg, target, opts, |current| apply_patch(pt, current, &patch)).await;
+        return update_scale(reg, target, opts, |current| apply_patch(pt, current, &patch, ("autoscaling", "v1", "Scale"))).await;
     }
     let info = target.info;
     let w = reg
         .guaranteed_update(target, opts, |current| {
-            let patched = apply_patch(pt, current, &patch)?;
+            let patched = apply_patch(pt, current, &patch, (info.group, info.version, info.kind))?;
             let (obj, warnings) = reg.decode_body(info, info.kind, &info.api_version(), patched, opts.field_validation)?;
             Ok(Some((obj, warnings)))
         })

@@ -18,6 +18,7 @@ pub mod registry;
 pub mod request;
 pub mod server;
 pub mod service_alloc;
+pub mod strategic;
 pub mod table;
 pub mod tls;
 pub mod watch;

@@ -1192,3 +1192,19 @@ fn content_hash(bytes: &[u8]) -> String {
     }
     format!("{hash:032X}")
 }
+
+/// The component schemas of the v3 document serving `group/version`, and the definition name of
+/// `kind` in it (for schema-driven work such as strategic merge patch).
+pub fn kind_schema(group: &str, version: &str, kind: &str) -> Option<(&'static Map<String, Value>, String)> {
+    let find = |doc: &'static Document| -> Option<(&'static Map<String, Value>, String)> {
+        let schemas = doc.value.get("components")?.get("schemas")?.as_object()?;
+        let name = schemas.iter().find_map(|(name, s)| {
+            let gvks = s.get("x-kubernetes-group-version-kind")?.as_array()?;
+            gvks.iter().any(|g| g["group"] == group && g["version"] == version && g["kind"] == kind).then(|| name.clone())
+        })?;
+        Some((schemas, name))
+    };
+    let path = if group.is_empty() { format!("api/{version}") } else { format!("apis/{group}/{version}") };
+    // A kind served only as a subresource (autoscaling/v1 Scale) lives in its parent's document.
+    v3_group_version(&path).and_then(find).or_else(|| v3_docs().by_path.values().find_map(find))
+}

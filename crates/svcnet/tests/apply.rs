@@ -1,0 +1,73 @@
+//! Client-side `kubectl apply` of edited files and `kubectl patch` (strategic merge by default)
+//! leave the object as kube-apiserver would hold it.
+
+mod common;
+
+use common::Svcnet;
+use serde_json::{Value, json};
+
+fn get(s: &Svcnet, what: &[&str]) -> Value {
+    let mut args = vec!["get"];
+    args.extend_from_slice(what);
+    args.extend_from_slice(&["-o", "json"]);
+    serde_json::from_str(&s.ok(&args)).unwrap()
+}
+
+#[test]
+fn reapplying_an_edited_service_updates_and_prunes() {
+    let s = Svcnet::start();
+    s.apply(
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: web\n  labels:\n    team: a\nspec:\n  selector:\n    app: web\n  ports:\n  - name: http\n    port: 80\n    targetPort: 8080\n  - name: metrics\n    port: 9000\n",
+    );
+    let before = get(&s, &["svc", "web"]);
+    // Edited file: selector changed, the metrics port removed, https added, the label removed.
+    let out = s.apply(
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: web\nspec:\n  selector:\n    app: web2\n  ports:\n  - name: http\n    port: 80\n    targetPort: 8080\n  - name: https\n    port: 443\n    targetPort: 8443\n",
+    );
+    assert!(out.contains("service/web configured"), "{out}");
+    let after = get(&s, &["svc", "web"]);
+    assert_eq!(after["spec"]["selector"], json!({"app": "web2"}));
+    let ports: Vec<(i64, &str)> = after["spec"]["ports"].as_array().unwrap().iter().map(|p| (p["port"].as_i64().unwrap(), p["name"].as_str().unwrap())).collect();
+    assert_eq!(ports, [(80, "http"), (443, "https")]);
+    assert_eq!(after["spec"]["ports"][1]["protocol"], "TCP", "defaults apply to the added port");
+    assert!(after["metadata"].get("labels").is_none_or(|l| l.get("team").is_none()), "the removed label is pruned: {}", after["metadata"]);
+    // What the server allocated and the user never wrote stays.
+    assert_eq!(after["spec"]["clusterIP"], before["spec"]["clusterIP"]);
+    // Unchanged file: nothing to do.
+    let again = s.apply(
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: web\nspec:\n  selector:\n    app: web2\n  ports:\n  - name: http\n    port: 80\n    targetPort: 8080\n  - name: https\n    port: 443\n    targetPort: 8443\n",
+    );
+    assert!(again.contains("unchanged"), "{again}");
+}
+
+#[test]
+fn kubectl_patch_merges_lists_by_key() {
+    let s = Svcnet::start();
+    s.apply(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: backend\nspec:\n  replicas: 3\n  selector:\n    matchLabels:\n      app: backend\n  template:\n    metadata:\n      labels:\n        app: backend\n    spec:\n      containers:\n      - name: app\n        image: backend:1\n        env:\n        - name: A\n          value: \"1\"\n      - name: sidecar\n        image: proxy:1\n",
+    );
+    // `kubectl patch` defaults to a strategic merge patch: the container is found by name.
+    s.ok(&["patch", "deployment", "backend", "-p", r#"{"spec":{"template":{"spec":{"containers":[{"name":"app","image":"backend:2","env":[{"name":"B","value":"2"}]}]}}}}"#]);
+    let d = get(&s, &["deployment", "backend"]);
+    let containers = d["spec"]["template"]["spec"]["containers"].as_array().unwrap();
+    assert_eq!(containers.len(), 2, "the sidecar is kept");
+    assert_eq!(containers[0]["image"], "backend:2");
+    assert_eq!(containers[0]["env"], json!([{"name": "A", "value": "1"}, {"name": "B", "value": "2"}]));
+    assert_eq!(d["metadata"]["generation"], 2, "a spec change bumps generation");
+
+    // `$patch: delete` removes one element by its key.
+    s.ok(&["patch", "deployment", "backend", "-p", r#"{"spec":{"template":{"spec":{"containers":[{"name":"sidecar","$patch":"delete"}]}}}}"#]);
+    let d = get(&s, &["deployment", "backend"]);
+    assert_eq!(d["spec"]["template"]["spec"]["containers"].as_array().unwrap().len(), 1);
+
+    // `kubectl set image` and `kubectl label` ride on the same patch.
+    s.ok(&["set", "image", "deployment/backend", "app=backend:3"]);
+    s.ok(&["label", "deployment", "backend", "tier=api"]);
+    let d = get(&s, &["deployment", "backend"]);
+    assert_eq!(d["spec"]["template"]["spec"]["containers"][0]["image"], "backend:3");
+    assert_eq!(d["metadata"]["labels"]["tier"], "api");
+
+    // A merge-list element without its merge key is refused.
+    let e = s.fails(&["patch", "deployment", "backend", "-p", r#"{"spec":{"template":{"spec":{"containers":[{"image":"x"}]}}}}"#]);
+    assert!(e.contains("does not contain declared merge key: name"), "{e}");
+}
