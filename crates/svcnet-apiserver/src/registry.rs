@@ -714,6 +714,29 @@ fn mark_for_deletion(info: &ResourceInfo, obj: &mut Value, opts: &DeleteOptions)
         }
         return true;
     }
+    // The garbage collector's finalizers carry the propagation policy: `orphan` makes it release
+    // the dependents first, `foregroundDeletion` makes it delete them first; background (the
+    // default) deletes the owner now and its dependents after.
+    let (add, drop) = match opts.propagation_policy.as_deref() {
+        Some("Orphan") => (Some("orphan"), "foregroundDeletion"),
+        Some("Foreground") => (Some("foregroundDeletion"), "orphan"),
+        Some("Background") => (None, ""),
+        _ => (None, "-"),
+    };
+    if add.is_some() || drop.is_empty() {
+        let mut fins: Vec<Value> = object::finalizers(obj).into_iter().map(Value::from).collect();
+        fins.retain(|f| f.as_str() != Some(drop) && (add.is_some() || !matches!(f.as_str(), Some("orphan" | "foregroundDeletion"))));
+        if let Some(a) = add {
+            if !fins.iter().any(|f| f.as_str() == Some(a)) {
+                fins.push(a.into());
+            }
+        }
+        if fins.is_empty() {
+            meta_mut(obj).remove("finalizers");
+        } else {
+            meta_mut(obj).insert("finalizers".into(), Value::Array(fins));
+        }
+    }
     if info.kind == "Pod" {
         let terminal = matches!(obj["status"]["phase"].as_str(), Some("Succeeded" | "Failed"));
         let bound = obj["spec"]["nodeName"].as_str().is_some_and(|n| !n.is_empty());
