@@ -38,6 +38,7 @@ pub struct Call<'a> {
     pub content_type: Option<&'a str>,
     pub body: Bytes,
     pub output: Output,
+    pub user_agent: Option<&'a str>,
 }
 
 impl Call<'_> {
@@ -51,7 +52,20 @@ impl Call<'_> {
             Some("All") => true,
             Some(other) => return Err(ApiError::bad_request(format!("dryRun: Unsupported value: {other:?}: supported values: \"All\""))),
         };
-        Ok(WriteOptions { dry_run, field_validation: FieldValidation::parse(self.q("fieldValidation"))? })
+        // Upstream names an unnamed writer after its user agent's program name.
+        let manager = match self.q("fieldManager").filter(|m| !m.is_empty()) {
+            Some(m) if m.len() > 128 || m.chars().any(char::is_control) => {
+                return Err(ApiError::new(422, "Invalid", "fieldManager: Invalid value: must be no more than 128 printable characters"));
+            }
+            Some(m) => Some(m.to_string()),
+            None => self.user_agent.and_then(|ua| ua.split('/').next()).filter(|p| !p.is_empty()).map(|p| p.chars().take(128).collect()),
+        };
+        Ok(WriteOptions {
+            dry_run,
+            field_validation: FieldValidation::parse(self.q("fieldValidation"))?,
+            field_manager: manager.as_deref().map(crate::registry::intern_manager),
+            apply: false,
+        })
     }
 
     fn json_body(&self) -> Result<Value> {
@@ -219,7 +233,7 @@ fn patch_type(ct: Option<&str>) -> Result<PatchType> {
         _ => Err(ApiError::new(
             415,
             "UnsupportedMediaType",
-            format!("the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json (got {ct:?})"),
+            format!("the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml, application/strategic-merge-patch+json (got {ct:?})"),
         )),
     }
 }
@@ -254,6 +268,9 @@ fn apply_patch(pt: PatchType, doc: &Value, patch: &Value, gvk: (&str, &str, &str
 
 pub async fn patch(reg: &Registry, target: &Target, call: &Call<'_>) -> Result<Reply> {
     let opts = call.write_options()?;
+    if call.content_type.is_some_and(|ct| ct.split(';').next().unwrap_or("").trim() == "application/apply-patch+yaml") {
+        return server_side_apply(reg, target, call, opts).await;
+    }
     let pt = patch_type(call.content_type)?;
     let patch: Value = serde_json::from_slice(&call.body).map_err(|e| ApiError::bad_request(format!("json: {e}")))?;
     if target.subresource.as_deref() == Some("scale") {
@@ -418,4 +435,74 @@ async fn bind(reg: &Registry, target: &Target, call: &Call<'_>, opts: WriteOptio
         warnings: vec![],
         content_type: None,
     })
+}
+
+/// `PATCH` with `application/apply-patch+yaml`: server-side apply of the body (JSON or YAML) as
+/// the whole intent of `fieldManager`; creates the object when it does not exist.
+async fn server_side_apply(reg: &Registry, target: &Target, call: &Call<'_>, mut opts: WriteOptions) -> Result<Reply> {
+    use crate::apply::{self, KindSchema, Writer};
+    let info = target.info;
+    if target.subresource.is_some() {
+        return Err(ApiError::new(415, "UnsupportedMediaType", "apply patches of subresources are not supported"));
+    }
+    let manager = match call.q("fieldManager").filter(|m| !m.is_empty()) {
+        Some(m) => m.to_string(),
+        None => {
+            return Err(ApiError::new(422, "Invalid", "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch"));
+        }
+    };
+    let force = call.q("force").and_then(parse_bool).unwrap_or(false);
+    let text = std::str::from_utf8(&call.body).map_err(|_| ApiError::bad_request("the apply patch is not UTF-8"))?;
+    let applied: Value = match serde_json::from_str(text) {
+        Ok(v) => v,
+        Err(_) => serde_saphyr::from_str(text).map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?,
+    };
+    // Strict field validation and the type checks run on the applied configuration itself.
+    let (decoded, warnings) = reg.decode_body(info, info.kind, &info.api_version(), applied.clone(), opts.field_validation)?;
+    let mut intent = decoded;
+    crate::object::strip_nulls(&mut intent);
+    // As upstream, the applied configuration is defaulted first, so that list-map keys such as a
+    // port's protocol match the stored elements.
+    svcnet_api::defaults::apply_defaults(info.kind, &mut intent);
+    let name = target.name.clone().unwrap_or_default();
+    if intent["metadata"]["name"].as_str().is_some_and(|n| n != name) {
+        return Err(ApiError::bad_request(format!(
+            "the name of the object ({}) does not match the name on the URL ({name})",
+            intent["metadata"]["name"].as_str().unwrap_or("")
+        )));
+    }
+    let (schemas, root) = crate::openapi::kind_schema(info.group, info.version, info.kind)
+        .ok_or_else(|| ApiError::new(415, "UnsupportedMediaType", format!("server-side apply is not supported for {}", info.kind)))?;
+    let schema = KindSchema { schemas: crate::strategic::Schemas { components: schemas }, root: &root };
+    let now = crate::object::now_rfc3339();
+    let api_version = info.api_version();
+    let writer = Writer { manager: &manager, api_version: &api_version, subresource: None, now: &now };
+    opts.field_manager = Some(crate::registry::intern_manager(&manager));
+    opts.apply = true;
+    let conflict = |conflicts: Vec<apply::Conflict>| {
+        let causes: Vec<Value> = conflicts
+            .iter()
+            .map(|c| json!({"reason": "FieldManagerConflict", "message": format!("conflict with \"{}\"", c.manager), "field": apply::render_path(&c.path)}))
+            .collect();
+        let mut e = ApiError::new(409, "Conflict", apply::conflict_message(&conflicts));
+        e.details = Some(json!({"causes": causes}));
+        e
+    };
+    let result = reg
+        .guaranteed_update(target, opts, |current| {
+            let merged = apply::apply(Some(current), &intent, schema, &writer, force).map_err(conflict)?;
+            Ok(Some((merged, warnings.clone())))
+        })
+        .await;
+    match result {
+        Ok(w) => Ok(Reply::written(200, w)),
+        Err(e) if e.code == 404 && e.reason == "NotFound" => {
+            let created = apply::apply(None, &intent, schema, &writer, force).map_err(conflict)?;
+            let mut t = target.clone();
+            t.name = None;
+            let w = reg.create(&t, created, opts).await?;
+            Ok(Reply::written(201, w))
+        }
+        Err(e) => Err(e),
+    }
 }

@@ -12,7 +12,7 @@ use crate::{
     request::Target,
 };
 
-const WRITE: WriteOptions = WriteOptions { dry_run: false, field_validation: FieldValidation::Strict };
+const WRITE: WriteOptions = WriteOptions { dry_run: false, field_validation: FieldValidation::Strict, field_manager: Some("kube-apiserver"), apply: false };
 
 fn target(plural: &str, name: Option<&str>) -> Target {
     Target {

@@ -5,6 +5,7 @@
 //! [`svcnet_store::Storage`]. Watches stream store events ([`watch`]). Discovery and OpenAPI
 //! documents are derived from `svcnet_api::resources`.
 
+pub mod apply;
 pub mod discovery;
 pub mod error;
 pub mod handlers;

@@ -18,7 +18,7 @@ fn namespaces() -> &'static resources::ResourceInfo {
     resources::find("", "v1", "namespaces").expect("namespaces are served")
 }
 
-const WRITE: WriteOptions = WriteOptions { dry_run: false, field_validation: FieldValidation::Strict };
+const WRITE: WriteOptions = WriteOptions { dry_run: false, field_validation: FieldValidation::Strict, field_manager: Some("kube-apiserver"), apply: false };
 
 /// Creates the built-in namespaces that are missing.
 pub async fn ensure_built_in(reg: &Registry) -> Result<()> {

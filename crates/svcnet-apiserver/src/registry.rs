@@ -48,6 +48,37 @@ impl FieldValidation {
 pub struct WriteOptions {
     pub dry_run: bool,
     pub field_validation: FieldValidation,
+    /// Who writes, for `managedFields` (`None`: "unknown", as upstream names an anonymous writer).
+    pub field_manager: Option<&'static str>,
+    /// The write is a server-side apply that computed `managedFields` itself.
+    pub apply: bool,
+}
+
+/// Interns a field manager name so that `WriteOptions` stays `Copy`; the set of names a server
+/// sees is small (one per client kind), so the leak is bounded.
+pub fn intern_manager(name: &str) -> &'static str {
+    use std::collections::HashSet;
+    use std::sync::{Mutex, OnceLock};
+    static NAMES: OnceLock<Mutex<HashSet<&'static str>>> = OnceLock::new();
+    let mut names = NAMES.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(n) = names.get(name) {
+        return n;
+    }
+    if names.len() > 10_000 {
+        return "unknown";
+    }
+    let leaked: &'static str = Box::leak(name.to_string().into_boxed_str());
+    names.insert(leaked);
+    leaked
+}
+
+/// Records `new`'s field ownership after a write by `opts.field_manager`.
+fn track_fields(info: &ResourceInfo, old: Option<&Value>, new: &mut Value, opts: &WriteOptions) {
+    let Some((schemas, root)) = crate::openapi::kind_schema(info.group, info.version, info.kind) else { return };
+    let schema = crate::apply::KindSchema { schemas: crate::strategic::Schemas { components: schemas }, root: &root };
+    let now = object::now_rfc3339();
+    let writer = crate::apply::Writer { manager: opts.field_manager.unwrap_or("unknown"), api_version: &info.api_version(), subresource: None, now: &now };
+    crate::apply::track_update(old, new, schema, &writer);
 }
 
 /// The result of a write: the object as stored and warnings for the `Warning` header.
@@ -327,6 +358,9 @@ impl Registry {
         if !errors.is_empty() {
             return Err(ApiError::invalid(info, &name, &errors));
         }
+        if !opts.apply {
+            track_fields(info, None, &mut obj, &opts);
+        }
         self.check_namespace(target, &name).await?;
         let key = info.key(target.namespace.as_deref(), &name);
         if opts.dry_run {
@@ -383,7 +417,16 @@ impl Registry {
                 }
             }
             let pinned = meta_str(&new, "resourceVersion").is_some_and(|s| !s.is_empty());
+            let applied_fields = new["metadata"].get("managedFields").cloned();
             let mut new = self.finish_update(target, new, &current)?;
+            if target.subresource.is_none() {
+                match (opts.apply, applied_fields) {
+                    (true, Some(m)) => {
+                        meta_mut(&mut new).insert("managedFields".into(), m);
+                    }
+                    _ => track_fields(info, Some(&current), &mut new, &opts),
+                }
+            }
             if spec_and_meta_equal(&new, &current) {
                 return Ok(Written { object: current, warnings });
             }
@@ -648,7 +691,7 @@ fn prepare_for_create(info: &ResourceInfo, obj: &mut Value) {
     let m = meta_mut(obj);
     m.insert("uid".into(), uuid::Uuid::new_v4().to_string().into());
     m.insert("creationTimestamp".into(), object::now_rfc3339().into());
-    for f in ["resourceVersion", "deletionTimestamp", "deletionGracePeriodSeconds", "selfLink", "managedFields"] {
+    for f in ["resourceVersion", "deletionTimestamp", "deletionGracePeriodSeconds", "selfLink"] {
         m.remove(f);
     }
     if info.has_spec() {

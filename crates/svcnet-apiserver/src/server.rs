@@ -101,6 +101,7 @@ pub async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Respons
         return Ok(error_response(&ApiError::unauthorized()));
     }
     let accept = req.headers().get(header::ACCEPT).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let user_agent = req.headers().get(header::USER_AGENT).and_then(|v| v.to_str().ok()).map(str::to_string);
     let content_type = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_string);
     let dry_run = query.get("dryRun").is_some_and(|d| !d.is_empty());
     // The body is read before any answer, even an error: an HTTP/2 client whose request body is
@@ -113,7 +114,7 @@ pub async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Respons
         Ok(a) => a,
         Err(e) => return Ok(error_response(&e)),
     };
-    let resp = dispatch(&state, &action, &query, accept.as_deref(), content_type.as_deref(), body).await;
+    let resp = dispatch(&state, &action, &query, accept.as_deref(), content_type.as_deref(), body, user_agent.as_deref()).await;
     let resp = match resp {
         Ok(r) => r,
         Err(e) => {
@@ -167,6 +168,7 @@ async fn dispatch(
     accept: Option<&str>,
     content_type: Option<&str>,
     body: Bytes,
+    user_agent: Option<&str>,
 ) -> Result<Response<Body>, ApiError> {
     let output = negotiate::choose(accept).ok_or_else(|| ApiError::not_acceptable(accept.unwrap_or("")))?;
     let ok = |v: Value| Ok(json_response(200, &v, &[], None));
@@ -193,7 +195,7 @@ async fn dispatch(
         Action::Group(g) => discovery::group(g).map_or_else(|| Err(ApiError::path_not_found()), ok),
         Action::ResourceList { group, version } => ok(discovery::resource_list(group, version)),
         Action::Get(t) | Action::List(t) | Action::Watch(t) | Action::Create(t) | Action::Update(t) | Action::Patch(t) | Action::Delete(t) | Action::DeleteCollection(t) => {
-            let call = Call { query, content_type, body, output };
+            let call = Call { query, content_type, body, output, user_agent };
             let reply = match action {
                 Action::Get(_) => handlers::get(reg, t, &call).await?,
                 Action::List(_) => handlers::list(reg, t, &call).await?,

@@ -16,13 +16,13 @@ pub struct Schemas<'a> {
 
 /// A position in the schema: a schema object (after resolving references), if known.
 #[derive(Clone, Copy)]
-struct At<'a> {
-    schemas: Schemas<'a>,
-    schema: Option<&'a Value>,
+pub(crate) struct At<'a> {
+    pub(crate) schemas: Schemas<'a>,
+    pub(crate) schema: Option<&'a Value>,
 }
 
 impl<'a> At<'a> {
-    fn resolve(schemas: Schemas<'a>, schema: Option<&'a Value>) -> At<'a> {
+    pub(crate) fn resolve(schemas: Schemas<'a>, schema: Option<&'a Value>) -> At<'a> {
         let mut s = schema;
         // `$ref` directly, or `allOf: [{$ref}]` (a reference with its own description).
         for _ in 0..4 {
@@ -37,7 +37,7 @@ impl<'a> At<'a> {
     }
 
     /// The schema of property `name` of this object (or of its map values).
-    fn property(&self, name: &str) -> (At<'a>, Option<&'a Value>) {
+    pub(crate) fn property(&self, name: &str) -> (At<'a>, Option<&'a Value>) {
         let raw = self
             .schema
             .and_then(|s| s.get("properties").and_then(|p| p.get(name)).or_else(|| s.get("additionalProperties").filter(|a| a.is_object())));
@@ -45,7 +45,7 @@ impl<'a> At<'a> {
     }
 
     /// The schema of this list's items.
-    fn items(&self, raw: Option<&'a Value>) -> At<'a> {
+    pub(crate) fn items(&self, raw: Option<&'a Value>) -> At<'a> {
         At::resolve(self.schemas, raw.and_then(|r| r.get("items")))
     }
 }

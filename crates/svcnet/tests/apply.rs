@@ -71,3 +71,54 @@ fn kubectl_patch_merges_lists_by_key() {
     let e = s.fails(&["patch", "deployment", "backend", "-p", r#"{"spec":{"template":{"spec":{"containers":[{"image":"x"}]}}}}"#]);
     assert!(e.contains("does not contain declared merge key: name"), "{e}");
 }
+
+#[test]
+fn server_side_apply_owns_fields_and_reports_conflicts() {
+    let s = Svcnet::start();
+    let manifest = |selector: &str, ports: &str| format!("apiVersion: v1\nkind: Service\nmetadata:\n  name: ssa\nspec:\n  selector:\n    app: {selector}\n  ports:\n{ports}");
+    let two_ports = "  - name: http\n    port: 80\n  - name: metrics\n    port: 9000\n";
+    let apply_as = |manager: &str, yaml: &str, extra: &[&str]| {
+        let mut args = vec!["apply", "--server-side", "--field-manager", manager, "-f", "-"];
+        args.extend_from_slice(extra);
+        s.kubectl_with_stdin(&args, Some(yaml))
+    };
+    let out = apply_as("alice", &manifest("web", two_ports), &[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("service/ssa serverside-applied"));
+    let svc = get(&s, &["svc", "ssa", "--show-managed-fields"]);
+    let managers: Vec<&str> = svc["metadata"]["managedFields"].as_array().unwrap().iter().map(|m| m["manager"].as_str().unwrap()).collect();
+    assert_eq!(managers, ["alice"]);
+    assert_eq!(svc["metadata"]["managedFields"][0]["operation"], "Apply");
+    assert!(svc["metadata"]["managedFields"][0]["fieldsV1"]["f:spec"]["f:selector"].is_object(), "{}", svc["metadata"]["managedFields"]);
+
+    // Bob wants another selector: a conflict naming alice and the field, and nothing changes.
+    let out = apply_as("bob", &manifest("api", ""), &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("Apply failed with 1 conflict: conflict with \"alice\": .spec.selector"), "{err}");
+    assert_eq!(get(&s, &["svc", "ssa"])["spec"]["selector"]["app"], "web");
+    // Forced, bob takes the field over.
+    let out = apply_as("bob", &manifest("api", ""), &["--force-conflicts"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(get(&s, &["svc", "ssa"])["spec"]["selector"]["app"], "api");
+
+    // Alice drops the metrics port (and the selector, which is bob's now): the port goes.
+    let out = apply_as("alice", "apiVersion: v1\nkind: Service\nmetadata:\n  name: ssa\nspec:\n  ports:\n  - name: http\n    port: 80\n", &[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let svc = get(&s, &["svc", "ssa"]);
+    let ports: Vec<i64> = svc["spec"]["ports"].as_array().unwrap().iter().map(|p| p["port"].as_i64().unwrap()).collect();
+    assert_eq!(ports, [80]);
+    assert_eq!(svc["spec"]["selector"]["app"], "api", "bob's field stays");
+
+    // An edit by another client takes the field it changes; alice re-applying it conflicts.
+    s.ok(&["label", "svc", "ssa", "tier=x"]);
+    s.ok(&["patch", "svc", "ssa", "--type=merge", "-p", r#"{"spec":{"ports":[{"name":"http","port":80,"targetPort":8080}]}}"#]);
+    let out = apply_as("alice", "apiVersion: v1\nkind: Service\nmetadata:\n  name: ssa\nspec:\n  ports:\n  - name: http\n    port: 80\n    targetPort: 80\n", &[]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("conflict with \"kubectl-patch\""), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // Strict validation applies to server-side apply too.
+    let out = apply_as("alice", "apiVersion: v1\nkind: Service\nmetadata:\n  name: ssa\nspec:\n  portz: []\n", &[]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown field \"spec.portz\""), "{}", String::from_utf8_lossy(&out.stderr));
+}
