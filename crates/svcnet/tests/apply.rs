@@ -122,3 +122,11 @@ fn server_side_apply_owns_fields_and_reports_conflicts() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown field \"spec.portz\""), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+#[test]
+fn kubectl_explain_prints_the_field_docs() {
+    let s = Svcnet::start();
+    let out = s.ok(&["explain", "service.spec.ports"]);
+    assert!(out.contains("KIND:       Service") && out.contains("FIELD: ports <[]ServicePort>"), "{out}");
+    assert!(out.contains("targetPort") && out.contains("The list of ports that are exposed by this service"), "{out}");
+}
