@@ -10,8 +10,10 @@
 pub mod controller;
 pub mod endpoints;
 pub mod endpointslice;
+pub mod gc;
 pub mod pod;
 mod queue;
+pub mod workloads;
 #[cfg(test)]
 mod testutil;
 
@@ -41,7 +43,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// Runs every controller; returns only on a fatal error (which it also logs, since `svcnet up`
 /// runs this in a task of its own).
 pub async fn run(client: kube::Client) -> Result<()> {
-    let result = controller::run(client).await;
+    let result = tokio::try_join!(controller::run(client.clone()), workloads::run(client.clone()), gc::run(client)).map(|_| ());
     if let Err(error) = &result {
         tracing::error!(%error, "the Service controllers stopped");
     }
