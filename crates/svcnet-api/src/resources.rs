@@ -49,8 +49,11 @@ impl ResourceInfo {
     }
 
     /// Kinds whose `metadata.generation` follows spec changes (everything with a spec).
-    pub fn has_spec(&self) -> bool {
-        !matches!(self.kind, "ConfigMap" | "Endpoints" | "EndpointSlice" | "Event" | "ServiceAccount")
+    /// Whether objects of this kind carry `metadata.generation`, bumped on spec changes. As
+    /// upstream: the workload kinds, NetworkPolicy, EndpointSlice and custom resources; not
+    /// Services, Pods, Namespaces or Nodes.
+    pub fn has_generation(&self) -> bool {
+        matches!(self.kind, "Deployment" | "ReplicaSet" | "StatefulSet" | "NetworkPolicy" | "EndpointSlice" | "IPAddressPool")
     }
 }
 

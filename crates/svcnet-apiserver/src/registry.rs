@@ -558,7 +558,7 @@ impl Registry {
         if !errors.is_empty() {
             return Err(ApiError::invalid(info, &name, &errors));
         }
-        if info.has_spec() {
+        if info.has_generation() {
             let gen_ = current["metadata"]["generation"].as_i64().unwrap_or(1);
             let bumped = if object::spec_part(&new) != object::spec_part(current) { gen_ + 1 } else { gen_ };
             meta_mut(&mut new).insert("generation".into(), bumped.into());
@@ -694,7 +694,7 @@ fn prepare_for_create(info: &ResourceInfo, obj: &mut Value) {
     for f in ["resourceVersion", "deletionTimestamp", "deletionGracePeriodSeconds", "selfLink"] {
         m.remove(f);
     }
-    if info.has_spec() {
+    if info.has_generation() {
         m.insert("generation".into(), 1.into());
     } else {
         m.remove("generation");

@@ -1,7 +1,8 @@
 //! The controllers that turn Services into what the data plane programs: Endpoints and
 //! EndpointSlices from the pods a Service selects (and EndpointSlices mirrored from user-written
-//! Endpoints). They talk only to the Kubernetes API, through `kube`'s watchers, so they run
-//! unchanged against svcnet's API server or any other.
+//! Endpoints), and the addresses of LoadBalancer Services ([`loadbalancer`]). They talk only to
+//! the Kubernetes API, through `kube`'s watchers, so they run unchanged against svcnet's API
+//! server or any other.
 //!
 //! The decisions are pure functions ([`endpoints::desired`], [`endpointslice::desired`],
 //! [`endpointslice::mirrored`], [`endpointslice::plan`]); [`controller`] only feeds them from
@@ -11,6 +12,7 @@ pub mod controller;
 pub mod endpoints;
 pub mod endpointslice;
 pub mod gc;
+pub mod loadbalancer;
 pub mod pod;
 mod queue;
 pub mod workloads;
@@ -43,7 +45,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// Runs every controller; returns only on a fatal error (which it also logs, since `svcnet up`
 /// runs this in a task of its own).
 pub async fn run(client: kube::Client) -> Result<()> {
-    let result = tokio::try_join!(controller::run(client.clone()), workloads::run(client.clone()), gc::run(client)).map(|_| ());
+    let result = tokio::try_join!(controller::run(client.clone()), workloads::run(client.clone()), loadbalancer::run(client.clone()), gc::run(client)).map(|_| ());
     if let Err(error) = &result {
         tracing::error!(%error, "the Service controllers stopped");
     }
