@@ -216,6 +216,14 @@ pub async fn update(reg: &Registry, target: &Target, call: &Call<'_>) -> Result<
     Ok(Reply::written(200, w))
 }
 
+/// Whether a patch document sets `metadata.resourceVersion` (making it a precondition).
+fn patch_sets_resource_version(patch: &Value) -> bool {
+    match patch {
+        Value::Array(ops) => ops.iter().any(|op| op["path"].as_str() == Some("/metadata/resourceVersion") && op["op"] != "test"),
+        other => other.get("metadata").and_then(|m| m.get("resourceVersion")).is_some_and(|v| !v.is_null()),
+    }
+}
+
 /// The patch types, by `Content-Type`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum PatchType {
@@ -279,7 +287,14 @@ pub async fn patch(reg: &Registry, target: &Target, call: &Call<'_>) -> Result<R
     let info = target.info;
     let w = reg
         .guaranteed_update(target, opts, |current| {
-            let patched = apply_patch(pt, current, &patch, (info.group, info.version, info.kind))?;
+            let mut patched = apply_patch(pt, current, &patch, (info.group, info.version, info.kind))?;
+            // The stored resourceVersion rides along in the patched object; only one the patch
+            // itself sets is a precondition (otherwise a concurrent write is retried, as upstream).
+            if !patch_sets_resource_version(&patch) {
+                if let Some(m) = patched.get_mut("metadata").and_then(Value::as_object_mut) {
+                    m.remove("resourceVersion");
+                }
+            }
             let (obj, warnings) = reg.decode_body(info, info.kind, &info.api_version(), patched, opts.field_validation)?;
             Ok(Some((obj, warnings)))
         })

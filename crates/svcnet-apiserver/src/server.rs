@@ -114,6 +114,15 @@ pub async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Respons
         Ok(a) => a,
         Err(e) => return Ok(error_response(&e)),
     };
+    // Protobuf bodies (kubectl's `create namespace|service|deployment|configmap`) become the JSON
+    // they stand for; everything after sees only JSON.
+    let (content_type, body) = match content_type {
+        Some(ct) if svcnet_protobuf::is_protobuf(&ct) && !body.is_empty() => match svcnet_protobuf::decode_request(&body) {
+            Ok(v) => (Some("application/json".to_string()), Bytes::from(serde_json::to_vec(&v).expect("a Value always serializes"))),
+            Err(e) => return Ok(error_response(&ApiError::bad_request(e.to_string()))),
+        },
+        ct => (ct, body),
+    };
     let resp = dispatch(&state, &action, &query, accept.as_deref(), content_type.as_deref(), body, user_agent.as_deref()).await;
     let resp = match resp {
         Ok(r) => r,
