@@ -32,11 +32,10 @@ pub fn apply_defaults(kind: &str, obj: &mut Value) {
             }
             // An event's involvedObject defaults its namespace to the event's.
             let ns = obj["metadata"]["namespace"].clone();
-            if let Some(o) = obj.get_mut("involvedObject").and_then(Value::as_object_mut) {
-                if !o.contains_key("namespace") && !ns.is_null() {
+            if let Some(o) = obj.get_mut("involvedObject").and_then(Value::as_object_mut)
+                && !o.contains_key("namespace") && !ns.is_null() {
                     o.insert("namespace".into(), ns);
                 }
-            }
         }
         _ => {}
     }
@@ -85,11 +84,10 @@ fn service(obj: &mut Value) {
                 Some(Value::String(s)) => s.is_empty(),
                 _ => false,
             };
-            if unset {
-                if let Some(port) = p.get("port").cloned() {
+            if unset
+                && let Some(port) = p.get("port").cloned() {
                     p.insert("targetPort".into(), port);
                 }
-            }
         }
     }
     if ty != "ExternalName" {
@@ -282,11 +280,10 @@ fn endpoints(obj: &mut Value) {
 
 fn node(obj: &mut Value) {
     // A node's allocatable defaults to its capacity.
-    if let Some(status) = obj.get_mut("status").and_then(Value::as_object_mut) {
-        if let Some(cap) = status.get("capacity").cloned() {
+    if let Some(status) = obj.get_mut("status").and_then(Value::as_object_mut)
+        && let Some(cap) = status.get("capacity").cloned() {
             default(status, "allocatable", cap);
         }
-    }
 }
 
 #[cfg(test)]

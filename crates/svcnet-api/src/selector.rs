@@ -724,7 +724,7 @@ mod tests {
             // A random label set.
             let mut l = BTreeMap::new();
             for k in KEYS {
-                if g.next() % 2 == 0 {
+                if g.next().is_multiple_of(2) {
                     l.insert(k.to_string(), g.pick(VALS).to_string());
                 }
             }
@@ -737,7 +737,7 @@ mod tests {
                 let v = g.pick(VALS);
                 let w = g.pick(VALS);
                 let have = l.get(k).map(String::as_str);
-                let ws = if g.next() % 2 == 0 { " " } else { "" };
+                let ws = if g.next().is_multiple_of(2) { " " } else { "" };
                 let (s, ok) = match g.next() % 7 {
                     0 => (format!("{k}{ws}={ws}{v}"), have == Some(v)),
                     1 => (format!("{k}{ws}=={ws}{v}"), have == Some(v)),

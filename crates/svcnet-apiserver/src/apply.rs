@@ -168,13 +168,11 @@ fn remove_at(obj: &mut Value, path: &[String]) {
     if last == "." {
         // The element itself: remove it from its list.
         let Some((elem, list_path)) = parent_path.split_last() else { return };
-        if let Some(Value::Array(list)) = value_at_mut(obj, list_path) {
-            if let Some(k) = elem.strip_prefix("k:") {
-                if let Ok(key) = serde_json::from_str::<Map<String, Value>>(k) {
+        if let Some(Value::Array(list)) = value_at_mut(obj, list_path)
+            && let Some(k) = elem.strip_prefix("k:")
+                && let Ok(key) = serde_json::from_str::<Map<String, Value>>(k) {
                     list.retain(|i| !key.iter().all(|(kk, kv)| i.get(kk) == Some(kv)));
                 }
-            }
-        }
         return;
     }
     match value_at_mut(obj, parent_path) {

@@ -112,13 +112,12 @@ impl Call<'_> {
         if let Some(p) = self.q("propagationPolicy").filter(|s| !s.is_empty()) {
             opts.propagation_policy = Some(p.to_string());
         }
-        if let Some(p) = &opts.propagation_policy {
-            if !matches!(p.as_str(), "Orphan" | "Background" | "Foreground") {
+        if let Some(p) = &opts.propagation_policy
+            && !matches!(p.as_str(), "Orphan" | "Background" | "Foreground") {
                 return Err(ApiError::bad_request(format!(
                     "propagationPolicy: Unsupported value: {p:?}: supported values: \"Foreground\", \"Background\", \"Orphan\""
                 )));
             }
-        }
         Ok(opts)
     }
 }
@@ -290,11 +289,10 @@ pub async fn patch(reg: &Registry, target: &Target, call: &Call<'_>) -> Result<R
             let mut patched = apply_patch(pt, current, &patch, (info.group, info.version, info.kind))?;
             // The stored resourceVersion rides along in the patched object; only one the patch
             // itself sets is a precondition (otherwise a concurrent write is retried, as upstream).
-            if !patch_sets_resource_version(&patch) {
-                if let Some(m) = patched.get_mut("metadata").and_then(Value::as_object_mut) {
+            if !patch_sets_resource_version(&patch)
+                && let Some(m) = patched.get_mut("metadata").and_then(Value::as_object_mut) {
                     m.remove("resourceVersion");
                 }
-            }
             let (obj, warnings) = reg.decode_body(info, info.kind, &info.api_version(), patched, opts.field_validation)?;
             Ok(Some((obj, warnings)))
         })
@@ -393,11 +391,10 @@ async fn update_scale(
     let w = reg
         .guaranteed_update(&parent, opts, |current| {
             let scale = new_scale(&scale_of(current))?;
-            if let Some(rv) = scale["metadata"]["resourceVersion"].as_str().filter(|s| !s.is_empty()) {
-                if Some(rv) != current["metadata"]["resourceVersion"].as_str() {
+            if let Some(rv) = scale["metadata"]["resourceVersion"].as_str().filter(|s| !s.is_empty())
+                && Some(rv) != current["metadata"]["resourceVersion"].as_str() {
                     return Err(ApiError::modified(target.info, &name));
                 }
-            }
             let replicas = scale["spec"]["replicas"].as_i64().unwrap_or(0);
             if replicas < 0 {
                 let e = svcnet_api::FieldError::invalid("spec.replicas", replicas, "must be greater than or equal to 0");

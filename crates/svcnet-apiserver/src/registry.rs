@@ -138,11 +138,10 @@ fn to_bytes(obj: &Value) -> Vec<u8> {
 
 /// Whether `obj` passes the list's selectors.
 pub fn matches(info: &ResourceInfo, obj: &Value, label: Option<&LabelSelector>, field: Option<&FieldSelector>) -> bool {
-    if let Some(l) = label {
-        if !l.matches(&object::labels(obj)) {
+    if let Some(l) = label
+        && !l.matches(&object::labels(obj)) {
             return false;
         }
-    }
     if let Some(f) = field {
         return f.matches(|name| svcnet_api::fields::field_value(info.kind, obj, name).ok());
     }
@@ -381,11 +380,10 @@ impl Registry {
             None
         };
         let result = self.store.create(&key, to_bytes(&obj)).await;
-        if result.is_err() {
-            if let Some(c) = claims {
+        if result.is_err()
+            && let Some(c) = claims {
                 self.services.rollback(c).await;
             }
-        }
         match result {
             Ok(rev) => {
                 meta_mut(&mut obj).insert("resourceVersion".into(), rev.to_string().into());
@@ -411,11 +409,10 @@ impl Registry {
             let Some((new, warnings)) = mutate(&current)? else {
                 return Ok(Written { object: current, warnings: vec![] });
             };
-            if let Some(want) = meta_str(&new, "resourceVersion").filter(|s| !s.is_empty()) {
-                if want != rev.to_string() {
+            if let Some(want) = meta_str(&new, "resourceVersion").filter(|s| !s.is_empty())
+                && want != rev.to_string() {
                     return Err(ApiError::modified(info, &name));
                 }
-            }
             let pinned = meta_str(&new, "resourceVersion").is_some_and(|s| !s.is_empty());
             let applied_fields = new["metadata"].get("managedFields").cloned();
             let mut new = self.finish_update(target, new, &current)?;
@@ -486,11 +483,10 @@ impl Registry {
                 object::name(&new)
             )));
         }
-        if let (Some(a), Some(b)) = (meta_str(&new, "uid"), meta_str(current, "uid")) {
-            if !a.is_empty() && a != b {
+        if let (Some(a), Some(b)) = (meta_str(&new, "uid"), meta_str(current, "uid"))
+            && !a.is_empty() && a != b {
                 return Err(ApiError::conflict(info, &name, &format!("Precondition failed: UID in precondition: {a}, UID in object meta: {b}")));
             }
-        }
         if info.namespaced {
             let ns = target.namespace.clone().unwrap_or_default();
             if meta_str(&new, "namespace").is_some_and(|n| !n.is_empty() && n != ns) {
@@ -593,21 +589,19 @@ impl Registry {
         }
         for _ in 0..16 {
             let (current, rev) = self.read(info, &key, &name).await?;
-            if let Some(uid) = &opts.precondition_uid {
-                if meta_str(&current, "uid") != Some(uid.as_str()) {
+            if let Some(uid) = &opts.precondition_uid
+                && meta_str(&current, "uid") != Some(uid.as_str()) {
                     return Err(ApiError::conflict(info, &name, &format!(
                         "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
                         meta_str(&current, "uid").unwrap_or("")
                     )));
                 }
-            }
-            if let Some(want) = &opts.precondition_resource_version {
-                if *want != rev.to_string() {
+            if let Some(want) = &opts.precondition_resource_version
+                && *want != rev.to_string() {
                     return Err(ApiError::conflict(info, &name, &format!(
                         "Precondition failed: ResourceVersion in precondition: {want}, ResourceVersion in object meta: {rev}"
                     )));
                 }
-            }
             let mut marked = current.clone();
             let pending = mark_for_deletion(info, &mut marked, opts);
             if pending {
@@ -769,11 +763,10 @@ fn mark_for_deletion(info: &ResourceInfo, obj: &mut Value, opts: &DeleteOptions)
     if add.is_some() || drop.is_empty() {
         let mut fins: Vec<Value> = object::finalizers(obj).into_iter().map(Value::from).collect();
         fins.retain(|f| f.as_str() != Some(drop) && (add.is_some() || !matches!(f.as_str(), Some("orphan" | "foregroundDeletion"))));
-        if let Some(a) = add {
-            if !fins.iter().any(|f| f.as_str() == Some(a)) {
+        if let Some(a) = add
+            && !fins.iter().any(|f| f.as_str() == Some(a)) {
                 fins.push(a.into());
             }
-        }
         if fins.is_empty() {
             meta_mut(obj).remove("finalizers");
         } else {

@@ -162,11 +162,10 @@ pub fn route(method: &http::Method, path: &str, query: &HashMap<String, String>)
     if namespace.is_some() && !info.namespaced {
         return Err(ApiError::path_not_found());
     }
-    if let Some(s) = sub {
-        if !info.has_subresource(s) {
+    if let Some(s) = sub
+        && !info.has_subresource(s) {
             return Err(ApiError::path_not_found());
         }
-    }
     let target = Target {
         info,
         namespace: namespace.map(str::to_string),

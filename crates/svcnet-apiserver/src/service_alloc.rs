@@ -162,11 +162,10 @@ pub fn drop_type_dependent_fields(new: &mut Value, old: &Value) {
         if let Some(ports) = new["spec"].get_mut("ports").and_then(Value::as_array_mut) {
             for p in ports.iter_mut() {
                 let unchanged = old_ports.iter().any(|o| o["port"] == p["port"] && o["protocol"] == p["protocol"] && o.get("nodePort") == p.get("nodePort"));
-                if unchanged {
-                    if let Some(p) = p.as_object_mut() {
+                if unchanged
+                    && let Some(p) = p.as_object_mut() {
                         p.remove("nodePort");
                     }
-                }
             }
         }
     }
@@ -192,18 +191,16 @@ pub fn drop_type_dependent_fields(new: &mut Value, old: &Value) {
 pub fn carry_over(new: &mut Value, old: &Value) {
     if wants_cluster_ip(new) && wants_cluster_ip(old) {
         let unset = new["spec"]["clusterIP"].as_str().is_none_or(str::is_empty);
-        if unset {
-            if let Some(spec) = new.get_mut("spec").and_then(Value::as_object_mut) {
+        if unset
+            && let Some(spec) = new.get_mut("spec").and_then(Value::as_object_mut) {
                 if let Some(ip) = old["spec"].get("clusterIP") {
                     spec.insert("clusterIP".into(), ip.clone());
                 }
-                if let Some(ips) = old["spec"].get("clusterIPs") {
-                    if spec.get("clusterIPs").is_none_or(|v| v.as_array().is_none_or(Vec::is_empty)) {
+                if let Some(ips) = old["spec"].get("clusterIPs")
+                    && spec.get("clusterIPs").is_none_or(|v| v.as_array().is_none_or(Vec::is_empty)) {
                         spec.insert("clusterIPs".into(), ips.clone());
                     }
-                }
             }
-        }
     }
     if wants_node_ports(new) && wants_node_ports(old) {
         let old_ports = old["spec"]["ports"].as_array().cloned().unwrap_or_default();
@@ -220,11 +217,10 @@ pub fn carry_over(new: &mut Value, old: &Value) {
                 }
             }
         }
-        if new["spec"]["healthCheckNodePort"].as_i64().unwrap_or(0) == 0 {
-            if let Some(hc) = old["spec"]["healthCheckNodePort"].as_i64().filter(|p| *p != 0) {
+        if new["spec"]["healthCheckNodePort"].as_i64().unwrap_or(0) == 0
+            && let Some(hc) = old["spec"]["healthCheckNodePort"].as_i64().filter(|p| *p != 0) {
                 new["spec"]["healthCheckNodePort"] = hc.into();
             }
-        }
     }
 }
 
@@ -250,7 +246,7 @@ impl ServiceAllocator {
     /// Takes `key` for `svc`; `Held` when `svc` already holds it (same uid).
     async fn claim(&self, key: &str, svc: &Value) -> Result<Claim, ApiError> {
         let value = serde_json::to_vec(&owner(svc)).expect("json");
-        match self.store.create(key, value.into()).await {
+        match self.store.create(key, value).await {
             Ok(_) => Ok(Claim::Taken),
             Err(svcnet_store::Error::AlreadyExists { .. }) => {
                 let current = self.store.get(key).await?;
@@ -266,11 +262,10 @@ impl ServiceAllocator {
     /// Releases `claims` (after a failed write).
     pub async fn rollback(&self, claims: Claims) {
         for key in claims.keys {
-            if let Err(e) = self.store.delete(&key, None).await {
-                if !matches!(e, svcnet_store::Error::NotFound { .. }) {
+            if let Err(e) = self.store.delete(&key, None).await
+                && !matches!(e, svcnet_store::Error::NotFound { .. }) {
                     tracing::warn!(%key, error = %e, "releasing an allocation failed; repair will free it on restart");
                 }
-            }
         }
     }
 
@@ -278,11 +273,10 @@ impl ServiceAllocator {
     /// changed type or ports.
     pub async fn release_unused(&self, old: &Value, new: Option<&Value>) {
         let mut keys = Vec::new();
-        if let Some(ip) = held_ip(old) {
-            if new.and_then(held_ip).as_deref() != Some(ip.as_str()) {
+        if let Some(ip) = held_ip(old)
+            && new.and_then(held_ip).as_deref() != Some(ip.as_str()) {
                 keys.push(ip_key(&ip));
             }
-        }
         let still: BTreeSet<i64> = new.map(held_ports).unwrap_or_default();
         for p in held_ports(old) {
             if !still.contains(&p) {
@@ -539,7 +533,7 @@ impl ServiceAllocator {
                     Some(o) if o["uid"] == claim["uid"] => {}
                     Some(o) => {
                         // Held by a Service, but recorded for another owner: fix the record.
-                        self.store.update(&kv.key, kv.mod_revision, serde_json::to_vec(&o)?.into()).await?;
+                        self.store.update(&kv.key, kv.mod_revision, serde_json::to_vec(&o)?).await?;
                         report.fixed += 1;
                     }
                     None => {
@@ -550,7 +544,7 @@ impl ServiceAllocator {
             }
         }
         for (key, o) in want {
-            match self.store.create(&key, serde_json::to_vec(&o)?.into()).await {
+            match self.store.create(&key, serde_json::to_vec(&o)?).await {
                 Ok(_) | Err(svcnet_store::Error::AlreadyExists { .. }) => report.claimed += 1,
                 Err(e) => return Err(e.into()),
             }
@@ -615,10 +609,10 @@ mod tests {
         let store: Arc<dyn Storage> = svcnet_store::RedbStore::open(&dir.path().join("db")).unwrap();
         let alloc = ServiceAllocator::new(store.clone(), ServiceRanges::default());
         let held = stored_service("held", "u1", "10.96.0.20", Some(30100));
-        store.create("/registry/services/default/held", serde_json::to_vec(&held).unwrap().into()).await.unwrap();
+        store.create("/registry/services/default/held", serde_json::to_vec(&held).unwrap()).await.unwrap();
         let orphan = json!({"namespace": "default", "name": "gone", "uid": "u2"});
-        store.create(&ip_key("10.96.0.21"), serde_json::to_vec(&orphan).unwrap().into()).await.unwrap();
-        store.create(&port_key(30101), serde_json::to_vec(&orphan).unwrap().into()).await.unwrap();
+        store.create(&ip_key("10.96.0.21"), serde_json::to_vec(&orphan).unwrap()).await.unwrap();
+        store.create(&port_key(30101), serde_json::to_vec(&orphan).unwrap()).await.unwrap();
 
         let report = alloc.repair().await.unwrap();
         assert_eq!(report, RepairReport { released: 2, claimed: 2, fixed: 0 });

@@ -62,11 +62,10 @@ pub(super) fn validate(obj: &Value, old: Option<&Value>) -> Vec<FieldError> {
         if ty == "ExternalName" && port.get("nodePort").and_then(Value::as_i64).is_some_and(|n| n != 0) {
             errs.push(FieldError::forbidden(p.child("nodePort"), "may not be used when `type` is 'ExternalName'"));
         }
-        if let Some(n) = port.get("nodePort").and_then(Value::as_i64) {
-            if n != 0 {
+        if let Some(n) = port.get("nodePort").and_then(Value::as_i64)
+            && n != 0 {
                 errs.extend(names::is_valid_port_num(n).into_iter().map(|m| FieldError::invalid(p.child("nodePort"), n, m)));
             }
-        }
     }
 
     if ty != "ExternalName" {
@@ -133,31 +132,28 @@ pub(super) fn validate(obj: &Value, old: Option<&Value>) -> Vec<FieldError> {
         }
         _ => {}
     }
-    if let Some(p) = str_at(&spec, "internalTrafficPolicy") {
-        if !TRAFFIC_POLICIES.contains(&p) {
+    if let Some(p) = str_at(&spec, "internalTrafficPolicy")
+        && !TRAFFIC_POLICIES.contains(&p) {
             errs.push(FieldError::not_supported(path.child("internalTrafficPolicy"), p, TRAFFIC_POLICIES));
         }
-    }
-    if let Some(p) = str_at(&spec, "ipFamilyPolicy") {
-        if !IP_FAMILY_POLICIES.contains(&p) {
+    if let Some(p) = str_at(&spec, "ipFamilyPolicy")
+        && !IP_FAMILY_POLICIES.contains(&p) {
             errs.push(FieldError::not_supported(path.child("ipFamilyPolicy"), p, IP_FAMILY_POLICIES));
         }
-    }
     for (i, f) in arr_at(&spec, "ipFamilies").iter().enumerate() {
         let s = f.as_str().unwrap_or("");
         if s != "IPv4" && s != "IPv6" {
             errs.push(FieldError::not_supported(path.child("ipFamilies").index(i), s, &["IPv4", "IPv6"]));
         }
     }
-    if let Some(hc) = spec.get("healthCheckNodePort").and_then(Value::as_i64) {
-        if hc != 0 && !(ty == "LoadBalancer" && str_at(&spec, "externalTrafficPolicy") == Some("Local")) {
+    if let Some(hc) = spec.get("healthCheckNodePort").and_then(Value::as_i64)
+        && hc != 0 && !(ty == "LoadBalancer" && str_at(&spec, "externalTrafficPolicy") == Some("Local")) {
             errs.push(FieldError::invalid(
                 path.child("healthCheckNodePort"),
                 hc,
                 "may only be set when `type` is 'LoadBalancer' and `externalTrafficPolicy` is 'Local'",
             ));
         }
-    }
 
     if let Some(old) = old {
         errs.extend(validate_update(&spec, &old["spec"], &path));
