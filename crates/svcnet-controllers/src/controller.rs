@@ -14,7 +14,7 @@ use k8s_openapi::api::core::v1::{Endpoints, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, DeleteParams, PostParams};
 use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 
 use crate::endpointslice::{self, CONTROLLER_NAME, MANAGED_BY_LABEL, MIRRORING_CONTROLLER_NAME, SERVICE_NAME_LABEL, SlicePlan};
@@ -67,12 +67,12 @@ pub async fn run(client: Client) -> Result<()> {
         failures: Mutex::new(HashMap::new()),
     });
 
-    let service_events = watch(Api::<Service>::all(client.clone()), services_writer, watcher::Config::default());
-    let pod_events = watch(Api::<Pod>::all(client.clone()), pods_writer, watcher::Config::default());
-    let endpoints_events = watch(Api::<Endpoints>::all(client.clone()), endpoints_writer, watcher::Config::default());
+    let service_events = crate::cache::watch(Api::<Service>::all(client.clone()), services_writer, watcher::Config::default());
+    let pod_events = crate::cache::watch(Api::<Pod>::all(client.clone()), pods_writer, watcher::Config::default());
+    let endpoints_events = crate::cache::watch(Api::<Endpoints>::all(client.clone()), endpoints_writer, watcher::Config::default());
     // Only the slices these controllers manage.
     let slice_config = watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL} in ({CONTROLLER_NAME},{MIRRORING_CONTROLLER_NAME})"));
-    let slice_events = watch(Api::<EndpointSlice>::all(client), slices_writer, slice_config);
+    let slice_events = crate::cache::watch(Api::<EndpointSlice>::all(client), slices_writer, slice_config);
 
     let workers = {
         let ctx = Arc::clone(&ctx);
@@ -99,26 +99,6 @@ pub async fn run(client: Client) -> Result<()> {
         r = handle_slices(slice_events, &ctx) => r,
         r = workers => r,
     }
-}
-
-/// A watch that keeps `writer` up to date and yields its events, retrying with backoff.
-fn watch<K>(api: Api<K>, writer: reflector::store::Writer<K>, config: watcher::Config) -> impl Stream<Item = watcher::Event<K>>
-where
-    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + fmt::Debug + Send + Sync + 'static,
-{
-    let kind = K::kind(&());
-    reflector::reflector(writer, watcher(api, config).default_backoff()).filter_map(move |event| {
-        let kind = kind.clone();
-        async move {
-            match event {
-                Ok(event) => Some(event),
-                Err(error) => {
-                    tracing::warn!(%kind, %error, "watch failed, retrying");
-                    None
-                }
-            }
-        }
-    })
 }
 
 // === impl event handlers ===

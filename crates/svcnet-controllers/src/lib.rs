@@ -8,6 +8,7 @@
 //! [`endpointslice::mirrored`], [`endpointslice::plan`]); [`controller`] only feeds them from
 //! caches and writes their results.
 
+mod cache;
 pub mod controller;
 pub mod endpoints;
 pub mod endpointslice;

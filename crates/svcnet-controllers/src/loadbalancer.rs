@@ -20,7 +20,7 @@ use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 use serde_json::json;
 use svcnet_api::selector::LabelSelector;
@@ -315,8 +315,8 @@ pub async fn run(client: Client) -> Result<()> {
         epoch: Mutex::new(0),
         failures: Mutex::new(HashMap::new()),
     });
-    let service_events = watch(Api::<Service>::all(client.clone()), services_writer);
-    let pool_events = watch(Api::<IPAddressPool>::all(client), pools_writer);
+    let service_events = crate::cache::watch(Api::<Service>::all(client.clone()), services_writer, watcher::Config::default());
+    let pool_events = crate::cache::watch(Api::<IPAddressPool>::all(client), pools_writer, watcher::Config::default());
 
     let workers = {
         let ctx = Arc::clone(&ctx);
@@ -338,26 +338,6 @@ pub async fn run(client: Client) -> Result<()> {
         r = handle_pools(pool_events, &ctx) => r,
         r = workers => r,
     }
-}
-
-/// A watch that keeps `writer` up to date and yields its events, retrying with backoff.
-fn watch<K>(api: Api<K>, writer: reflector::store::Writer<K>) -> impl Stream<Item = watcher::Event<K>>
-where
-    K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
-{
-    let kind = K::kind(&());
-    reflector::reflector(writer, watcher(api, watcher::Config::default()).default_backoff()).filter_map(move |event| {
-        let kind = kind.clone();
-        async move {
-            match event {
-                Ok(event) => Some(event),
-                Err(error) => {
-                    tracing::warn!(%kind, %error, "watch failed, retrying");
-                    None
-                }
-            }
-        }
-    })
 }
 
 /// A Service change enqueues the Service; so does its deletion (also one missed while the

@@ -27,7 +27,7 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 
 use crate::queue::WorkQueue;
@@ -93,11 +93,11 @@ pub async fn run(client: Client) -> Result<()> {
         assumed: Mutex::new(HashMap::new()),
     });
 
-    let pod_events = watch(Api::<Pod>::all(client.clone()), pods_writer);
-    let rs_events = watch(Api::<ReplicaSet>::all(client.clone()), replicasets_writer);
-    let deploy_events = watch(Api::<Deployment>::all(client.clone()), deployments_writer);
-    let sts_events = watch(Api::<StatefulSet>::all(client.clone()), statefulsets_writer);
-    let node_events = watch(Api::<Node>::all(client), nodes_writer);
+    let pod_events = crate::cache::watch(Api::<Pod>::all(client.clone()), pods_writer, watcher::Config::default());
+    let rs_events = crate::cache::watch(Api::<ReplicaSet>::all(client.clone()), replicasets_writer, watcher::Config::default());
+    let deploy_events = crate::cache::watch(Api::<Deployment>::all(client.clone()), deployments_writer, watcher::Config::default());
+    let sts_events = crate::cache::watch(Api::<StatefulSet>::all(client.clone()), statefulsets_writer, watcher::Config::default());
+    let node_events = crate::cache::watch(Api::<Node>::all(client), nodes_writer, watcher::Config::default());
 
     let workers = {
         let ctx = Arc::clone(&ctx);
@@ -126,26 +126,6 @@ pub async fn run(client: Client) -> Result<()> {
         r = handle(node_events, &ctx, "Node", |ctx, _: &Node| ctx.enqueue_pending()) => r,
         r = workers => r,
     }
-}
-
-/// A watch that keeps `writer` up to date and yields its events, retrying with backoff.
-fn watch<K>(api: Api<K>, writer: reflector::store::Writer<K>) -> impl Stream<Item = watcher::Event<K>>
-where
-    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + fmt::Debug + Send + Sync + 'static,
-{
-    let kind = K::kind(&());
-    reflector::reflector(writer, watcher(api, watcher::Config::default()).default_backoff()).filter_map(move |event| {
-        let kind = kind.clone();
-        async move {
-            match event {
-                Ok(event) => Some(event),
-                Err(error) => {
-                    tracing::warn!(%kind, %error, "watch failed, retrying");
-                    None
-                }
-            }
-        }
-    })
 }
 
 /// Feeds every changed (or deleted) object to `on`. After a relist everything is enqueued once
