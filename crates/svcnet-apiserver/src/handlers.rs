@@ -470,7 +470,17 @@ async fn server_side_apply(reg: &Registry, target: &Target, call: &Call<'_>, mut
         Err(_) => serde_saphyr::from_str(text).map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?,
     };
     // Strict field validation and the type checks run on the applied configuration itself.
-    let (decoded, warnings) = reg.decode_body(info, info.kind, &info.api_version(), applied.clone(), opts.field_validation)?;
+    // Server-side apply reports unknown fields as structured merge does: not in the schema.
+    let (decoded, warnings) = reg.decode_body(info, info.kind, &info.api_version(), applied.clone(), opts.field_validation).map_err(|mut e| {
+        if let Some(fields) = e.message.strip_prefix("strict decoding error: ") {
+            let paths: Vec<String> = fields.split(", ").map(|f| format!(".{}: field not declared in schema", f.trim_start_matches("unknown field ").trim_matches('"'))).collect();
+            let name = applied["metadata"]["name"].as_str().unwrap_or("");
+            let ns = target.namespace.as_deref().unwrap_or("");
+            let gvk = if info.group.is_empty() { format!("/{}, Kind={}", info.version, info.kind) } else { format!("{}/{}, Kind={}", info.group, info.version, info.kind) };
+            e.message = format!("failed to create typed patch object ({ns}/{name}; {gvk}): {}", paths.join(", "));
+        }
+        e
+    })?;
     let mut intent = decoded;
     crate::object::strip_nulls(&mut intent);
     // As upstream, the applied configuration is defaulted first, so that list-map keys such as a

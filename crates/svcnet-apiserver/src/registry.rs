@@ -176,6 +176,15 @@ fn decode_continue(token: &str, prefix: &str) -> Result<(Revision, String)> {
     Ok((rev, start))
 }
 
+/// A create or update body that cannot be decoded, worded as kube-apiserver's decoder does:
+/// `Service in version "v1" cannot be handled as a Service: strict decoding error: ...`.
+fn as_decode_error(info: &ResourceInfo, mut e: ApiError) -> ApiError {
+    if e.code == 400 && e.message.starts_with("strict decoding error") {
+        e.message = format!("{} in version {:?} cannot be handled as a {}: {}", info.kind, info.version, info.kind, e.message);
+    }
+    e
+}
+
 /// Five characters from upstream's alphabet for `generateName` (no vowels, no confusables).
 fn random_suffix() -> String {
     use rand::Rng;
@@ -331,7 +340,7 @@ impl Registry {
     /// POST of a new object.
     pub async fn create(&self, target: &Target, body: Value, opts: WriteOptions) -> Result<Written> {
         let info = target.info;
-        let (mut obj, warnings) = self.decode_body(info, info.kind, &info.api_version(), body, opts.field_validation)?;
+        let (mut obj, warnings) = self.decode_body(info, info.kind, &info.api_version(), body, opts.field_validation).map_err(|e| as_decode_error(info, e))?;
         // Namespace from the URL; a different one in the body is an error.
         if info.namespaced {
             let url_ns = target.namespace.clone().unwrap_or_default();
@@ -565,7 +574,7 @@ impl Registry {
     /// PUT of a whole object (or of its status/finalize subresource).
     pub async fn update(&self, target: &Target, body: Value, opts: WriteOptions) -> Result<Written> {
         let info = target.info;
-        let (obj, warnings) = self.decode_body(info, info.kind, &info.api_version(), body, opts.field_validation)?;
+        let (obj, warnings) = self.decode_body(info, info.kind, &info.api_version(), body, opts.field_validation).map_err(|e| as_decode_error(info, e))?;
         let result = self
             .guaranteed_update(target, opts, |_current| Ok(Some((obj.clone(), warnings.clone()))))
             .await;

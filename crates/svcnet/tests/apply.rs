@@ -120,7 +120,7 @@ fn server_side_apply_owns_fields_and_reports_conflicts() {
     // Strict validation applies to server-side apply too.
     let out = apply_as("alice", "apiVersion: v1\nkind: Service\nmetadata:\n  name: ssa\nspec:\n  portz: []\n", &[]);
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown field \"spec.portz\""), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("failed to create typed patch object (default/ssa; /v1, Kind=Service): .spec.portz: field not declared in schema"), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
 #[test]

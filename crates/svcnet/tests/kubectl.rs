@@ -151,7 +151,10 @@ fn errors_read_as_against_a_real_cluster() {
 
     let unknown = "apiVersion: v1\nkind: Service\nmetadata:\n  name: typo\nspec:\n  prots:\n  - port: 80\n  ports:\n  - port: 80\n";
     let e = stderr(&s.kubectl_with_stdin(&["create", "-f", "-"], Some(unknown)));
-    assert!(e.contains("unknown field \"spec.prots\""), "{e}");
+    assert!(e.contains("Service in version \"v1\" cannot be handled as a Service: strict decoding error: unknown field \"spec.prots\""), "{e}");
+    // The same through `kubectl apply` (client-side, strict validation by the server).
+    let e = stderr(&s.kubectl_with_stdin(&["apply", "-f", "-"], Some(unknown)));
+    assert!(e.contains("error when creating \"STDIN\": Service in version \"v1\" cannot be handled as a Service: strict decoding error: unknown field \"spec.prots\""), "{e}");
 
     let e = s.fails(&["get", "svc", "-n", "nope-ns", "x"]);
     assert!(e.contains("NotFound"), "{e}");
