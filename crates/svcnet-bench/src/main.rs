@@ -15,6 +15,12 @@
 //!
 //! It is a benchmark, not a test: nothing here asserts on timings. Every byte goes to loopback.
 //! Run it with `bench/apiserver.sh`.
+//!
+//! The `endpoints` subcommand ([`endpoints`]) is a second benchmark: how long a pod's Ready flip
+//! takes to reach its EndpointSlice with 10,000 Services and 100,000 pods in the store, next to a
+//! small cluster in the same run. Run it with `bench/endpoints.sh`.
+
+mod endpoints;
 
 use std::{
     net::SocketAddr,
@@ -43,8 +49,26 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 #[derive(Parser)]
 #[command(
     name = "svcnet-bench",
-    about = "Creates/s and watch latency of the svcnet API server, against the bare store and etcd"
+    about = "Creates/s and watch latency of the svcnet API server, against the bare store and etcd \
+             (no subcommand), or pod-readiness-to-EndpointSlice latency at scale (`endpoints`)",
+    args_conflicts_with_subcommands = true
 )]
+struct Cli {
+    #[command(subcommand)]
+    mode: Option<Mode>,
+    #[command(flatten)]
+    apiserver: Args,
+}
+
+#[derive(clap::Subcommand)]
+enum Mode {
+    /// Time from a pod's Ready condition changing to its EndpointSlice showing it, with
+    /// 10,000 Services and 100,000 pods pre-loaded into the store, next to a small cluster.
+    Endpoints(endpoints::EndpointsArgs),
+}
+
+/// The API server benchmark (the default mode).
+#[derive(clap::Args)]
 struct Args {
     /// The `svcnet` binary to benchmark (a release build).
     #[arg(long, default_value = "target/release/svcnet")]
@@ -85,7 +109,14 @@ struct Args {
 }
 
 fn main() -> Result<()> {
-    let args = Args::parse();
+    let cli = Cli::parse();
+    if let Some(Mode::Endpoints(args)) = cli.mode {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?;
+        return rt.block_on(endpoints::run(args));
+    }
+    let args = cli.apiserver;
     ensure!(
         !args.concurrency.is_empty() && args.concurrency.iter().all(|&c| c > 0),
         "--concurrency needs levels above 0"
@@ -629,7 +660,7 @@ async fn run_watch(
     })
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
+pub(crate) fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
     }
@@ -637,7 +668,7 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
-fn ms(d: Duration) -> String {
+pub(crate) fn ms(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1e3)
 }
 
@@ -771,14 +802,16 @@ fn print_table(args: &Args, svcnet: &Results, baseline: &Results) {
 }
 
 /// A running `svcnet up`, killed when dropped.
-struct SvcnetProcess {
+pub(crate) struct SvcnetProcess {
     _child: tokio::process::Child,
-    addr: String,
-    kubeconfig: PathBuf,
+    pub(crate) addr: String,
+    pub(crate) kubeconfig: PathBuf,
+    /// The server's process id, for its memory and CPU time in `/proc`.
+    pub(crate) pid: Option<u32>,
 }
 
 impl SvcnetProcess {
-    async fn start(bin: &Path, data_dir: &Path) -> Result<Self> {
+    pub(crate) async fn start(bin: &Path, data_dir: &Path) -> Result<Self> {
         ensure!(
             bin.is_file(),
             "{} not found: build it with `cargo build --release -p svcnet` or pass --svcnet",
@@ -808,18 +841,21 @@ impl SvcnetProcess {
             }
             Ok::<_, anyhow::Error>(())
         };
-        tokio::time::timeout(Duration::from_secs(30), read)
+        // Generous: with a large store, startup reads every Service (the allocator's repair).
+        tokio::time::timeout(Duration::from_secs(120), read)
             .await
-            .context("svcnet did not start in 30s")??;
+            .context("svcnet did not start in 120s")??;
         let (Some(addr), Some(kubeconfig)) = (addr, kubeconfig) else {
             bail!("svcnet exited without printing its address and kubeconfig")
         };
         // Keep draining stdout so that the server never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        let pid = child.id();
         Ok(SvcnetProcess {
             _child: child,
             addr,
             kubeconfig,
+            pid,
         })
     }
 }
