@@ -63,6 +63,8 @@ pub async fn run(client: Client) -> Result<()> {
         slices,
         queue: WorkQueue::new(),
         deleted: Mutex::new(HashSet::new()),
+        pod_index: crate::cache::PodIndex::default(),
+        selectors: crate::cache::SelectorIndex::default(),
         expectations: Mutex::new(HashMap::new()),
         failures: Mutex::new(HashMap::new()),
     });
@@ -112,22 +114,26 @@ async fn handle_services(events: impl Stream<Item = watcher::Event<Service>>, ct
     while let Some(event) = events.next().await {
         match event {
             watcher::Event::Apply(svc) => {
+                ctx.index_selector(&svc);
                 known.insert(ServiceKey::of(&svc));
                 ctx.queue.add(ServiceKey::of(&svc));
             }
             watcher::Event::Delete(svc) => {
                 let key = ServiceKey::of(&svc);
+                ctx.selectors.set(&key.namespace, &key.name, None);
                 known.remove(&key);
                 ctx.deleted.lock().unwrap().insert(key.clone());
                 ctx.queue.add(key);
             }
             watcher::Event::Init => relisted.clear(),
             watcher::Event::InitApply(svc) => {
+                ctx.index_selector(&svc);
                 relisted.insert(ServiceKey::of(&svc));
                 ctx.queue.add(ServiceKey::of(&svc));
             }
             watcher::Event::InitDone => {
                 for gone in known.difference(&relisted) {
+                    ctx.selectors.set(&gone.namespace, &gone.name, None);
                     ctx.deleted.lock().unwrap().insert(gone.clone());
                     ctx.queue.add(gone.clone());
                 }
@@ -148,15 +154,22 @@ async fn handle_pods(events: impl Stream<Item = watcher::Event<Pod>>, ctx: &Cont
         match event {
             watcher::Event::Apply(p) => {
                 let id = pod_id(&p);
+                ctx.pod_index.apply(p.clone());
                 let before = last_labels.insert(id, p.labels().clone());
                 ctx.enqueue_selecting(&p, before.as_ref());
             }
             watcher::Event::Delete(p) => {
-                let before = last_labels.remove(&pod_id(&p));
+                let (ns, name) = pod_id(&p);
+                ctx.pod_index.delete(&ns, &name);
+                let before = last_labels.remove(&(ns, name));
                 ctx.enqueue_selecting(&p, before.as_ref());
             }
-            watcher::Event::Init => relisted.clear(),
+            watcher::Event::Init => {
+                relisted.clear();
+                ctx.pod_index.relist_started();
+            }
             watcher::Event::InitApply(p) => {
+                ctx.pod_index.apply(p.clone());
                 let id = pod_id(&p);
                 let before = last_labels.get(&id);
                 ctx.enqueue_selecting(&p, before);
@@ -167,6 +180,7 @@ async fn handle_pods(events: impl Stream<Item = watcher::Event<Pod>>, ctx: &Cont
                     ctx.enqueue_matching(namespace, labels);
                 }
                 last_labels = std::mem::take(&mut relisted);
+                ctx.pod_index.relist_done();
             }
         }
     }
@@ -217,6 +231,10 @@ struct Context {
     queue: Arc<WorkQueue<ServiceKey>>,
     /// Services seen deleted whose Endpoints have not been deleted yet.
     deleted: Mutex<HashSet<ServiceKey>>,
+    /// Pods by namespace and label, for the pods a Service selects.
+    pod_index: crate::cache::PodIndex,
+    /// Service selectors by pair, for the Services a pod's labels match.
+    selectors: crate::cache::SelectorIndex,
     /// Writes not yet seen in the caches, per Service. Reconciling from a cache that lacks them
     /// would, for instance, create a second slice for the same pods.
     expectations: Mutex<HashMap<ServiceKey, Vec<Expectation>>>,
@@ -243,28 +261,25 @@ impl Context {
     /// Enqueues the Services of `p`'s namespace that select it now or selected `before`.
     fn enqueue_selecting(&self, p: &Pod, before: Option<&BTreeMap<String, String>>) {
         let namespace = p.namespace().unwrap_or_default();
-        for svc in self.services.state() {
-            if svc.namespace().as_deref() != Some(namespace.as_str()) {
-                continue;
-            }
-            let Some(selector) = pod::selector(&svc) else { continue };
-            let selected = |labels: &BTreeMap<String, String>| selector.iter().all(|(k, v)| labels.get(k) == Some(v));
-            if selected(p.labels()) || before.is_some_and(selected) {
-                self.queue.add(ServiceKey::of(svc.as_ref()));
-            }
+        self.enqueue_matching(&namespace, p.labels());
+        if let Some(before) = before {
+            self.enqueue_matching(&namespace, before);
         }
     }
 
     /// Enqueues the Services of `namespace` that select `labels`.
     fn enqueue_matching(&self, namespace: &str, labels: &BTreeMap<String, String>) {
-        for svc in self.services.state() {
-            if svc.namespace().as_deref() != Some(namespace) {
-                continue;
-            }
-            if pod::selector(&svc).is_some_and(|s| s.iter().all(|(k, v)| labels.get(k) == Some(v))) {
-                self.queue.add(ServiceKey::of(svc.as_ref()));
-            }
+        for name in self.selectors.selecting(namespace, labels) {
+            self.queue.add(ServiceKey { namespace: namespace.to_string(), name });
         }
+    }
+
+    /// Records the selector of `svc` (none for ExternalName Services) in the selector index.
+    fn index_selector(&self, svc: &Service) {
+        let key = ServiceKey::of(svc);
+        let external_name = svc.spec.as_ref().and_then(|s| s.type_.as_deref()) == Some("ExternalName");
+        let selector = if external_name { None } else { pod::selector(svc).cloned() };
+        self.selectors.set(&key.namespace, &key.name, selector);
     }
 
     /// Whether the caches reflect every write made for `key`; forgets those they do.
@@ -272,10 +287,6 @@ impl Context {
         let mut all = self.expectations.lock().unwrap();
         let Some(list) = all.get_mut(key) else { return true };
         list.retain(|e| {
-            if e.since.elapsed() > EXPECTATION_TIMEOUT {
-                tracing::warn!(service = %key, name = %e.name, "a write never showed up in the cache");
-                return false;
-            }
             let seen = match e.kind {
                 Kind::Endpoints => self.endpoints.get(&ObjectRef::new(&e.name).within(&key.namespace)).map(|o| o.resource_version()),
                 Kind::EndpointSlice => self.slices.get(&ObjectRef::new(&e.name).within(&key.namespace)).map(|o| o.resource_version()),
@@ -285,6 +296,10 @@ impl Context {
                 (Some(_), None) => false,
                 (Some(want), Some(have)) => at_least(have.as_deref(), want),
             };
+            if !satisfied && e.since.elapsed() > EXPECTATION_TIMEOUT {
+                tracing::warn!(service = %key, name = %e.name, "a write never showed up in the cache");
+                return false;
+            }
             !satisfied
         });
         let current = list.is_empty();
@@ -371,8 +386,9 @@ async fn reconcile(ctx: &Context, key: &ServiceKey) -> Result<Next> {
     let selector = if external_name { None } else { pod::selector(&svc) };
     let current_endpoints = ctx.endpoints.get(&key.object_ref());
 
-    if selector.is_some() {
-        let pods = ctx.pods.state_filter(|p| p.namespace().as_deref() == Some(key.namespace.as_str()));
+    if let Some(selector) = selector {
+        // Only the pods the selector picks: found through the label index, not by scanning.
+        let pods = ctx.pod_index.selected(&key.namespace, selector);
         let pods: Vec<&Pod> = pods.iter().map(Arc::as_ref).collect();
 
         let desired = endpoints::desired(&svc, &pods);
