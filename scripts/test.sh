@@ -3,5 +3,6 @@
 # client, real kernel where a test needs it). Run as root after scripts/setup.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+cargo fmt --all -- --check
 cargo build --workspace --all-targets
 cargo test --workspace -- --test-threads=4

@@ -48,8 +48,7 @@ pub fn decode(kind: &str, body: Value) -> Result<Decoded, DecodeError> {
 
 fn roundtrip<K: DeserializeOwned + Serialize>(body: Value) -> Result<Decoded, DecodeError> {
     let mut unknown = Vec::new();
-    let typed: K = serde_ignored::deserialize(body, |path| unknown.push(render_path(&path)))
-        .map_err(|e| DecodeError(e.to_string()))?;
+    let typed: K = serde_ignored::deserialize(body, |path| unknown.push(render_path(&path))).map_err(|e| DecodeError(e.to_string()))?;
     let object = serde_json::to_value(&typed).map_err(|e| DecodeError(e.to_string()))?;
     Ok(Decoded { object, unknown_fields: unknown })
 }

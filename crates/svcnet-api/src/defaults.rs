@@ -33,9 +33,11 @@ pub fn apply_defaults(kind: &str, obj: &mut Value) {
             // An event's involvedObject defaults its namespace to the event's.
             let ns = obj["metadata"]["namespace"].clone();
             if let Some(o) = obj.get_mut("involvedObject").and_then(Value::as_object_mut)
-                && !o.contains_key("namespace") && !ns.is_null() {
-                    o.insert("namespace".into(), ns);
-                }
+                && !o.contains_key("namespace")
+                && !ns.is_null()
+            {
+                o.insert("namespace".into(), ns);
+            }
         }
         _ => {}
     }
@@ -84,10 +86,9 @@ fn service(obj: &mut Value) {
                 Some(Value::String(s)) => s.is_empty(),
                 _ => false,
             };
-            if unset
-                && let Some(port) = p.get("port").cloned() {
-                    p.insert("targetPort".into(), port);
-                }
+            if unset && let Some(port) = p.get("port").cloned() {
+                p.insert("targetPort".into(), port);
+            }
         }
     }
     if ty != "ExternalName" {
@@ -227,11 +228,7 @@ fn statefulset(obj: &mut Value) {
                 default(ru, "partition", 0.into());
             }
         }
-        default(
-            spec,
-            "persistentVolumeClaimRetentionPolicy",
-            json!({"whenDeleted": "Retain", "whenScaled": "Retain"}),
-        );
+        default(spec, "persistentVolumeClaimRetentionPolicy", json!({"whenDeleted": "Retain", "whenScaled": "Retain"}));
     });
 }
 
@@ -281,9 +278,10 @@ fn endpoints(obj: &mut Value) {
 fn node(obj: &mut Value) {
     // A node's allocatable defaults to its capacity.
     if let Some(status) = obj.get_mut("status").and_then(Value::as_object_mut)
-        && let Some(cap) = status.get("capacity").cloned() {
-            default(status, "allocatable", cap);
-        }
+        && let Some(cap) = status.get("capacity").cloned()
+    {
+        default(status, "allocatable", cap);
+    }
 }
 
 #[cfg(test)]
@@ -314,7 +312,8 @@ mod tests {
 
     #[test]
     fn pod_defaults() {
-        let mut pod = json!({"spec": {"containers": [{"name": "a", "image": "busybox"}, {"name": "b", "image": "reg:5000/x:1.2", "ports": [{"containerPort": 80}]}]}});
+        let mut pod =
+            json!({"spec": {"containers": [{"name": "a", "image": "busybox"}, {"name": "b", "image": "reg:5000/x:1.2", "ports": [{"containerPort": 80}]}]}});
         apply_defaults("Pod", &mut pod);
         let s = &pod["spec"];
         assert_eq!(s["restartPolicy"], "Always");

@@ -86,10 +86,11 @@ impl FieldError {
         };
         let mut s = head.to_string();
         if let Some(v) = &self.value
-            && !matches!(self.kind, FieldErrorKind::Required | FieldErrorKind::Forbidden | FieldErrorKind::TooLong | FieldErrorKind::TooMany) {
-                s.push_str(": ");
-                s.push_str(&render_value(v));
-            }
+            && !matches!(self.kind, FieldErrorKind::Required | FieldErrorKind::Forbidden | FieldErrorKind::TooLong | FieldErrorKind::TooMany)
+        {
+            s.push_str(": ");
+            s.push_str(&render_value(v));
+        }
         if !self.detail.is_empty() {
             s.push_str(": ");
             s.push_str(&self.detail);

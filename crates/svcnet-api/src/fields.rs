@@ -17,10 +17,7 @@ fn str_at<'a>(v: &'a Value, ptr: &str) -> &'a str {
 }
 
 fn bool_at(v: &Value, ptr: &str) -> String {
-    v.pointer(ptr)
-        .and_then(Value::as_bool)
-        .unwrap_or(false)
-        .to_string()
+    v.pointer(ptr).and_then(Value::as_bool).unwrap_or(false).to_string()
 }
 
 /// `""` becomes the API default the object would be decoded with.
@@ -43,9 +40,7 @@ fn go_quote(s: &str) -> String {
             '\r' => out.push_str("\\r"),
             '\t' => out.push_str("\\t"),
             '\u{0b}' => out.push_str("\\v"),
-            c if (c as u32) < 0x20 || c == '\u{7f}' => {
-                out.push_str(&format!("\\x{:02x}", c as u32))
-            }
+            c if (c as u32) < 0x20 || c == '\u{7f}' => out.push_str(&format!("\\x{:02x}", c as u32)),
             c if c.is_control() => {
                 if (c as u32) < 0x10000 {
                     out.push_str(&format!("\\u{:04x}", c as u32));
@@ -75,27 +70,16 @@ pub fn field_value(kind: &str, obj: &Value, field: &str) -> Result<String, Strin
             "metadata.namespace" => namespace(),
             // Old v1 clients send spec.host; the conversion maps it to spec.nodeName.
             "spec.nodeName" | "spec.host" => value("/spec/nodeName"),
-            "spec.restartPolicy" => {
-                Ok(or_default(str_at(obj, "/spec/restartPolicy"), "Always").to_string())
-            }
-            "spec.schedulerName" => {
-                Ok(or_default(str_at(obj, "/spec/schedulerName"), "default-scheduler").to_string())
-            }
+            "spec.restartPolicy" => Ok(or_default(str_at(obj, "/spec/restartPolicy"), "Always").to_string()),
+            "spec.schedulerName" => Ok(or_default(str_at(obj, "/spec/schedulerName"), "default-scheduler").to_string()),
             // The deprecated serviceAccount is an alias when serviceAccountName is empty.
-            "spec.serviceAccountName" => Ok(or_default(
-                str_at(obj, "/spec/serviceAccountName"),
-                str_at(obj, "/spec/serviceAccount"),
-            )
-            .to_string()),
+            "spec.serviceAccountName" => Ok(or_default(str_at(obj, "/spec/serviceAccountName"), str_at(obj, "/spec/serviceAccount")).to_string()),
             "spec.hostNetwork" => Ok(bool_at(obj, "/spec/hostNetwork")),
             "status.phase" => value("/status/phase"),
             // v1 → internal conversion: status.podIP wins over status.podIPs[0].
             "status.podIP" => {
                 let ip = str_at(obj, "/status/podIP");
-                let first = obj
-                    .pointer("/status/podIPs/0/ip")
-                    .and_then(Value::as_str)
-                    .unwrap_or("");
+                let first = obj.pointer("/status/podIPs/0/ip").and_then(Value::as_str).unwrap_or("");
                 Ok(or_default(ip, first).to_string())
             }
             // Accepted by the conversion but not among the pod's selectable fields.
@@ -115,11 +99,7 @@ pub fn field_value(kind: &str, obj: &Value, field: &str) -> Result<String, Strin
             "involvedObject.fieldPath" => value("/involvedObject/fieldPath"),
             "reason" => value("/reason"),
             "reportingComponent" => value("/reportingComponent"),
-            "source" => Ok(or_default(
-                str_at(obj, "/source/component"),
-                str_at(obj, "/reportingComponent"),
-            )
-            .to_string()),
+            "source" => Ok(or_default(str_at(obj, "/source/component"), str_at(obj, "/reportingComponent")).to_string()),
             "type" => value("/type"),
             _ => not_supported(),
         },
@@ -146,10 +126,7 @@ pub fn field_value(kind: &str, obj: &Value, field: &str) -> Result<String, Strin
         _ => match field {
             "metadata.name" => name(),
             "metadata.namespace" => namespace(),
-            _ => Err(format!(
-                "{} is not a known field selector: only \"metadata.name\", \"metadata.namespace\"",
-                go_quote(field)
-            )),
+            _ => Err(format!("{} is not a known field selector: only \"metadata.name\", \"metadata.namespace\"", go_quote(field))),
         },
     }
 }
@@ -256,18 +233,9 @@ mod tests {
     #[test]
     fn pod_unsupported_fields() {
         let p = pod();
-        assert_eq!(
-            field_value("Pod", &p, "spec.containers"),
-            Err("field label not supported: spec.containers".into())
-        );
-        assert_eq!(
-            field_value("Pod", &p, "metadata.uid"),
-            Err("field label not supported: metadata.uid".into())
-        );
-        assert_eq!(
-            field_value("Pod", &p, "foo"),
-            Err("field label not supported: foo".into())
-        );
+        assert_eq!(field_value("Pod", &p, "spec.containers"), Err("field label not supported: spec.containers".into()));
+        assert_eq!(field_value("Pod", &p, "metadata.uid"), Err("field label not supported: metadata.uid".into()));
+        assert_eq!(field_value("Pod", &p, "foo"), Err("field label not supported: foo".into()));
     }
 
     #[test]
@@ -278,27 +246,15 @@ mod tests {
         assert_eq!(ok("Event", &e, "involvedObject.kind"), "Service");
         assert_eq!(ok("Event", &e, "involvedObject.namespace"), "shop");
         assert_eq!(ok("Event", &e, "involvedObject.name"), "backend");
-        assert_eq!(
-            ok("Event", &e, "involvedObject.uid"),
-            "0d6f1f9e-4c1b-4b7e-8a42-5e9a0c1d2e3f"
-        );
+        assert_eq!(ok("Event", &e, "involvedObject.uid"), "0d6f1f9e-4c1b-4b7e-8a42-5e9a0c1d2e3f");
         assert_eq!(ok("Event", &e, "involvedObject.apiVersion"), "v1");
         assert_eq!(ok("Event", &e, "involvedObject.resourceVersion"), "4211");
-        assert_eq!(
-            ok("Event", &e, "involvedObject.fieldPath"),
-            "spec.ports{http}"
-        );
+        assert_eq!(ok("Event", &e, "involvedObject.fieldPath"), "spec.ports{http}");
         assert_eq!(ok("Event", &e, "reason"), "EnsuringLoadBalancer");
-        assert_eq!(
-            ok("Event", &e, "reportingComponent"),
-            "service-lb-controller"
-        );
+        assert_eq!(ok("Event", &e, "reportingComponent"), "service-lb-controller");
         assert_eq!(ok("Event", &e, "source"), "service-controller");
         assert_eq!(ok("Event", &e, "type"), "Normal");
-        assert_eq!(
-            field_value("Event", &e, "message"),
-            Err("field label not supported: message".into())
-        );
+        assert_eq!(field_value("Event", &e, "message"), Err("field label not supported: message".into()));
     }
 
     #[test]
@@ -318,10 +274,7 @@ mod tests {
         let fresh = json!({"metadata": {"name": "new"}});
         assert_eq!(ok("Namespace", &fresh, "status.phase"), "Active");
         // The Namespace conversion does not accept metadata.namespace.
-        assert_eq!(
-            field_value("Namespace", &ns, "metadata.namespace"),
-            Err("field label not supported: metadata.namespace".into())
-        );
+        assert_eq!(field_value("Namespace", &ns, "metadata.namespace"), Err("field label not supported: metadata.namespace".into()));
     }
 
     #[test]
@@ -331,14 +284,8 @@ mod tests {
         assert_eq!(ok("Node", &node, "spec.unschedulable"), "true");
         let schedulable = json!({"metadata": {"name": "node-b"}, "spec": {}});
         assert_eq!(ok("Node", &schedulable, "spec.unschedulable"), "false");
-        assert_eq!(
-            field_value("Node", &node, "metadata.namespace"),
-            Err("field label not supported: metadata.namespace".into())
-        );
-        assert_eq!(
-            field_value("Node", &node, "status.phase"),
-            Err("field label not supported: status.phase".into())
-        );
+        assert_eq!(field_value("Node", &node, "metadata.namespace"), Err("field label not supported: metadata.namespace".into()));
+        assert_eq!(field_value("Node", &node, "status.phase"), Err("field label not supported: status.phase".into()));
     }
 
     #[test]
@@ -356,26 +303,13 @@ mod tests {
         assert_eq!(ok("Service", &headless, "spec.type"), "ClusterIP");
         let external = json!({"metadata": {"name": "ext"}, "spec": {"type": "ExternalName", "externalName": "db.example.com"}});
         assert_eq!(ok("Service", &external, "spec.clusterIP"), "");
-        assert_eq!(
-            field_value("Service", &svc, "spec.externalName"),
-            Err("field label not supported: spec.externalName".into())
-        );
+        assert_eq!(field_value("Service", &svc, "spec.externalName"), Err("field label not supported: spec.externalName".into()));
     }
 
     #[test]
     fn default_conversion_kinds() {
         let rs = json!({"metadata": {"name": "web-7d4b9c", "namespace": "shop"}, "status": {"replicas": 3}});
-        for kind in [
-            "ConfigMap",
-            "Endpoints",
-            "EndpointSlice",
-            "ServiceAccount",
-            "Deployment",
-            "ReplicaSet",
-            "StatefulSet",
-            "Lease",
-            "NetworkPolicy",
-        ] {
+        for kind in ["ConfigMap", "Endpoints", "EndpointSlice", "ServiceAccount", "Deployment", "ReplicaSet", "StatefulSet", "Lease", "NetworkPolicy"] {
             assert_eq!(ok(kind, &rs, "metadata.name"), "web-7d4b9c", "{kind}");
             assert_eq!(ok(kind, &rs, "metadata.namespace"), "shop", "{kind}");
         }
@@ -384,10 +318,7 @@ mod tests {
             field_value("ReplicaSet", &rs, "status.replicas"),
             Err(r#""status.replicas" is not a known field selector: only "metadata.name", "metadata.namespace""#.into())
         );
-        assert_eq!(
-            field_value("ConfigMap", &rs, "data"),
-            Err(r#""data" is not a known field selector: only "metadata.name", "metadata.namespace""#.into())
-        );
+        assert_eq!(field_value("ConfigMap", &rs, "data"), Err(r#""data" is not a known field selector: only "metadata.name", "metadata.namespace""#.into()));
         assert_eq!(
             field_value("EndpointSlice", &rs, "addressType"),
             Err(r#""addressType" is not a known field selector: only "metadata.name", "metadata.namespace""#.into())

@@ -81,10 +81,7 @@ impl Requirement {
                 }
                 for v in &values {
                     if v.parse::<i64>().is_err() {
-                        errs.push(format!(
-                            "values: Invalid value: {}: for 'Gt', 'Lt' operators, the value must be an integer",
-                            rendered()
-                        ));
+                        errs.push(format!("values: Invalid value: {}: for 'Gt', 'Lt' operators, the value must be an integer", rendered()));
                     }
                 }
             }
@@ -679,19 +676,11 @@ mod tests {
         assert!(empty.is_empty());
         assert!(empty.matches(&labels(&[("a", "b")])));
 
-        let bad = metav1::LabelSelector {
-            match_expressions: Some(vec![R { key: "a".into(), operator: "Foo".into(), values: None }]),
-            ..Default::default()
-        };
+        let bad = metav1::LabelSelector { match_expressions: Some(vec![R { key: "a".into(), operator: "Foo".into(), values: None }]), ..Default::default() };
         assert_eq!(LabelSelector::from_api(&bad).unwrap_err().0, "\"Foo\" is not a valid label selector operator");
-        let bad = metav1::LabelSelector {
-            match_expressions: Some(vec![R { key: "a".into(), operator: "In".into(), values: Some(vec![]) }]),
-            ..Default::default()
-        };
-        assert_eq!(
-            LabelSelector::from_api(&bad).unwrap_err().0,
-            "values: Invalid value: []: for 'in', 'notin' operators, values set can't be empty"
-        );
+        let bad =
+            metav1::LabelSelector { match_expressions: Some(vec![R { key: "a".into(), operator: "In".into(), values: Some(vec![]) }]), ..Default::default() };
+        assert_eq!(LabelSelector::from_api(&bad).unwrap_err().0, "values: Invalid value: []: for 'in', 'notin' operators, values set can't be empty");
         let bad = metav1::LabelSelector {
             match_expressions: Some(vec![R { key: "a".into(), operator: "Exists".into(), values: Some(vec!["x".into()]) }]),
             ..Default::default()

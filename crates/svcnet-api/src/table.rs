@@ -25,29 +25,12 @@ pub struct Column {
     pub priority: i32,
 }
 
-const fn col(
-    name: &'static str,
-    type_: &'static str,
-    description: &'static str,
-    priority: i32,
-) -> Column {
-    Column {
-        name,
-        type_,
-        format: "",
-        description,
-        priority,
-    }
+const fn col(name: &'static str, type_: &'static str, description: &'static str, priority: i32) -> Column {
+    Column { name, type_, format: "", description, priority }
 }
 
 /// The Name column every printer starts with.
-const NAME: Column = Column {
-    name: "Name",
-    type_: "string",
-    format: "name",
-    description: docs::OM_NAME,
-    priority: 0,
-};
+const NAME: Column = Column { name: "Name", type_: "string", format: "name", description: docs::OM_NAME, priority: 0 };
 /// The Age column (a human duration string, so typed "string" as upstream does).
 const AGE: Column = col("Age", "string", docs::OM_CREATED, 0);
 
@@ -108,10 +91,7 @@ pub fn columns(kind: &str) -> Vec<Column> {
             col("Message", "string", EV_MESSAGE, 0),
             col("First Seen", "string", EV_FIRST, 1),
             col("Count", "string", EV_COUNT, 1),
-            Column {
-                priority: 1,
-                ..NAME
-            },
+            Column { priority: 1, ..NAME },
         ],
         "ConfigMap" => vec![NAME, col("Data", "string", CM_DATA, 0), AGE],
         "ServiceAccount" => vec![NAME, col("Secrets", "string", SA_SECRETS, 0), AGE],
@@ -135,13 +115,7 @@ pub fn columns(kind: &str) -> Vec<Column> {
             images,
             col("Selector", "string", RS_SELECTOR, 1),
         ],
-        "StatefulSet" => vec![
-            NAME,
-            col("Ready", "string", READY_PODS, 0),
-            AGE,
-            containers,
-            images,
-        ],
+        "StatefulSet" => vec![NAME, col("Ready", "string", READY_PODS, 0), AGE, containers, images],
         "Lease" => vec![NAME, col("Holder", "string", LEASE_HOLDER, 0), AGE],
         "NetworkPolicy" => vec![NAME, col("Pod-Selector", "string", NP_POD_SELECTOR, 0), AGE],
         "IPAddressPool" => vec![

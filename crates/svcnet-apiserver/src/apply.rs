@@ -45,7 +45,16 @@ fn excluded(path: &[String]) -> bool {
         [first, ..] if first == "f:apiVersion" || first == "f:kind" || first == "f:status" => true,
         [m, f, ..] if m == "f:metadata" => matches!(
             f.as_str(),
-            "f:name" | "f:namespace" | "f:uid" | "f:resourceVersion" | "f:generation" | "f:creationTimestamp" | "f:managedFields" | "f:deletionTimestamp" | "f:deletionGracePeriodSeconds" | "f:selfLink"
+            "f:name"
+                | "f:namespace"
+                | "f:uid"
+                | "f:resourceVersion"
+                | "f:generation"
+                | "f:creationTimestamp"
+                | "f:managedFields"
+                | "f:deletionTimestamp"
+                | "f:deletionGracePeriodSeconds"
+                | "f:selfLink"
         ),
         _ => false,
     }
@@ -170,9 +179,10 @@ fn remove_at(obj: &mut Value, path: &[String]) {
         let Some((elem, list_path)) = parent_path.split_last() else { return };
         if let Some(Value::Array(list)) = value_at_mut(obj, list_path)
             && let Some(k) = elem.strip_prefix("k:")
-                && let Ok(key) = serde_json::from_str::<Map<String, Value>>(k) {
-                    list.retain(|i| !key.iter().all(|(kk, kv)| i.get(kk) == Some(kv)));
-                }
+            && let Ok(key) = serde_json::from_str::<Map<String, Value>>(k)
+        {
+            list.retain(|i| !key.iter().all(|(kk, kv)| i.get(kk) == Some(kv)));
+        }
         return;
     }
     match value_at_mut(obj, parent_path) {
@@ -440,11 +450,7 @@ pub fn apply(current: Option<&Value>, applied: &Value, schema: KindSchema<'_>, w
     merge(&mut merged, applied, schema.at(), None);
 
     // What this manager applied before and no longer does goes, unless someone else holds it.
-    let previous: FieldSet = entries
-        .iter()
-        .find(|e| e.manager == writer.manager && e.operation == "Apply")
-        .map(|e| e.fields.clone())
-        .unwrap_or_default();
+    let previous: FieldSet = entries.iter().find(|e| e.manager == writer.manager && e.operation == "Apply").map(|e| e.fields.clone()).unwrap_or_default();
     let others: FieldSet = entries.iter().filter(|e| !(e.manager == writer.manager && e.operation == "Apply")).flat_map(|e| e.fields.iter().cloned()).collect();
     // Deepest first, so that an element goes after its fields.
     let mut dropped: Vec<&Path> = previous.difference(&applied_fields).filter(|p| !others.contains(*p)).collect();
@@ -481,10 +487,7 @@ pub fn conflict_message(conflicts: &[Conflict]) -> String {
     }
     let n = conflicts.len();
     let mut s = format!("Apply failed with {n} conflict{}: ", if n == 1 { "" } else { "s" });
-    let parts: Vec<String> = by_manager
-        .iter()
-        .flat_map(|(m, paths)| paths.iter().map(move |p| format!("conflict with \"{m}\": {p}")))
-        .collect();
+    let parts: Vec<String> = by_manager.iter().flat_map(|(m, paths)| paths.iter().map(move |p| format!("conflict with \"{m}\": {p}"))).collect();
     s.push_str(&parts.join("\n"));
     s
 }

@@ -33,8 +33,7 @@ impl ApiError {
 
     /// 404 for a path that serves nothing.
     pub fn path_not_found() -> Self {
-        Self::new(404, "NotFound", "the server could not find the requested resource")
-            .with_details(json!({}))
+        Self::new(404, "NotFound", "the server could not find the requested resource").with_details(json!({}))
     }
 
     /// 409 `services "x" already exists`.
@@ -45,28 +44,17 @@ impl ApiError {
 
     /// 409 Conflict on a stale resourceVersion or failed precondition.
     pub fn conflict(info: &ResourceInfo, name: &str, why: &str) -> Self {
-        Self::new(
-            409,
-            "Conflict",
-            format!("Operation cannot be fulfilled on {} {:?}: {}", info.qualified_plural(), name, why),
-        )
-        .with_details(json!({"name": name, "group": info.group, "kind": info.plural}))
+        Self::new(409, "Conflict", format!("Operation cannot be fulfilled on {} {:?}: {}", info.qualified_plural(), name, why))
+            .with_details(json!({"name": name, "group": info.group, "kind": info.plural}))
     }
 
     pub fn modified(info: &ResourceInfo, name: &str) -> Self {
-        Self::conflict(
-            info,
-            name,
-            "the object has been modified; please apply your changes to the latest version and try again",
-        )
+        Self::conflict(info, name, "the object has been modified; please apply your changes to the latest version and try again")
     }
 
     /// 422 Invalid with one cause per field error.
     pub fn invalid(info: &ResourceInfo, name: &str, errors: &[FieldError]) -> Self {
-        let causes: Vec<Value> = errors
-            .iter()
-            .map(|e| json!({"reason": e.kind.reason(), "message": e.cause_message(), "field": e.field}))
-            .collect();
+        let causes: Vec<Value> = errors.iter().map(|e| json!({"reason": e.kind.reason(), "message": e.cause_message(), "field": e.field})).collect();
         let group_kind = if info.group.is_empty() { info.kind.to_string() } else { format!("{}.{}", info.kind, info.group) };
         Self::new(422, "Invalid", svcnet_api::field_error::invalid_message(&group_kind, name, errors))
             .with_details(json!({"name": name, "group": info.group, "kind": info.kind, "causes": causes}))
@@ -82,12 +70,17 @@ impl ApiError {
     }
 
     pub fn method_not_allowed(method: &str) -> Self {
-        Self::new(405, "MethodNotAllowed", format!("the server does not allow this method on the requested resource ({method})"))
-            .with_details(json!({}))
+        Self::new(405, "MethodNotAllowed", format!("the server does not allow this method on the requested resource ({method})")).with_details(json!({}))
     }
 
     pub fn unsupported_media_type(content_type: &str) -> Self {
-        Self::new(415, "UnsupportedMediaType", format!("the body of the request was in an unknown format - accepted media types include: application/json, application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json (got {content_type:?})"))
+        Self::new(
+            415,
+            "UnsupportedMediaType",
+            format!(
+                "the body of the request was in an unknown format - accepted media types include: application/json, application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json (got {content_type:?})"
+            ),
+        )
     }
 
     pub fn not_acceptable(accept: &str) -> Self {
@@ -144,9 +137,7 @@ impl std::error::Error for ApiError {}
 impl From<svcnet_store::Error> for ApiError {
     fn from(e: svcnet_store::Error) -> Self {
         match e {
-            svcnet_store::Error::Compacted { requested, oldest } => {
-                Self::expired(format!("too old resource version: {requested} ({oldest})"))
-            }
+            svcnet_store::Error::Compacted { requested, oldest } => Self::expired(format!("too old resource version: {requested} ({oldest})")),
             other => Self::internal(other.to_string()),
         }
     }

@@ -113,11 +113,12 @@ impl Call<'_> {
             opts.propagation_policy = Some(p.to_string());
         }
         if let Some(p) = &opts.propagation_policy
-            && !matches!(p.as_str(), "Orphan" | "Background" | "Foreground") {
-                return Err(ApiError::bad_request(format!(
-                    "propagationPolicy: Unsupported value: {p:?}: supported values: \"Foreground\", \"Background\", \"Orphan\""
-                )));
-            }
+            && !matches!(p.as_str(), "Orphan" | "Background" | "Foreground")
+        {
+            return Err(ApiError::bad_request(format!(
+                "propagationPolicy: Unsupported value: {p:?}: supported values: \"Foreground\", \"Background\", \"Orphan\""
+            )));
+        }
         Ok(opts)
     }
 }
@@ -172,7 +173,11 @@ pub async fn watch(reg: &Registry, target: &Target, call: &Call<'_>) -> Result<R
     };
     let send_initial_events = call.q("sendInitialEvents").and_then(parse_bool).unwrap_or(false);
     if send_initial_events && call.q("resourceVersionMatch") != Some("NotOlderThan") {
-        return Err(ApiError::new(422, "Invalid", "sendInitialEvents: Forbidden: sendInitialEvents is forbidden for watch unless resourceVersionMatch is set to NotOlderThan"));
+        return Err(ApiError::new(
+            422,
+            "Invalid",
+            "sendInitialEvents: Forbidden: sendInitialEvents is forbidden for watch unless resourceVersionMatch is set to NotOlderThan",
+        ));
     }
     let timeout = match call.q("timeoutSeconds").and_then(|t| t.parse::<u64>().ok()).filter(|t| *t > 0) {
         Some(t) => Duration::from_secs(t),
@@ -240,7 +245,9 @@ fn patch_type(ct: Option<&str>) -> Result<PatchType> {
         _ => Err(ApiError::new(
             415,
             "UnsupportedMediaType",
-            format!("the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml, application/strategic-merge-patch+json (got {ct:?})"),
+            format!(
+                "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml, application/strategic-merge-patch+json (got {ct:?})"
+            ),
         )),
     }
 }
@@ -251,7 +258,8 @@ fn apply_patch(pt: PatchType, doc: &Value, patch: &Value, gvk: (&str, &str, &str
     match pt {
         PatchType::Json => {
             let p: json_patch::Patch = serde_json::from_value(patch.clone()).map_err(|e| ApiError::bad_request(format!("json: {e}")))?;
-            json_patch::patch(&mut out, &p).map_err(|e| ApiError::new(422, "Invalid", format!("the server rejected our request due to an error in our request: {e}")))?;
+            json_patch::patch(&mut out, &p)
+                .map_err(|e| ApiError::new(422, "Invalid", format!("the server rejected our request due to an error in our request: {e}")))?;
         }
         PatchType::Merge => {
             if !patch.is_object() {
@@ -290,9 +298,10 @@ pub async fn patch(reg: &Registry, target: &Target, call: &Call<'_>) -> Result<R
             // The stored resourceVersion rides along in the patched object; only one the patch
             // itself sets is a precondition (otherwise a concurrent write is retried, as upstream).
             if !patch_sets_resource_version(&patch)
-                && let Some(m) = patched.get_mut("metadata").and_then(Value::as_object_mut) {
-                    m.remove("resourceVersion");
-                }
+                && let Some(m) = patched.get_mut("metadata").and_then(Value::as_object_mut)
+            {
+                m.remove("resourceVersion");
+            }
             let (obj, warnings) = reg.decode_body(info, info.kind, &info.api_version(), patched, opts.field_validation)?;
             Ok(Some((obj, warnings)))
         })
@@ -380,21 +389,17 @@ fn scale_of(obj: &Value) -> Value {
     })
 }
 
-async fn update_scale(
-    reg: &Registry,
-    target: &Target,
-    opts: WriteOptions,
-    new_scale: impl Fn(&Value) -> Result<Value>,
-) -> Result<Reply> {
+async fn update_scale(reg: &Registry, target: &Target, opts: WriteOptions, new_scale: impl Fn(&Value) -> Result<Value>) -> Result<Reply> {
     let parent = parent_of(target);
     let name = target.name.clone().unwrap_or_default();
     let w = reg
         .guaranteed_update(&parent, opts, |current| {
             let scale = new_scale(&scale_of(current))?;
             if let Some(rv) = scale["metadata"]["resourceVersion"].as_str().filter(|s| !s.is_empty())
-                && Some(rv) != current["metadata"]["resourceVersion"].as_str() {
-                    return Err(ApiError::modified(target.info, &name));
-                }
+                && Some(rv) != current["metadata"]["resourceVersion"].as_str()
+            {
+                return Err(ApiError::modified(target.info, &name));
+            }
             let replicas = scale["spec"]["replicas"].as_i64().unwrap_or(0);
             if replicas < 0 {
                 let e = svcnet_api::FieldError::invalid("spec.replicas", replicas, "must be greater than or equal to 0");
@@ -473,10 +478,15 @@ async fn server_side_apply(reg: &Registry, target: &Target, call: &Call<'_>, mut
     // Server-side apply reports unknown fields as structured merge does: not in the schema.
     let (decoded, warnings) = reg.decode_body(info, info.kind, &info.api_version(), applied.clone(), opts.field_validation).map_err(|mut e| {
         if let Some(fields) = e.message.strip_prefix("strict decoding error: ") {
-            let paths: Vec<String> = fields.split(", ").map(|f| format!(".{}: field not declared in schema", f.trim_start_matches("unknown field ").trim_matches('"'))).collect();
+            let paths: Vec<String> =
+                fields.split(", ").map(|f| format!(".{}: field not declared in schema", f.trim_start_matches("unknown field ").trim_matches('"'))).collect();
             let name = applied["metadata"]["name"].as_str().unwrap_or("");
             let ns = target.namespace.as_deref().unwrap_or("");
-            let gvk = if info.group.is_empty() { format!("/{}, Kind={}", info.version, info.kind) } else { format!("{}/{}, Kind={}", info.group, info.version, info.kind) };
+            let gvk = if info.group.is_empty() {
+                format!("/{}, Kind={}", info.version, info.kind)
+            } else {
+                format!("{}/{}, Kind={}", info.group, info.version, info.kind)
+            };
             e.message = format!("failed to create typed patch object ({ns}/{name}; {gvk}): {}", paths.join(", "));
         }
         e

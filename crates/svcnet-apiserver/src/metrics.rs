@@ -40,9 +40,7 @@ pub struct Metrics {
 
 fn duration_histogram() -> Histogram {
     // kube-apiserver's buckets for apiserver_request_duration_seconds.
-    Histogram::new([
-        0.005, 0.025, 0.05, 0.1, 0.2, 0.4, 0.6, 0.8, 1.0, 1.25, 1.5, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 15.0, 20.0, 30.0, 45.0, 60.0,
-    ])
+    Histogram::new([0.005, 0.025, 0.05, 0.1, 0.2, 0.4, 0.6, 0.8, 1.0, 1.25, 1.5, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 15.0, 20.0, 30.0, 45.0, 60.0])
 }
 
 impl Default for Metrics {

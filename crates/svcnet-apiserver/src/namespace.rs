@@ -74,12 +74,7 @@ async fn finalize(reg: &Registry, name: &str) -> Result<bool> {
         for kv in page.items {
             remaining += 1;
             let obj = registry::from_kv(&kv)?;
-            let target = Target {
-                info,
-                namespace: Some(name.to_string()),
-                name: obj["metadata"]["name"].as_str().map(str::to_string),
-                subresource: None,
-            };
+            let target = Target { info, namespace: Some(name.to_string()), name: obj["metadata"]["name"].as_str().map(str::to_string), subresource: None };
             // Upstream deletes the contents with grace period 0 for pods only when no node
             // runs them; with the default, the node agent terminates them gracefully.
             match reg.delete(&target, &DeleteOptions::default(), WRITE).await {
@@ -96,10 +91,8 @@ async fn finalize(reg: &Registry, name: &str) -> Result<bool> {
     let done = reg
         .guaranteed_update(&target, WRITE, |current| {
             let mut next = current.clone();
-            let fins: Vec<Value> = current["spec"]["finalizers"]
-                .as_array()
-                .map(|a| a.iter().filter(|f| f.as_str() != Some("kubernetes")).cloned().collect())
-                .unwrap_or_default();
+            let fins: Vec<Value> =
+                current["spec"]["finalizers"].as_array().map(|a| a.iter().filter(|f| f.as_str() != Some("kubernetes")).cloned().collect()).unwrap_or_default();
             next["spec"]["finalizers"] = Value::Array(fins);
             Ok(Some((next, vec![])))
         })

@@ -72,7 +72,9 @@ mod tests {
             Some(Output::Table)
         );
         assert_eq!(
-            choose(Some("application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList,application/json")),
+            choose(Some(
+                "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList,application/json"
+            )),
             Some(Output::Discovery("v2"))
         );
         assert_eq!(choose(Some("application/vnd.kubernetes.protobuf, */*")), Some(Output::Json));

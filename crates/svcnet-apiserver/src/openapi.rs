@@ -28,6 +28,7 @@ use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
 use bytes::Bytes;
+use k8s_openapi::Resource;
 use k8s_openapi::api::apps::v1 as apps;
 use k8s_openapi::api::autoscaling::v1 as autoscaling;
 use k8s_openapi::api::coordination::v1 as coordination;
@@ -35,7 +36,6 @@ use k8s_openapi::api::core::v1 as core;
 use k8s_openapi::api::discovery::v1 as discovery;
 use k8s_openapi::api::networking::v1 as networking;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1 as meta;
-use k8s_openapi::Resource;
 use schemars::JsonSchema;
 use schemars::SchemaGenerator;
 use schemars::generate::SchemaSettings;
@@ -242,9 +242,7 @@ fn definitions(flavor: Flavor, resources: &[&ResourceInfo], discovery_only: Disc
         extra_gvks.push((schema_name::<meta::Status>(), json!([gvk("", "v1", "Status")])));
         // Upstream lists DeleteOptions and WatchEvent under every group-version.
         let gvs = all_group_versions();
-        for (name, kind) in
-            [(schema_name::<meta::DeleteOptions>(), "DeleteOptions"), (schema_name::<meta::WatchEvent<Value>>(), "WatchEvent")]
-        {
+        for (name, kind) in [(schema_name::<meta::DeleteOptions>(), "DeleteOptions"), (schema_name::<meta::WatchEvent<Value>>(), "WatchEvent")] {
             extra_gvks.push((name, Value::Array(gvs.iter().map(|(g, v)| gvk(g, v, kind)).collect())));
         }
     }
@@ -443,16 +441,8 @@ fn list_params() -> Vec<Param> {
             "string",
             "The continue option should be set when retrieving more results from the server. Since this value is server defined, clients may only use the continue value from a previous query result with identical query parameters (except for the value of continue) and the server may reject a continue value it does not recognize. If the specified continue value is no longer valid whether due to expiration (generally five to fifteen minutes) or a configuration change on the server, the server will respond with a 410 ResourceExpired error together with a continue token.",
         ),
-        query(
-            "fieldSelector",
-            "string",
-            "A selector to restrict the list of returned objects by their fields. Defaults to everything.",
-        ),
-        query(
-            "labelSelector",
-            "string",
-            "A selector to restrict the list of returned objects by their labels. Defaults to everything.",
-        ),
+        query("fieldSelector", "string", "A selector to restrict the list of returned objects by their fields. Defaults to everything."),
+        query("labelSelector", "string", "A selector to restrict the list of returned objects by their labels. Defaults to everything."),
         query(
             "limit",
             "integer",
@@ -473,11 +463,7 @@ fn list_params() -> Vec<Param> {
             "boolean",
             "`sendInitialEvents=true` may be set together with `watch=true`. In that case, the watch stream will begin with synthetic events to produce the current state of objects in the collection. Once all such events have been sent, a synthetic \"Bookmark\" event will be sent. The bookmark will report the ResourceVersion (RV) corresponding to the set of objects, and be marked with `\"k8s.io/initial-events-end\": \"true\"` annotation.",
         ),
-        query(
-            "timeoutSeconds",
-            "integer",
-            "Timeout for the list/watch call. This limits the duration of the call, regardless of any activity or inactivity.",
-        ),
+        query("timeoutSeconds", "integer", "Timeout for the list/watch call. This limits the duration of the call, regardless of any activity or inactivity."),
         query(
             "watch",
             "boolean",
@@ -556,12 +542,8 @@ struct PathItem {
 
 const JSON: &str = "application/json";
 const WATCH_JSON: &str = "application/json;stream=watch";
-const PATCH_CONTENT_TYPES: [&str; 4] = [
-    "application/apply-patch+yaml",
-    "application/json-patch+json",
-    "application/merge-patch+json",
-    "application/strategic-merge-patch+json",
-];
+const PATCH_CONTENT_TYPES: [&str; 4] =
+    ["application/apply-patch+yaml", "application/json-patch+json", "application/merge-patch+json", "application/strategic-merge-patch+json"];
 
 /// `CoreV1`, `AppsV1`, `DiscoveryV1`, `NetworkingV1`, `RbacAuthorizationV1`: the group-version
 /// part of upstream's operation ids.
@@ -602,8 +584,7 @@ fn resource_paths(r: &ResourceInfo, schemas: &ResourceSchemas) -> Vec<PathItem> 
     let ns = if r.namespaced { "Namespaced" } else { "" };
     let kind = r.kind;
     let prefix = api_prefix(r.group, r.version);
-    let collection =
-        if r.namespaced { format!("{prefix}/namespaces/{{namespace}}/{}", r.plural) } else { format!("{prefix}/{}", r.plural) };
+    let collection = if r.namespaced { format!("{prefix}/namespaces/{{namespace}}/{}", r.plural) } else { format!("{prefix}/{}", r.plural) };
     let item = format!("{collection}/{{name}}");
     let own_gvk = Some((r.group.to_string(), r.version.to_string(), kind.to_string()));
     let status = schema_name::<meta::Status>();
@@ -667,10 +648,7 @@ fn resource_paths(r: &ResourceInfo, schemas: &ResourceSchemas) -> Vec<PathItem> 
     // Deleting a Pod or Service returns the object; other kinds return a Status.
     let deleted = if matches!(kind, "Pod" | "Service") { object() } else { Payload::Schema(status.clone()) };
     let ops = vec![
-        Operation {
-            responses: vec![("200", object())],
-            ..op("get", format!("read{gv_id}{ns}{kind}"), format!("read the specified {kind}"), "get")
-        },
+        Operation { responses: vec![("200", object())], ..op("get", format!("read{gv_id}{ns}{kind}"), format!("read the specified {kind}"), "get") },
         Operation {
             params: write_params(),
             body: json_body(object()),
@@ -715,11 +693,7 @@ fn resource_paths(r: &ResourceInfo, schemas: &ResourceSchemas) -> Vec<PathItem> 
                 let (suffix, payload, sub_gvk) = if *sub == "status" {
                     ("Status", object(), own_gvk.clone())
                 } else {
-                    (
-                        "Scale",
-                        Payload::Schema(schema_name::<autoscaling::Scale>()),
-                        Some(("autoscaling".to_string(), "v1".to_string(), "Scale".to_string())),
-                    )
+                    ("Scale", Payload::Schema(schema_name::<autoscaling::Scale>()), Some(("autoscaling".to_string(), "v1".to_string(), "Scale".to_string())))
                 };
                 let what = sub;
                 let sub_op = |method, verb: &str, description: String, action| Operation {
@@ -727,10 +701,7 @@ fn resource_paths(r: &ResourceInfo, schemas: &ResourceSchemas) -> Vec<PathItem> 
                     ..op(method, format!("{verb}{gv_id}{ns}{kind}{suffix}"), description, action)
                 };
                 let ops = vec![
-                    Operation {
-                        responses: vec![("200", payload.clone())],
-                        ..sub_op("get", "read", format!("read {what} of the specified {kind}"), "get")
-                    },
+                    Operation { responses: vec![("200", payload.clone())], ..sub_op("get", "read", format!("read {what} of the specified {kind}"), "get") },
                     Operation {
                         params: write_params(),
                         body: json_body(payload.clone()),
@@ -745,11 +716,7 @@ fn resource_paths(r: &ResourceInfo, schemas: &ResourceSchemas) -> Vec<PathItem> 
                     },
                 ];
                 let of = if *sub == "scale" { "Scale" } else { kind };
-                items.push(PathItem {
-                    path: format!("{item}/{sub}"),
-                    params: scope_params(vec![name_param(of)]),
-                    operations: ops,
-                });
+                items.push(PathItem { path: format!("{item}/{sub}"), params: scope_params(vec![name_param(of)]), operations: ops });
             }
             "finalize" => {
                 let ops = vec![Operation {
@@ -824,7 +791,11 @@ fn resource_paths(r: &ResourceInfo, schemas: &ResourceSchemas) -> Vec<PathItem> 
                         "Exec",
                         vec![
                             query("command", "string", "Command is the remote command to execute. argv array. Not executed within a shell."),
-                            query("container", "string", "Container in which to execute the command. Defaults to only container if there is only one container in the pod."),
+                            query(
+                                "container",
+                                "string",
+                                "Container in which to execute the command. Defaults to only container if there is only one container in the pod.",
+                            ),
                             query("stderr", "boolean", "Redirect the standard error stream of the pod for this call."),
                             query("stdin", "boolean", "Redirect the standard input stream of the pod for this call. Defaults to false."),
                             query("stdout", "boolean", "Redirect the standard output stream of the pod for this call."),
@@ -832,11 +803,7 @@ fn resource_paths(r: &ResourceInfo, schemas: &ResourceSchemas) -> Vec<PathItem> 
                         ],
                     )
                 } else {
-                    (
-                        "PodPortForwardOptions",
-                        "Portforward",
-                        vec![query("ports", "integer", "List of ports to forward Required when using WebSockets")],
-                    )
+                    ("PodPortForwardOptions", "Portforward", vec![query("ports", "integer", "List of ports to forward Required when using WebSockets")])
                 };
                 let ops = ["get", "post"]
                     .into_iter()
@@ -954,23 +921,18 @@ fn render_operation(flavor: Flavor, op: &Operation) -> Value {
             out.insert("produces".into(), json!(op.produces));
             out.insert("schemes".into(), json!(["https"]));
             for (code, payload) in &op.responses {
-                responses.insert(
-                    (*code).into(),
-                    json!({ "description": response_description(code), "schema": render_payload(flavor, payload) }),
-                );
+                responses.insert((*code).into(), json!({ "description": response_description(code), "schema": render_payload(flavor, payload) }));
             }
         }
         Flavor::V3 => {
             if let Some(body) = &op.body {
                 let schema = render_payload(flavor, &body.payload);
-                let content: Map<String, Value> =
-                    body.content_types.iter().map(|ct| ((*ct).to_string(), json!({ "schema": schema.clone() }))).collect();
+                let content: Map<String, Value> = body.content_types.iter().map(|ct| ((*ct).to_string(), json!({ "schema": schema.clone() }))).collect();
                 out.insert("requestBody".into(), json!({ "content": content, "required": body.required }));
             }
             for (code, payload) in &op.responses {
                 let schema = render_payload(flavor, payload);
-                let content: Map<String, Value> =
-                    op.produces.iter().map(|ct| ((*ct).to_string(), json!({ "schema": schema.clone() }))).collect();
+                let content: Map<String, Value> = op.produces.iter().map(|ct| ((*ct).to_string(), json!({ "schema": schema.clone() }))).collect();
                 responses.insert((*code).into(), json!({ "description": response_description(code), "content": content }));
             }
         }
@@ -1074,14 +1036,26 @@ fn discovery_documents() -> Vec<(String, Value)> {
         (
             "api".to_string(),
             single(
-                discovery_path("/api/".into(), "getCoreAPIVersions".into(), "get available API versions".into(), "core".into(), schema_name::<meta::APIVersions>()),
+                discovery_path(
+                    "/api/".into(),
+                    "getCoreAPIVersions".into(),
+                    "get available API versions".into(),
+                    "core".into(),
+                    schema_name::<meta::APIVersions>(),
+                ),
                 DiscoverySchemas::Core,
             ),
         ),
         (
             "apis".to_string(),
             single(
-                discovery_path("/apis/".into(), "getAPIVersions".into(), "get available API versions".into(), "apis".into(), schema_name::<meta::APIGroupList>()),
+                discovery_path(
+                    "/apis/".into(),
+                    "getAPIVersions".into(),
+                    "get available API versions".into(),
+                    "apis".into(),
+                    schema_name::<meta::APIGroupList>(),
+                ),
                 DiscoverySchemas::Groups,
             ),
         ),
@@ -1134,10 +1108,8 @@ fn build_v3() -> V3Docs {
     for (path, value) in discovery_documents() {
         by_path.insert(path, Document::new(value));
     }
-    let paths: Map<String, Value> = by_path
-        .iter()
-        .map(|(path, doc)| (path.clone(), json!({ "serverRelativeURL": format!("/openapi/v3/{path}?hash={}", doc.hash) })))
-        .collect();
+    let paths: Map<String, Value> =
+        by_path.iter().map(|(path, doc)| (path.clone(), json!({ "serverRelativeURL": format!("/openapi/v3/{path}?hash={}", doc.hash) }))).collect();
     V3Docs { root: Document::new(json!({ "paths": paths })), by_path }
 }
 

@@ -7,13 +7,13 @@
 
 use std::sync::Arc;
 
+use crate::service_alloc::{ServiceAllocator, ServiceRanges};
 use serde_json::{Value, json};
 use svcnet_api::{
     FieldError,
     resources::{self, ResourceInfo},
     selector::{FieldSelector, LabelSelector},
 };
-use crate::service_alloc::{ServiceAllocator, ServiceRanges};
 use svcnet_store::{KeyValue, Revision, Storage};
 
 use crate::{
@@ -36,9 +36,7 @@ impl FieldValidation {
             None | Some("") | Some("Warn") => Ok(Self::Warn),
             Some("Ignore") => Ok(Self::Ignore),
             Some("Strict") => Ok(Self::Strict),
-            Some(other) => Err(ApiError::bad_request(format!(
-                "fieldValidation parameter unsupported: {other}. Supported values: Ignore, Warn, Strict"
-            ))),
+            Some(other) => Err(ApiError::bad_request(format!("fieldValidation parameter unsupported: {other}. Supported values: Ignore, Warn, Strict"))),
         }
     }
 }
@@ -139,9 +137,10 @@ fn to_bytes(obj: &Value) -> Vec<u8> {
 /// Whether `obj` passes the list's selectors.
 pub fn matches(info: &ResourceInfo, obj: &Value, label: Option<&LabelSelector>, field: Option<&FieldSelector>) -> bool {
     if let Some(l) = label
-        && !l.matches(&object::labels(obj)) {
-            return false;
-        }
+        && !l.matches(&object::labels(obj))
+    {
+        return false;
+    }
     if let Some(f) = field {
         return f.matches(|name| svcnet_api::fields::field_value(info.kind, obj, name).ok());
     }
@@ -292,10 +291,8 @@ impl Registry {
         let body_version = body.get("apiVersion").and_then(Value::as_str).unwrap_or("").to_string();
         let (body_kind, body_version) = (body_kind.as_str(), body_version.as_str());
         if body_kind != kind || body_version != api_version {
-            return Err(ApiError::bad_request(format!(
-                "the API version in the data ({body_version}) does not match the expected API version ({api_version})"
-            ))
-            .or_kind_mismatch(body_kind, kind, info));
+            return Err(ApiError::bad_request(format!("the API version in the data ({body_version}) does not match the expected API version ({api_version})"))
+                .or_kind_mismatch(body_kind, kind, info));
         }
         let decoded = svcnet_api::decode::decode(kind, body).map_err(|e| ApiError::bad_request(format!("{}: {}", info.kind, e.0)))?;
         let mut warnings = Vec::new();
@@ -321,11 +318,8 @@ impl Registry {
             Some(kv) => {
                 let obj = from_kv(&kv)?;
                 if obj["metadata"].get("deletionTimestamp").is_some() {
-                    let mut e = ApiError::forbidden(
-                        target.info,
-                        name,
-                        &format!("unable to create new content in namespace {ns} because it is being terminated"),
-                    );
+                    let mut e =
+                        ApiError::forbidden(target.info, name, &format!("unable to create new content in namespace {ns} because it is being terminated"));
                     if let Some(d) = e.details.as_mut() {
                         d["causes"] = json!([{"reason": "NamespaceTerminating", "message": format!("namespace {ns} is being terminated"), "field": "metadata.namespace"}]);
                     }
@@ -390,9 +384,10 @@ impl Registry {
         };
         let result = self.store.create(&key, to_bytes(&obj)).await;
         if result.is_err()
-            && let Some(c) = claims {
-                self.services.rollback(c).await;
-            }
+            && let Some(c) = claims
+        {
+            self.services.rollback(c).await;
+        }
         match result {
             Ok(rev) => {
                 meta_mut(&mut obj).insert("resourceVersion".into(), rev.to_string().into());
@@ -419,9 +414,10 @@ impl Registry {
                 return Ok(Written { object: current, warnings: vec![] });
             };
             if let Some(want) = meta_str(&new, "resourceVersion").filter(|s| !s.is_empty())
-                && want != rev.to_string() {
-                    return Err(ApiError::modified(info, &name));
-                }
+                && want != rev.to_string()
+            {
+                return Err(ApiError::modified(info, &name));
+            }
             let pinned = meta_str(&new, "resourceVersion").is_some_and(|s| !s.is_empty());
             let applied_fields = new["metadata"].get("managedFields").cloned();
             let mut new = self.finish_update(target, new, &current)?;
@@ -487,15 +483,14 @@ impl Registry {
         let info = target.info;
         let name = target.name.clone().unwrap_or_default();
         if object::name(&new) != name {
-            return Err(ApiError::bad_request(format!(
-                "the name of the object ({}) does not match the name on the URL ({name})",
-                object::name(&new)
-            )));
+            return Err(ApiError::bad_request(format!("the name of the object ({}) does not match the name on the URL ({name})", object::name(&new))));
         }
         if let (Some(a), Some(b)) = (meta_str(&new, "uid"), meta_str(current, "uid"))
-            && !a.is_empty() && a != b {
-                return Err(ApiError::conflict(info, &name, &format!("Precondition failed: UID in precondition: {a}, UID in object meta: {b}")));
-            }
+            && !a.is_empty()
+            && a != b
+        {
+            return Err(ApiError::conflict(info, &name, &format!("Precondition failed: UID in precondition: {a}, UID in object meta: {b}")));
+        }
         if info.namespaced {
             let ns = target.namespace.clone().unwrap_or_default();
             if meta_str(&new, "namespace").is_some_and(|n| !n.is_empty() && n != ns) {
@@ -548,11 +543,8 @@ impl Registry {
             crate::service_alloc::carry_over(&mut new, current);
         }
         svcnet_api::defaults::apply_defaults(info.kind, &mut new);
-        let mut errors: Vec<FieldError> = if target.subresource.as_deref() == Some("binding") {
-            Vec::new()
-        } else {
-            svcnet_api::validation::validate_update(info.kind, &new, current)
-        };
+        let mut errors: Vec<FieldError> =
+            if target.subresource.as_deref() == Some("binding") { Vec::new() } else { svcnet_api::validation::validate_update(info.kind, &new, current) };
         if current["metadata"].get("deletionTimestamp").is_some() {
             // Upstream forbids adding finalizers to an object being deleted.
             let old = object::finalizers(current);
@@ -575,9 +567,7 @@ impl Registry {
     pub async fn update(&self, target: &Target, body: Value, opts: WriteOptions) -> Result<Written> {
         let info = target.info;
         let (obj, warnings) = self.decode_body(info, info.kind, &info.api_version(), body, opts.field_validation).map_err(|e| as_decode_error(info, e))?;
-        let result = self
-            .guaranteed_update(target, opts, |_current| Ok(Some((obj.clone(), warnings.clone()))))
-            .await;
+        let result = self.guaranteed_update(target, opts, |_current| Ok(Some((obj.clone(), warnings.clone())))).await;
         match result {
             Err(e) if e.code == 404 && allow_create_on_update(info) && target.subresource.is_none() => {
                 let mut t = target.clone();
@@ -599,18 +589,23 @@ impl Registry {
         for _ in 0..16 {
             let (current, rev) = self.read(info, &key, &name).await?;
             if let Some(uid) = &opts.precondition_uid
-                && meta_str(&current, "uid") != Some(uid.as_str()) {
-                    return Err(ApiError::conflict(info, &name, &format!(
-                        "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
-                        meta_str(&current, "uid").unwrap_or("")
-                    )));
-                }
+                && meta_str(&current, "uid") != Some(uid.as_str())
+            {
+                return Err(ApiError::conflict(
+                    info,
+                    &name,
+                    &format!("Precondition failed: UID in precondition: {uid}, UID in object meta: {}", meta_str(&current, "uid").unwrap_or("")),
+                ));
+            }
             if let Some(want) = &opts.precondition_resource_version
-                && *want != rev.to_string() {
-                    return Err(ApiError::conflict(info, &name, &format!(
-                        "Precondition failed: ResourceVersion in precondition: {want}, ResourceVersion in object meta: {rev}"
-                    )));
-                }
+                && *want != rev.to_string()
+            {
+                return Err(ApiError::conflict(
+                    info,
+                    &name,
+                    &format!("Precondition failed: ResourceVersion in precondition: {want}, ResourceVersion in object meta: {rev}"),
+                ));
+            }
             let mut marked = current.clone();
             let pending = mark_for_deletion(info, &mut marked, opts);
             if pending {
@@ -655,16 +650,12 @@ trait KindMismatch {
 impl KindMismatch for ApiError {
     fn or_kind_mismatch(self, body_kind: &str, kind: &str, info: &ResourceInfo) -> ApiError {
         if body_kind != kind {
-            ApiError::bad_request(format!(
-                "the kind in the data ({body_kind}) does not match the expected kind ({kind}) for {}",
-                info.qualified_plural()
-            ))
+            ApiError::bad_request(format!("the kind in the data ({body_kind}) does not match the expected kind ({kind}) for {}", info.qualified_plural()))
         } else {
             self
         }
     }
 }
-
 
 /// Upstream's `AllowCreateOnUpdate`.
 fn allow_create_on_update(info: &ResourceInfo) -> bool {
@@ -773,9 +764,10 @@ fn mark_for_deletion(info: &ResourceInfo, obj: &mut Value, opts: &DeleteOptions)
         let mut fins: Vec<Value> = object::finalizers(obj).into_iter().map(Value::from).collect();
         fins.retain(|f| f.as_str() != Some(drop) && (add.is_some() || !matches!(f.as_str(), Some("orphan" | "foregroundDeletion"))));
         if let Some(a) = add
-            && !fins.iter().any(|f| f.as_str() == Some(a)) {
-                fins.push(a.into());
-            }
+            && !fins.iter().any(|f| f.as_str() == Some(a))
+        {
+            fins.push(a.into());
+        }
         if fins.is_empty() {
             meta_mut(obj).remove("finalizers");
         } else {
@@ -785,9 +777,7 @@ fn mark_for_deletion(info: &ResourceInfo, obj: &mut Value, opts: &DeleteOptions)
     if info.kind == "Pod" {
         let terminal = matches!(obj["status"]["phase"].as_str(), Some("Succeeded" | "Failed"));
         let bound = obj["spec"]["nodeName"].as_str().is_some_and(|n| !n.is_empty());
-        let mut grace = opts
-            .grace_period_seconds
-            .unwrap_or_else(|| obj["spec"]["terminationGracePeriodSeconds"].as_i64().unwrap_or(30));
+        let mut grace = opts.grace_period_seconds.unwrap_or_else(|| obj["spec"]["terminationGracePeriodSeconds"].as_i64().unwrap_or(30));
         if !bound || terminal {
             grace = 0;
         }
@@ -830,10 +820,7 @@ mod tests {
     #[test]
     fn qos_classes() {
         assert_eq!(pod_qos_class(&json!({"spec":{"containers":[{"name":"a"}]}})), "BestEffort");
-        assert_eq!(
-            pod_qos_class(&json!({"spec":{"containers":[{"resources":{"limits":{"cpu":"1","memory":"1Gi"}}}]}})),
-            "Guaranteed"
-        );
+        assert_eq!(pod_qos_class(&json!({"spec":{"containers":[{"resources":{"limits":{"cpu":"1","memory":"1Gi"}}}]}})), "Guaranteed");
         assert_eq!(pod_qos_class(&json!({"spec":{"containers":[{"resources":{"requests":{"cpu":"1"}}}]}})), "Burstable");
     }
 }

@@ -32,7 +32,10 @@ pub enum Action {
     /// `/apis/<group>`
     Group(String),
     /// `/api/v1`, `/apis/<group>/<version>`
-    ResourceList { group: String, version: String },
+    ResourceList {
+        group: String,
+        version: String,
+    },
     Get(Target),
     List(Target),
     Watch(Target),
@@ -163,15 +166,11 @@ pub fn route(method: &http::Method, path: &str, query: &HashMap<String, String>)
         return Err(ApiError::path_not_found());
     }
     if let Some(s) = sub
-        && !info.has_subresource(s) {
-            return Err(ApiError::path_not_found());
-        }
-    let target = Target {
-        info,
-        namespace: namespace.map(str::to_string),
-        name: name.map(str::to_string),
-        subresource: sub.map(str::to_string),
-    };
+        && !info.has_subresource(s)
+    {
+        return Err(ApiError::path_not_found());
+    }
+    let target = Target { info, namespace: namespace.map(str::to_string), name: name.map(str::to_string), subresource: sub.map(str::to_string) };
     let watch = query.get("watch").and_then(|w| parse_bool(w)).unwrap_or(false);
     let action = match (method.as_str(), target.name.is_some()) {
         ("GET", false) if watch => Action::Watch(target),

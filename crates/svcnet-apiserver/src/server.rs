@@ -203,7 +203,14 @@ async fn dispatch(
         },
         Action::Group(g) => discovery::group(g).map_or_else(|| Err(ApiError::path_not_found()), ok),
         Action::ResourceList { group, version } => ok(discovery::resource_list(group, version)),
-        Action::Get(t) | Action::List(t) | Action::Watch(t) | Action::Create(t) | Action::Update(t) | Action::Patch(t) | Action::Delete(t) | Action::DeleteCollection(t) => {
+        Action::Get(t)
+        | Action::List(t)
+        | Action::Watch(t)
+        | Action::Create(t)
+        | Action::Update(t)
+        | Action::Patch(t)
+        | Action::Delete(t)
+        | Action::DeleteCollection(t) => {
             let call = Call { query, content_type, body, output, user_agent };
             let reply = match action {
                 Action::Get(_) => handlers::get(reg, t, &call).await?,

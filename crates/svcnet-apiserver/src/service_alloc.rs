@@ -130,13 +130,7 @@ fn held_ip(svc: &Value) -> Option<String> {
 
 /// The NodePorts a Service holds.
 fn held_ports(svc: &Value) -> BTreeSet<i64> {
-    let mut ports: BTreeSet<i64> = svc["spec"]["ports"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|p| p["nodePort"].as_i64())
-        .filter(|p| *p != 0)
-        .collect();
+    let mut ports: BTreeSet<i64> = svc["spec"]["ports"].as_array().into_iter().flatten().filter_map(|p| p["nodePort"].as_i64()).filter(|p| *p != 0).collect();
     if let Some(hc) = svc["spec"]["healthCheckNodePort"].as_i64().filter(|p| *p != 0) {
         ports.insert(hc);
     }
@@ -162,10 +156,9 @@ pub fn drop_type_dependent_fields(new: &mut Value, old: &Value) {
         if let Some(ports) = new["spec"].get_mut("ports").and_then(Value::as_array_mut) {
             for p in ports.iter_mut() {
                 let unchanged = old_ports.iter().any(|o| o["port"] == p["port"] && o["protocol"] == p["protocol"] && o.get("nodePort") == p.get("nodePort"));
-                if unchanged
-                    && let Some(p) = p.as_object_mut() {
-                        p.remove("nodePort");
-                    }
+                if unchanged && let Some(p) = p.as_object_mut() {
+                    p.remove("nodePort");
+                }
             }
         }
     }
@@ -191,16 +184,16 @@ pub fn drop_type_dependent_fields(new: &mut Value, old: &Value) {
 pub fn carry_over(new: &mut Value, old: &Value) {
     if wants_cluster_ip(new) && wants_cluster_ip(old) {
         let unset = new["spec"]["clusterIP"].as_str().is_none_or(str::is_empty);
-        if unset
-            && let Some(spec) = new.get_mut("spec").and_then(Value::as_object_mut) {
-                if let Some(ip) = old["spec"].get("clusterIP") {
-                    spec.insert("clusterIP".into(), ip.clone());
-                }
-                if let Some(ips) = old["spec"].get("clusterIPs")
-                    && spec.get("clusterIPs").is_none_or(|v| v.as_array().is_none_or(Vec::is_empty)) {
-                        spec.insert("clusterIPs".into(), ips.clone());
-                    }
+        if unset && let Some(spec) = new.get_mut("spec").and_then(Value::as_object_mut) {
+            if let Some(ip) = old["spec"].get("clusterIP") {
+                spec.insert("clusterIP".into(), ip.clone());
             }
+            if let Some(ips) = old["spec"].get("clusterIPs")
+                && spec.get("clusterIPs").is_none_or(|v| v.as_array().is_none_or(Vec::is_empty))
+            {
+                spec.insert("clusterIPs".into(), ips.clone());
+            }
+        }
     }
     if wants_node_ports(new) && wants_node_ports(old) {
         let old_ports = old["spec"]["ports"].as_array().cloned().unwrap_or_default();
@@ -209,18 +202,20 @@ pub fn carry_over(new: &mut Value, old: &Value) {
                 if p["nodePort"].as_i64().unwrap_or(0) != 0 {
                     continue;
                 }
-                let same = old_ports.iter().find(|o| o["port"] == p["port"] && o["protocol"] == p["protocol"]).or_else(|| {
-                    old_ports.iter().find(|o| o.get("name").is_some() && o["name"] == p["name"])
-                });
+                let same = old_ports
+                    .iter()
+                    .find(|o| o["port"] == p["port"] && o["protocol"] == p["protocol"])
+                    .or_else(|| old_ports.iter().find(|o| o.get("name").is_some() && o["name"] == p["name"]));
                 if let Some(np) = same.and_then(|o| o["nodePort"].as_i64()).filter(|n| *n != 0) {
                     p["nodePort"] = np.into();
                 }
             }
         }
         if new["spec"]["healthCheckNodePort"].as_i64().unwrap_or(0) == 0
-            && let Some(hc) = old["spec"]["healthCheckNodePort"].as_i64().filter(|p| *p != 0) {
-                new["spec"]["healthCheckNodePort"] = hc.into();
-            }
+            && let Some(hc) = old["spec"]["healthCheckNodePort"].as_i64().filter(|p| *p != 0)
+        {
+            new["spec"]["healthCheckNodePort"] = hc.into();
+        }
     }
 }
 
@@ -250,9 +245,7 @@ impl ServiceAllocator {
             Ok(_) => Ok(Claim::Taken),
             Err(svcnet_store::Error::AlreadyExists { .. }) => {
                 let current = self.store.get(key).await?;
-                let same = current
-                    .and_then(|kv| serde_json::from_slice::<Value>(&kv.value).ok())
-                    .is_some_and(|o| o["uid"] == svc["metadata"]["uid"]);
+                let same = current.and_then(|kv| serde_json::from_slice::<Value>(&kv.value).ok()).is_some_and(|o| o["uid"] == svc["metadata"]["uid"]);
                 if same { Ok(Claim::Held) } else { Ok(Claim::Busy) }
             }
             Err(e) => Err(e.into()),
@@ -263,9 +256,10 @@ impl ServiceAllocator {
     pub async fn rollback(&self, claims: Claims) {
         for key in claims.keys {
             if let Err(e) = self.store.delete(&key, None).await
-                && !matches!(e, svcnet_store::Error::NotFound { .. }) {
-                    tracing::warn!(%key, error = %e, "releasing an allocation failed; repair will free it on restart");
-                }
+                && !matches!(e, svcnet_store::Error::NotFound { .. })
+            {
+                tracing::warn!(%key, error = %e, "releasing an allocation failed; repair will free it on restart");
+            }
         }
     }
 
@@ -274,9 +268,10 @@ impl ServiceAllocator {
     pub async fn release_unused(&self, old: &Value, new: Option<&Value>) {
         let mut keys = Vec::new();
         if let Some(ip) = held_ip(old)
-            && new.and_then(held_ip).as_deref() != Some(ip.as_str()) {
-                keys.push(ip_key(&ip));
-            }
+            && new.and_then(held_ip).as_deref() != Some(ip.as_str())
+        {
+            keys.push(ip_key(&ip));
+        }
         let still: BTreeSet<i64> = new.map(held_ports).unwrap_or_default();
         for p in held_ports(old) {
             if !still.contains(&p) {

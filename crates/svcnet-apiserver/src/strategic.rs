@@ -38,9 +38,7 @@ impl<'a> At<'a> {
 
     /// The schema of property `name` of this object (or of its map values).
     pub(crate) fn property(&self, name: &str) -> (At<'a>, Option<&'a Value>) {
-        let raw = self
-            .schema
-            .and_then(|s| s.get("properties").and_then(|p| p.get(name)).or_else(|| s.get("additionalProperties").filter(|a| a.is_object())));
+        let raw = self.schema.and_then(|s| s.get("properties").and_then(|p| p.get(name)).or_else(|| s.get("additionalProperties").filter(|a| a.is_object())));
         (At::resolve(self.schemas, raw), raw)
     }
 
@@ -290,9 +288,12 @@ mod tests {
             "ports": [{"name": "https", "port": 443, "targetPort": 8443}, {"$patch": "delete", "port": 9000}],
             "selector": {"app": "b", "tier": "web"}}});
         let out = smp(svc, patch, SVC);
-        assert_eq!(out["spec"]["ports"], json!([
+        assert_eq!(
+            out["spec"]["ports"],
+            json!([
             {"name": "http", "port": 80, "protocol": "TCP", "targetPort": 8080},
-            {"name": "https", "port": 443, "targetPort": 8443}]));
+            {"name": "https", "port": 443, "targetPort": 8443}])
+        );
         assert_eq!(out["spec"]["selector"], json!({"app": "b", "tier": "web"}));
     }
 

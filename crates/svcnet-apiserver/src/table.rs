@@ -16,10 +16,7 @@ pub fn partial_metadata(obj: &Value) -> Value {
 /// after the first, as kube-apiserver does).
 pub fn to_table(kind: &str, objects: &[Value], list_meta: Option<Value>, columns: bool) -> Value {
     let now = jiff::Timestamp::now();
-    let rows: Vec<Value> = objects
-        .iter()
-        .map(|o| json!({"cells": svcnet_api::table::row(kind, o, now), "object": partial_metadata(o)}))
-        .collect();
+    let rows: Vec<Value> = objects.iter().map(|o| json!({"cells": svcnet_api::table::row(kind, o, now), "object": partial_metadata(o)})).collect();
     let defs = if columns { serde_json::to_value(svcnet_api::table::columns(kind)).unwrap_or_default() } else { json!([]) };
     json!({
         "kind": "Table",

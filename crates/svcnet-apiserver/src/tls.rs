@@ -70,17 +70,15 @@ pub fn load_or_create(data_dir: &Path, hosts: &[String]) -> anyhow::Result<Crede
     let chain = vec![rustls::pki_types::CertificateDer::from(serving.der().to_vec())];
     let key = rustls::pki_types::PrivateKeyDer::try_from(serving_key.serialize_der()).map_err(|e| anyhow::anyhow!(e))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
-        .with_single_cert(chain, key)?;
+    let mut config =
+        rustls::ServerConfig::builder_with_provider(provider).with_safe_default_protocol_versions()?.with_no_client_auth().with_single_cert(chain, key)?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Credentials { ca_pem: ca_cert_pem, token, server_config: Arc::new(config) })
 }
 
 fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
     use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
     let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
     f.write_all(contents.as_bytes())?;
     f.sync_all()?;

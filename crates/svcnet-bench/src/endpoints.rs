@@ -54,8 +54,7 @@ use tokio::sync::oneshot;
 use crate::{SvcnetProcess, ms, percentile};
 
 const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
-const MANAGED_BY_SELECTOR: &str =
-    "endpointslice.kubernetes.io/managed-by=endpointslice-controller.k8s.io";
+const MANAGED_BY_SELECTOR: &str = "endpointslice.kubernetes.io/managed-by=endpointslice-controller.k8s.io";
 /// Namespaces of the pre-loaded objects are `bench-<i>`.
 const NS_PREFIX: &str = "bench-";
 
@@ -119,44 +118,21 @@ impl Shape {
     /// Namespace, Service and pod name of pod number `pod`.
     fn pod(&self, pod: usize) -> (String, String, String) {
         let svc = pod / self.pods_per_service;
-        (
-            self.namespace(svc),
-            self.service(svc),
-            format!("svc-{svc}-{}", pod % self.pods_per_service),
-        )
+        (self.namespace(svc), self.service(svc), format!("svc-{svc}-{}", pod % self.pods_per_service))
     }
 }
 
 /// 10000 -> "10k".
 fn count(n: usize) -> String {
-    if n >= 1000 && n % 1000 == 0 {
-        format!("{}k", n / 1000)
-    } else {
-        n.to_string()
-    }
+    if n >= 1000 && n % 1000 == 0 { format!("{}k", n / 1000) } else { n.to_string() }
 }
 
 pub async fn run(args: EndpointsArgs) -> Result<()> {
-    anyhow::ensure!(
-        args.services > 0
-            && args.baseline_services > 0
-            && args.pods_per_service > 0
-            && args.namespaces > 0,
-        "counts must be above 0"
-    );
+    anyhow::ensure!(args.services > 0 && args.baseline_services > 0 && args.pods_per_service > 0 && args.namespaces > 0, "counts must be above 0");
     let parent = args.dir.clone().unwrap_or_else(std::env::temp_dir);
-    let work = tempfile::Builder::new()
-        .prefix("svcnet-bench-endpoints-")
-        .tempdir_in(&parent)
-        .with_context(|| format!("temp dir in {}", parent.display()))?;
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1);
-    let shape = |services| Shape {
-        services,
-        pods_per_service: args.pods_per_service,
-        namespaces: args.namespaces,
-    };
+    let work = tempfile::Builder::new().prefix("svcnet-bench-endpoints-").tempdir_in(&parent).with_context(|| format!("temp dir in {}", parent.display()))?;
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let shape = |services| Shape { services, pods_per_service: args.pods_per_service, namespaces: args.namespaces };
     let (large, small) = (shape(args.services), shape(args.baseline_services));
     eprintln!(
         "svcnet-bench endpoints: {} vs {} (Services/pods, {} namespaces), {} flips each; data under {}; {} cores",
@@ -179,17 +155,10 @@ pub async fn run(args: EndpointsArgs) -> Result<()> {
         let objects = preload(&dir.join("store.redb"), &shape, &templates).await?;
         let preload_time = t.elapsed();
         let store_bytes = file_size(&dir.join("store.redb"));
-        eprintln!(
-            "{}: pre-loaded {objects} keys in {:.1} s; store {}",
-            shape.label(),
-            preload_time.as_secs_f64(),
-            mib(store_bytes)
-        );
+        eprintln!("{}: pre-loaded {objects} keys in {:.1} s; store {}", shape.label(), preload_time.as_secs_f64(), mib(store_bytes));
         clusters.push(Cluster::new(shape, dir, preload_time, store_bytes));
     }
-    let [small, large] = &mut clusters[..] else {
-        unreachable!()
-    };
+    let [small, large] = &mut clusters[..] else { unreachable!() };
 
     // Initial syncs, one at a time (the small one first: it is quick, and then idle).
     small.start(&args).await?;
@@ -206,20 +175,13 @@ pub async fn run(args: EndpointsArgs) -> Result<()> {
         for c in [&mut *large, &mut *small] {
             let pod = (xorshift(&mut rng) % c.shape.pods() as u64) as usize;
             let want = !c.ready[pod];
-            let f = c
-                .flip(pod, want)
-                .await
-                .with_context(|| format!("{}: flip {i}", c.shape.label()))?;
+            let f = c.flip(pod, want).await.with_context(|| format!("{}: flip {i}", c.shape.label()))?;
             c.ready[pod] = want;
             c.flips.push(f);
             tokio::time::sleep(Duration::from_millis(args.gap_ms)).await;
         }
         if (i + 1) % 50 == 0 {
-            eprintln!(
-                "{} flips each done ({:.0} s)",
-                i + 1,
-                flip_start.elapsed().as_secs_f64()
-            );
+            eprintln!("{} flips each done ({:.0} s)", i + 1, flip_start.elapsed().as_secs_f64());
         }
     }
     for c in [&mut *large, &mut *small] {
@@ -246,19 +208,13 @@ impl Templates {
         let client = client_for(&server).await?;
         let ns = "tmpl";
         let namespace: Namespace = serde_json::from_value(json!({"metadata": {"name": ns}}))?;
-        Api::<Namespace>::all(client.clone())
-            .create(&PostParams::default(), &namespace)
-            .await
-            .context("template namespace")?;
+        Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &namespace).await.context("template namespace")?;
         let service: Service = serde_json::from_value(json!({
             "metadata": {"name": "tmpl"},
             "spec": {"selector": {"app": "tmpl"}, "ports": [{"name": "http", "port": 80, "targetPort": 8080}]},
         }))?;
         let services: Api<Service> = Api::namespaced(client.clone(), ns);
-        services
-            .create(&PostParams::default(), &service)
-            .await
-            .context("template service")?;
+        services.create(&PostParams::default(), &service).await.context("template service")?;
         let pod: Pod = serde_json::from_value(json!({
             "metadata": {"name": "tmpl", "labels": {"app": "tmpl"}},
             "spec": {
@@ -273,9 +229,7 @@ impl Templates {
             },
         }))?;
         let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
-        pods.create(&PostParams::default(), &pod)
-            .await
-            .context("template pod")?;
+        pods.create(&PostParams::default(), &pod).await.context("template pod")?;
         let now = "2025-01-01T00:00:00Z";
         let status = json!({"status": {
             "phase": "Running",
@@ -296,9 +250,7 @@ impl Templates {
                 "state": {"running": {"startedAt": now}},
             }],
         }});
-        pods.patch_status("tmpl", &PatchParams::default(), &Patch::Merge(&status))
-            .await
-            .context("template pod status")?;
+        pods.patch_status("tmpl", &PatchParams::default(), &Patch::Merge(&status)).await.context("template pod status")?;
         let strip = |mut v: Value| {
             if let Some(m) = v["metadata"].as_object_mut() {
                 m.remove("resourceVersion");
@@ -306,17 +258,11 @@ impl Templates {
             v
         };
         let t = Templates {
-            namespace: strip(serde_json::to_value(
-                Api::<Namespace>::all(client.clone()).get(ns).await?,
-            )?),
+            namespace: strip(serde_json::to_value(Api::<Namespace>::all(client.clone()).get(ns).await?)?),
             service: strip(serde_json::to_value(services.get("tmpl").await?)?),
             pod: strip(serde_json::to_value(pods.get("tmpl").await?)?),
         };
-        eprintln!(
-            "templates from the API server: Service {} bytes, Pod {} bytes as stored",
-            t.service.to_string().len(),
-            t.pod.to_string().len()
-        );
+        eprintln!("templates from the API server: Service {} bytes, Pod {} bytes as stored", t.service.to_string().len(), t.pod.to_string().len());
         drop(server);
         Ok(t)
     }
@@ -346,8 +292,7 @@ fn ipv4(base: [u8; 4], offset: usize) -> String {
 /// store at `path`; returns the number of keys.
 async fn preload(path: &Path, shape: &Shape, t: &Templates) -> Result<usize> {
     let created = "2025-01-01T00:00:00Z";
-    let mut kvs: Vec<(String, Vec<u8>)> =
-        Vec::with_capacity(shape.namespaces + 2 * shape.services + shape.pods());
+    let mut kvs: Vec<(String, Vec<u8>)> = Vec::with_capacity(shape.namespaces + 2 * shape.services + shape.pods());
     let set_meta = |obj: &mut Value, name: &str, ns: Option<&str>, uid: String| {
         let m = obj["metadata"].as_object_mut().expect("metadata");
         m.insert("name".into(), name.into());
@@ -363,10 +308,7 @@ async fn preload(path: &Path, shape: &Shape, t: &Templates) -> Result<usize> {
         let mut obj = t.namespace.clone();
         set_meta(&mut obj, &name, None, uid(1, n));
         obj["metadata"]["labels"] = json!({"kubernetes.io/metadata.name": name});
-        kvs.push((
-            format!("/registry/namespaces/{name}"),
-            serde_json::to_vec(&obj)?,
-        ));
+        kvs.push((format!("/registry/namespaces/{name}"), serde_json::to_vec(&obj)?));
     }
     for s in 0..shape.services {
         let (ns, name) = (shape.namespace(s), shape.service(s));
@@ -378,14 +320,8 @@ async fn preload(path: &Path, shape: &Shape, t: &Templates) -> Result<usize> {
         obj["spec"]["selector"] = json!({"app": name});
         obj["spec"]["clusterIP"] = ip.clone().into();
         obj["spec"]["clusterIPs"] = json!([ip]);
-        kvs.push((
-            format!("/registry/services/{ns}/{name}"),
-            serde_json::to_vec(&obj)?,
-        ));
-        kvs.push((
-            format!("/allocations/clusterips/{ip}"),
-            serde_json::to_vec(&json!({"namespace": ns, "name": name, "uid": id}))?,
-        ));
+        kvs.push((format!("/registry/services/{ns}/{name}"), serde_json::to_vec(&obj)?));
+        kvs.push((format!("/allocations/clusterips/{ip}"), serde_json::to_vec(&json!({"namespace": ns, "name": name, "uid": id}))?));
     }
     for p in 0..shape.pods() {
         let (ns, svc, name) = shape.pod(p);
@@ -396,10 +332,7 @@ async fn preload(path: &Path, shape: &Shape, t: &Templates) -> Result<usize> {
         let ip = ipv4([10, 128, 0, 1], p);
         obj["status"]["podIP"] = ip.clone().into();
         obj["status"]["podIPs"] = json!([{"ip": ip}]);
-        kvs.push((
-            format!("/registry/pods/{ns}/{name}"),
-            serde_json::to_vec(&obj)?,
-        ));
+        kvs.push((format!("/registry/pods/{ns}/{name}"), serde_json::to_vec(&obj)?));
     }
     let n = kvs.len();
     let store = RedbStore::open(path).map_err(|e| anyhow!("opening {}: {e}", path.display()))?;
@@ -407,12 +340,7 @@ async fn preload(path: &Path, shape: &Shape, t: &Templates) -> Result<usize> {
     futures::stream::iter(kvs)
         .map(|(k, v)| {
             let store = &store;
-            async move {
-                store
-                    .create(&k, v)
-                    .await
-                    .map_err(|e| anyhow!("create {k}: {e}"))
-            }
+            async move { store.create(&k, v).await.map_err(|e| anyhow!("create {k}: {e}")) }
         })
         .buffer_unordered(4096)
         .try_for_each(|_| async { Ok(()) })
@@ -526,18 +454,10 @@ impl Cluster {
         let t0 = Instant::now();
         let server = SvcnetProcess::start(&args.svcnet, &self.dir).await?;
         self.serving = t0.elapsed();
-        eprintln!(
-            "{label}: serving on https://{} after {:.1} s",
-            server.addr,
-            self.serving.as_secs_f64()
-        );
+        eprintln!("{label}: serving on https://{} after {:.1} s", server.addr, self.serving.as_secs_f64());
         let client = client_for(&server).await?;
         self.server = Some(server);
-        self.tasks.push(tokio::spawn(watch_slices(
-            client.clone(),
-            self.shared.clone(),
-            self.shape.pods_per_service,
-        )));
+        self.tasks.push(tokio::spawn(watch_slices(client.clone(), self.shared.clone(), self.shape.pods_per_service)));
 
         let deadline = t0 + Duration::from_secs(args.sync_timeout_secs);
         let mut last_report = Instant::now();
@@ -547,11 +467,7 @@ impl Cluster {
                 break;
             }
             if Instant::now() > deadline {
-                bail!(
-                    "{label}: only {complete} of {} Services synced after {} s",
-                    self.shape.services,
-                    args.sync_timeout_secs
-                );
+                bail!("{label}: only {complete} of {} Services synced after {} s", self.shape.services, args.sync_timeout_secs);
             }
             if last_report.elapsed() > Duration::from_secs(15) {
                 eprintln!(
@@ -566,11 +482,7 @@ impl Cluster {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         self.synced = t0.elapsed();
-        eprintln!(
-            "{label}: all {} Services' slices ready after {:.1} s",
-            self.shape.services,
-            self.synced.as_secs_f64()
-        );
+        eprintln!("{label}: all {} Services' slices ready after {:.1} s", self.shape.services, self.synced.as_secs_f64());
 
         // The controllers then see their own writes come back (every Endpoints and slice they
         // wrote enqueues its Service again); wait for the server to go quiet (under 5% of a core
@@ -584,16 +496,10 @@ impl Cluster {
                 break;
             }
             if Instant::now() > deadline {
-                bail!(
-                    "{label}: svcnet still busy {} s after start",
-                    args.sync_timeout_secs
-                );
+                bail!("{label}: svcnet still busy {} s after start", args.sync_timeout_secs);
             }
             if last_report.elapsed() > Duration::from_secs(30) {
-                eprintln!(
-                    "{label}: waiting for svcnet to go quiet ({:.0} s; CPU {now:.0} s)",
-                    t0.elapsed().as_secs_f64()
-                );
+                eprintln!("{label}: waiting for svcnet to go quiet ({:.0} s; CPU {now:.0} s)", t0.elapsed().as_secs_f64());
                 last_report = Instant::now();
             }
             cpu = now;
@@ -614,24 +520,9 @@ impl Cluster {
 
         // Watches from now on: only the flips change pods and Endpoints.
         let pods: Api<Pod> = Api::all(client.clone());
-        let rv = pods
-            .list_metadata(&ListParams::default().limit(1))
-            .await?
-            .metadata
-            .resource_version
-            .unwrap_or_default();
-        self.tasks.push(tokio::spawn(watch_from(
-            pods,
-            rv.clone(),
-            self.shared.clone(),
-            on_pod,
-        )));
-        self.tasks.push(tokio::spawn(watch_from(
-            Api::<Endpoints>::all(client.clone()),
-            rv,
-            self.shared.clone(),
-            on_endpoints,
-        )));
+        let rv = pods.list_metadata(&ListParams::default().limit(1)).await?.metadata.resource_version.unwrap_or_default();
+        self.tasks.push(tokio::spawn(watch_from(pods, rv.clone(), self.shared.clone(), on_pod)));
+        self.tasks.push(tokio::spawn(watch_from(Api::<Endpoints>::all(client.clone()), rv, self.shared.clone(), on_endpoints)));
         self.client = Some(client);
         Ok(())
     }
@@ -654,30 +545,18 @@ impl Cluster {
         let api: Api<Pod> = Api::namespaced(self.client.clone().expect("started"), &namespace);
         let patch = json!({"status": {"conditions": conditions(ready, &now_rfc3339())}});
         let sent = Instant::now();
-        api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await?;
+        api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
         let ack = sent.elapsed();
         let slice = tokio::time::timeout(Duration::from_secs(300), slice_rx)
             .await
-            .map_err(|_| {
-                anyhow!("{namespace}/{name}: the EndpointSlice did not show ready={ready} in 300 s")
-            })??;
+            .map_err(|_| anyhow!("{namespace}/{name}: the EndpointSlice did not show ready={ready} in 300 s"))??;
         // These come before the slice; do not wait long for them.
         let soon = |rx: oneshot::Receiver<Instant>| async move {
-            tokio::time::timeout(Duration::from_secs(1), rx)
-                .await
-                .ok()
-                .and_then(Result::ok)
-                .map(|t| t.saturating_duration_since(sent))
+            tokio::time::timeout(Duration::from_secs(1), rx).await.ok().and_then(Result::ok).map(|t| t.saturating_duration_since(sent))
         };
         let (pod_event, endpoints) = (soon(pod_rx).await, soon(ep_rx).await);
         *self.shared.pending.lock().unwrap() = None;
-        Ok(Flip {
-            ack,
-            pod_event,
-            endpoints,
-            slice: slice.saturating_duration_since(sent),
-        })
+        Ok(Flip { ack, pod_event, endpoints, slice: slice.saturating_duration_since(sent) })
     }
 }
 
@@ -689,10 +568,7 @@ async fn client_for(server: &SvcnetProcess) -> Result<kube::Client> {
 
 fn now_rfc3339() -> String {
     // Seconds since the epoch as a date, without a date library: the value only has to change.
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     let (days, rem) = (secs / 86_400, secs % 86_400);
     // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
     let z = days as i64 + 719_468;
@@ -704,12 +580,7 @@ fn now_rfc3339() -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
 // === watches ===
@@ -750,20 +621,9 @@ async fn watch_slices(client: kube::Client, shared: Arc<Shared>, pods_per_servic
         if !ns.starts_with(NS_PREFIX) {
             continue;
         }
-        let ready = if deleted {
-            0
-        } else {
-            slice
-                .endpoints
-                .iter()
-                .filter(|e| e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true))
-                .count()
-        };
+        let ready = if deleted { 0 } else { slice.endpoints.iter().filter(|e| e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true)).count() };
         let service_key = format!("{ns}/{svc}");
-        let before = slices
-            .insert((ns.clone(), slice.name_any()), (service_key.clone(), ready))
-            .map(|(_, n)| n)
-            .unwrap_or(0);
+        let before = slices.insert((ns.clone(), slice.name_any()), (service_key.clone(), ready)).map(|(_, n)| n).unwrap_or(0);
         let total = per_service.entry(service_key).or_insert(0);
         let was_complete = *total == pods_per_service;
         *total = *total + ready - before;
@@ -780,13 +640,9 @@ async fn watch_slices(client: kube::Client, shared: Arc<Shared>, pods_per_servic
             continue;
         }
         let mut pending = shared.pending.lock().unwrap();
-        if let Some(p) = pending
-            .as_mut()
-            .filter(|p| p.namespace == ns && p.service == svc && p.slice.is_some())
-        {
+        if let Some(p) = pending.as_mut().filter(|p| p.namespace == ns && p.service == svc && p.slice.is_some()) {
             let shows = slice.endpoints.iter().any(|e| {
-                e.target_ref.as_ref().and_then(|r| r.name.as_deref()) == Some(p.pod.as_str())
-                    && e.conditions.as_ref().and_then(|c| c.ready) == Some(p.ready)
+                e.target_ref.as_ref().and_then(|r| r.name.as_deref()) == Some(p.pod.as_str()) && e.conditions.as_ref().and_then(|c| c.ready) == Some(p.ready)
             });
             if shows {
                 let _ = p.slice.take().expect("checked").send(now);
@@ -798,17 +654,10 @@ async fn watch_slices(client: kube::Client, shared: Arc<Shared>, pods_per_servic
 fn on_pod(pod: &Pod, now: Instant, shared: &Shared) {
     let mut pending = shared.pending.lock().unwrap();
     let Some(p) = pending.as_mut() else { return };
-    if pod.metadata.namespace.as_deref() != Some(&p.namespace)
-        || pod.metadata.name.as_deref() != Some(&p.pod)
-    {
+    if pod.metadata.namespace.as_deref() != Some(&p.namespace) || pod.metadata.name.as_deref() != Some(&p.pod) {
         return;
     }
-    let ready = pod
-        .status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready"))
-        .map(|c| c.status == "True");
+    let ready = pod.status.as_ref().and_then(|s| s.conditions.as_ref()).and_then(|cs| cs.iter().find(|c| c.type_ == "Ready")).map(|c| c.status == "True");
     if ready == Some(p.ready)
         && let Some(tx) = p.pod_event.take()
     {
@@ -819,23 +668,15 @@ fn on_pod(pod: &Pod, now: Instant, shared: &Shared) {
 fn on_endpoints(ep: &Endpoints, now: Instant, shared: &Shared) {
     let mut pending = shared.pending.lock().unwrap();
     let Some(p) = pending.as_mut() else { return };
-    if ep.metadata.namespace.as_deref() != Some(&p.namespace)
-        || ep.metadata.name.as_deref() != Some(&p.service)
-    {
+    if ep.metadata.namespace.as_deref() != Some(&p.namespace) || ep.metadata.name.as_deref() != Some(&p.service) {
         return;
     }
-    let is_pod = |a: &k8s_openapi::api::core::v1::EndpointAddress| {
-        a.target_ref.as_ref().and_then(|r| r.name.as_deref()) == Some(p.pod.as_str())
-    };
+    let is_pod = |a: &k8s_openapi::api::core::v1::EndpointAddress| a.target_ref.as_ref().and_then(|r| r.name.as_deref()) == Some(p.pod.as_str());
     let subsets = ep.subsets.iter().flatten();
     let listed = if p.ready {
-        subsets
-            .flat_map(|s| s.addresses.iter().flatten())
-            .any(is_pod)
+        subsets.flat_map(|s| s.addresses.iter().flatten()).any(is_pod)
     } else {
-        subsets
-            .flat_map(|s| s.not_ready_addresses.iter().flatten())
-            .any(is_pod)
+        subsets.flat_map(|s| s.not_ready_addresses.iter().flatten()).any(is_pod)
     };
     if listed && let Some(tx) = p.endpoints.take() {
         let _ = tx.send(now);
@@ -843,18 +684,9 @@ fn on_endpoints(ep: &Endpoints, now: Instant, shared: &Shared) {
 }
 
 /// A plain watch from `rv`, resumed from the last resourceVersion seen when it ends.
-async fn watch_from<K>(
-    api: Api<K>,
-    mut rv: String,
-    shared: Arc<Shared>,
-    on: fn(&K, Instant, &Shared),
-) where
-    K: Resource
-        + Clone
-        + k8s_openapi::serde::de::DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + 'static,
+async fn watch_from<K>(api: Api<K>, mut rv: String, shared: Arc<Shared>, on: fn(&K, Instant, &Shared))
+where
+    K: Resource + Clone + k8s_openapi::serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
 {
     loop {
         let stream = match api.watch(&WatchParams::default().timeout(290), &rv).await {
@@ -896,14 +728,7 @@ fn proc_status_kib(pid: Option<u32>, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
-            s.lines()
-                .find_map(|l| {
-                    l.strip_prefix(field)?
-                        .strip_prefix(':')
-                        .map(str::trim)
-                        .map(|v| v.trim_end_matches(" kB").trim().parse().ok())
-                })
-                .flatten()
+            s.lines().find_map(|l| l.strip_prefix(field)?.strip_prefix(':').map(str::trim).map(|v| v.trim_end_matches(" kB").trim().parse().ok())).flatten()
         })
         .unwrap_or(0)
 }
@@ -920,12 +745,7 @@ fn cpu_seconds(pid: Option<u32>) -> f64 {
         return 0.0;
     };
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
     (ticks(11) + ticks(12)) as f64 / 100.0
 }
 
@@ -948,90 +768,27 @@ fn xorshift(state: &mut u64) -> u64 {
 
 // === output ===
 
-fn print_table(
-    args: &EndpointsArgs,
-    large: &Cluster,
-    small: &Cluster,
-    cores: usize,
-    parent: &Path,
-) {
-    println!(
-        "## Pod Ready flip to EndpointSlice: {} vs {} (Services/pods)\n",
-        large.shape.label(),
-        small.shape.label()
-    );
-    println!(
-        "| metric | {} | {} (baseline) | ratio |",
-        large.shape.label(),
-        small.shape.label()
-    );
+fn print_table(args: &EndpointsArgs, large: &Cluster, small: &Cluster, cores: usize, parent: &Path) {
+    println!("## Pod Ready flip to EndpointSlice: {} vs {} (Services/pods)\n", large.shape.label(), small.shape.label());
+    println!("| metric | {} | {} (baseline) | ratio |", large.shape.label(), small.shape.label());
     println!("|---|---:|---:|---:|");
     let row = |metric: &str, l: f64, s: f64, fmt: &dyn Fn(f64) -> String| {
-        let ratio = if s > 0.0 {
-            format!("{:.2}x", l / s)
-        } else {
-            "n/a".into()
-        };
+        let ratio = if s > 0.0 { format!("{:.2}x", l / s) } else { "n/a".into() };
         println!("| {metric} | {} | {} | {ratio} |", fmt(l), fmt(s));
     };
     let secs = |v: f64| format!("{v:.1} s");
     let msf = |v: f64| format!("{v:.2} ms");
     let mibf = |v: f64| format!("{v:.0} MiB");
     let mb = |b: u64| b as f64 / (1024.0 * 1024.0);
-    row(
-        "store file after pre-load",
-        mb(large.store_bytes_preloaded),
-        mb(small.store_bytes_preloaded),
-        &mibf,
-    );
-    row(
-        "pre-load (bench writes straight into redb)",
-        large.preload_time.as_secs_f64(),
-        small.preload_time.as_secs_f64(),
-        &secs,
-    );
-    row(
-        "start: spawn to API serving",
-        large.serving.as_secs_f64(),
-        small.serving.as_secs_f64(),
-        &secs,
-    );
-    row(
-        "initial sync: spawn to every Service's slices ready",
-        large.synced.as_secs_f64(),
-        small.synced.as_secs_f64(),
-        &secs,
-    );
-    row(
-        "spawn to svcnet idle after sync",
-        large.quiet.as_secs_f64(),
-        small.quiet.as_secs_f64(),
-        &secs,
-    );
-    row(
-        "svcnet CPU time, spawn to idle",
-        large.cpu_sync,
-        small.cpu_sync,
-        &secs,
-    );
-    row(
-        "svcnet RSS after sync (VmRSS)",
-        large.rss_synced_kib as f64 / 1024.0,
-        small.rss_synced_kib as f64 / 1024.0,
-        &mibf,
-    );
-    row(
-        "svcnet peak RSS during sync (VmHWM)",
-        large.hwm_synced_kib as f64 / 1024.0,
-        small.hwm_synced_kib as f64 / 1024.0,
-        &mibf,
-    );
-    row(
-        "store file after sync",
-        mb(large.store_bytes_synced),
-        mb(small.store_bytes_synced),
-        &mibf,
-    );
+    row("store file after pre-load", mb(large.store_bytes_preloaded), mb(small.store_bytes_preloaded), &mibf);
+    row("pre-load (bench writes straight into redb)", large.preload_time.as_secs_f64(), small.preload_time.as_secs_f64(), &secs);
+    row("start: spawn to API serving", large.serving.as_secs_f64(), small.serving.as_secs_f64(), &secs);
+    row("initial sync: spawn to every Service's slices ready", large.synced.as_secs_f64(), small.synced.as_secs_f64(), &secs);
+    row("spawn to svcnet idle after sync", large.quiet.as_secs_f64(), small.quiet.as_secs_f64(), &secs);
+    row("svcnet CPU time, spawn to idle", large.cpu_sync, small.cpu_sync, &secs);
+    row("svcnet RSS after sync (VmRSS)", large.rss_synced_kib as f64 / 1024.0, small.rss_synced_kib as f64 / 1024.0, &mibf);
+    row("svcnet peak RSS during sync (VmHWM)", large.hwm_synced_kib as f64 / 1024.0, small.hwm_synced_kib as f64 / 1024.0, &mibf);
+    row("store file after sync", mb(large.store_bytes_synced), mb(small.store_bytes_synced), &mibf);
     let dist = |c: &Cluster, f: &dyn Fn(&Flip) -> Option<Duration>| {
         let mut v: Vec<Duration> = c.flips.iter().filter_map(f).collect();
         v.sort();
@@ -1042,43 +799,20 @@ fn print_table(
         ("PATCH pods/status: send to response", &|f| Some(f.ack)),
         ("send to the pod's watch event", &|f| f.pod_event),
         ("send to the Endpoints update", &|f| f.endpoints),
-        ("**send to the EndpointSlice showing it**", &|f| {
-            Some(f.slice)
-        }),
+        ("**send to the EndpointSlice showing it**", &|f| Some(f.slice)),
     ];
     for (name, f) in steps {
         let (l, s) = (dist(large, f), dist(small, f));
         for p in [50.0, 99.0] {
-            row(
-                &format!("flip: {name}, p{p:.0}"),
-                ms_of(percentile(&l, p)),
-                ms_of(percentile(&s, p)),
-                &msf,
-            );
+            row(&format!("flip: {name}, p{p:.0}"), ms_of(percentile(&l, p)), ms_of(percentile(&s, p)), &msf);
         }
         if name.starts_with("**") {
-            row(
-                &format!("flip: {name}, max"),
-                ms_of(percentile(&l, 100.0)),
-                ms_of(percentile(&s, 100.0)),
-                &msf,
-            );
+            row(&format!("flip: {name}, max"), ms_of(percentile(&l, 100.0)), ms_of(percentile(&s, 100.0)), &msf);
         }
     }
-    let per_flip =
-        |c: &Cluster| (c.cpu_after_flips - c.cpu_before_flips) * 1e3 / c.flips.len().max(1) as f64;
-    row(
-        "svcnet CPU per flip (all its follow-up work)",
-        per_flip(large),
-        per_flip(small),
-        &msf,
-    );
-    row(
-        "svcnet RSS after the flips",
-        large.rss_after_flips as f64 / 1024.0,
-        small.rss_after_flips as f64 / 1024.0,
-        &mibf,
-    );
+    let per_flip = |c: &Cluster| (c.cpu_after_flips - c.cpu_before_flips) * 1e3 / c.flips.len().max(1) as f64;
+    row("svcnet CPU per flip (all its follow-up work)", per_flip(large), per_flip(small), &msf);
+    row("svcnet RSS after the flips", large.rss_after_flips as f64 / 1024.0, small.rss_after_flips as f64 / 1024.0, &mibf);
     println!(
         "\n{} flips per cluster, interleaved, {} ms apart; {} pods per Service, {} namespaces; slice p50 {} / p99 {} at {}; ratio = {} / baseline; {} cores; data dirs in {}.",
         args.flips,

@@ -111,23 +111,13 @@ struct Args {
 fn main() -> Result<()> {
     let cli = Cli::parse();
     if let Some(Mode::Endpoints(args)) = cli.mode {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()?;
+        let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
         return rt.block_on(endpoints::run(args));
     }
     let args = cli.apiserver;
-    ensure!(
-        !args.concurrency.is_empty() && args.concurrency.iter().all(|&c| c > 0),
-        "--concurrency needs levels above 0"
-    );
-    ensure!(
-        args.rounds > 0 && args.creates > 0 && args.watch_events > 0 && args.watch_concurrency > 0,
-        "counts must be above 0"
-    );
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    ensure!(!args.concurrency.is_empty() && args.concurrency.iter().all(|&c| c > 0), "--concurrency needs levels above 0");
+    ensure!(args.rounds > 0 && args.creates > 0 && args.watch_events > 0 && args.watch_concurrency > 0, "counts must be above 0");
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(run(args))
 }
 
@@ -162,13 +152,8 @@ struct WatchRun {
 
 async fn run(args: Args) -> Result<()> {
     let parent = args.dir.clone().unwrap_or_else(std::env::temp_dir);
-    let work = tempfile::Builder::new()
-        .prefix("svcnet-bench-")
-        .tempdir_in(&parent)
-        .with_context(|| format!("temp dir in {}", parent.display()))?;
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1);
+    let work = tempfile::Builder::new().prefix("svcnet-bench-").tempdir_in(&parent).with_context(|| format!("temp dir in {}", parent.display()))?;
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let value = "x".repeat(args.value_bytes);
     eprintln!(
         "svcnet-bench: {} rounds of {} creates at concurrency {:?} and {} watchers x {} events ({} writers); {}-byte values; data under {}; {} cores",
@@ -194,40 +179,17 @@ async fn run(args: Args) -> Result<()> {
     let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?;
     let client = kube::Client::try_from(config)?;
     let namespaces: Api<Namespace> = Api::all(client.clone());
-    for ns in args
-        .concurrency
-        .iter()
-        .map(|c| group_for(*c))
-        .chain(["watch".to_string()])
-    {
-        let ns: Namespace = serde_json::from_value(
-            serde_json::json!({"metadata": {"name": format!("bench-{ns}")}}),
-        )?;
-        namespaces
-            .create(&PostParams::default(), &ns)
-            .await
-            .context("creating a namespace")?;
+    for ns in args.concurrency.iter().map(|c| group_for(*c)).chain(["watch".to_string()]) {
+        let ns: Namespace = serde_json::from_value(serde_json::json!({"metadata": {"name": format!("bench-{ns}")}}))?;
+        namespaces.create(&PostParams::default(), &ns).await.context("creating a namespace")?;
     }
-    backends.push((
-        "svcnet",
-        Backend::Svcnet {
-            client,
-            value: value.clone(),
-        },
-    ));
+    backends.push(("svcnet", Backend::Svcnet { client, value: value.clone() }));
 
     // The bare store, in this process: what the HTTP, TLS, JSON and validation layers cost.
     let dir = work.path().join("redb");
     std::fs::create_dir_all(&dir)?;
-    let store =
-        RedbStore::open(&dir.join("store.redb")).map_err(|e| anyhow!("opening redb: {e}"))?;
-    backends.push((
-        "redb",
-        Backend::Redb {
-            store,
-            value: value.clone(),
-        },
-    ));
+    let store = RedbStore::open(&dir.join("store.redb")).map_err(|e| anyhow!("opening redb: {e}"))?;
+    backends.push(("redb", Backend::Redb { store, value: value.clone() }));
 
     // etcd, kube-apiserver's store, through its JSON gateway (no gRPC client to build here).
     let etcd_server = if args.no_etcd {
@@ -239,55 +201,28 @@ async fn run(args: Args) -> Result<()> {
     } else {
         let server = EtcdProcess::start(&args.etcd, &work.path().join("etcd")).await?;
         eprintln!("etcd: serving on http://{}", server.addr);
-        backends.push((
-            "etcd",
-            Backend::Etcd {
-                addr: server.addr,
-                value: value.clone(),
-                conns: tokio::sync::Mutex::new(Vec::new()),
-            },
-        ));
+        backends.push(("etcd", Backend::Etcd { addr: server.addr, value: value.clone(), conns: tokio::sync::Mutex::new(Vec::new()) }));
         Some(server)
     };
 
-    let mut results: Vec<Results> = backends
-        .iter()
-        .map(|_| Results {
-            creates: args.concurrency.iter().map(|_| Vec::new()).collect(),
-            watch: Vec::new(),
-        })
-        .collect();
+    let mut results: Vec<Results> =
+        backends.iter().map(|_| Results { creates: args.concurrency.iter().map(|_| Vec::new()).collect(), watch: Vec::new() }).collect();
     // Warm up: open the connections (TLS handshakes) and fault in the code paths.
     for &c in &args.concurrency {
         for (label, backend) in &backends {
-            run_creates(backend, &group_for(c), "warm", c * 4, c)
-                .await
-                .with_context(|| format!("{label}: warm-up at concurrency {c}"))?;
+            run_creates(backend, &group_for(c), "warm", c * 4, c).await.with_context(|| format!("{label}: warm-up at concurrency {c}"))?;
         }
     }
     for round in 0..args.rounds {
         // Rotate the order too, so that no backend always runs first.
-        let order: Vec<usize> = (0..backends.len())
-            .map(|i| (i + round) % backends.len())
-            .collect();
+        let order: Vec<usize> = (0..backends.len()).map(|i| (i + round) % backends.len()).collect();
         for (ci, &c) in args.concurrency.iter().enumerate() {
             for &b in &order {
                 let (label, backend) = &backends[b];
-                let run = run_creates(
-                    backend,
-                    &group_for(c),
-                    &format!("r{round}-cm"),
-                    args.creates,
-                    c,
-                )
-                .await
-                .with_context(|| format!("{label}: creates at concurrency {c}"))?;
-                eprintln!(
-                    "round {round}: {label}: concurrency {c}: {:.0} creates/s, p50 {}, p99 {}",
-                    run.per_sec,
-                    ms(run.p50),
-                    ms(run.p99)
-                );
+                let run = run_creates(backend, &group_for(c), &format!("r{round}-cm"), args.creates, c)
+                    .await
+                    .with_context(|| format!("{label}: creates at concurrency {c}"))?;
+                eprintln!("round {round}: {label}: concurrency {c}: {:.0} creates/s, p50 {}, p99 {}", run.per_sec, ms(run.p50), ms(run.p99));
                 results[b].creates[ci].push(run);
             }
         }
@@ -299,15 +234,8 @@ async fn run(args: Args) -> Result<()> {
             if matches!(backend, Backend::Etcd { .. }) {
                 continue;
             }
-            let run = run_watch(
-                backend,
-                round,
-                args.watchers,
-                args.watch_events,
-                args.watch_concurrency,
-            )
-            .await
-            .with_context(|| format!("{label}: watch run"))?;
+            let run =
+                run_watch(backend, round, args.watchers, args.watch_events, args.watch_concurrency).await.with_context(|| format!("{label}: watch run"))?;
             eprintln!(
                 "round {round}: {label}: {} watchers: {:.0} events/s delivered; ack-to-event p50 {}, p99 {} ({} of {} events before the ack); send-to-event p50 {}, p99 {}; {:.0} creates/s",
                 args.watchers,
@@ -329,10 +257,7 @@ async fn run(args: Args) -> Result<()> {
     println!("## svcnet vs redb in-process (same writes straight into svcnet_store::RedbStore)\n");
     print_table(&args, &results[0], &results[1]);
     if let Some(etcd) = results.get(2) {
-        println!(
-            "\n## svcnet vs etcd {} (txn create via the JSON gateway on loopback; no watch run)\n",
-            etcd_version(&args.etcd)
-        );
+        println!("\n## svcnet vs etcd {} (txn create via the JSON gateway on loopback; no watch run)\n", etcd_version(&args.etcd));
         print_table(&args, &results[0], etcd);
     } else {
         println!("\n(etcd baseline skipped)");
@@ -401,26 +326,18 @@ impl Backend {
     async fn create(&self, worker: usize, group: &str, name: &str) -> Result<()> {
         match self {
             Backend::Svcnet { client, value } => {
-                let api: Api<ConfigMap> =
-                    Api::namespaced(client.clone(), &format!("bench-{group}"));
-                let cm: ConfigMap = serde_json::from_value(
-                    serde_json::json!({"metadata": {"name": name}, "data": {"value": value}}),
-                )?;
+                let api: Api<ConfigMap> = Api::namespaced(client.clone(), &format!("bench-{group}"));
+                let cm: ConfigMap = serde_json::from_value(serde_json::json!({"metadata": {"name": name}, "data": {"value": value}}))?;
                 api.create(&PostParams::default(), &cm).await?;
             }
             Backend::Redb { store, value } => {
-                store
-                    .create(&key(group, name), stored_json(group, name, value))
-                    .await
-                    .map_err(|e| anyhow!("redb create: {e}"))?;
+                store.create(&key(group, name), stored_json(group, name, value)).await.map_err(|e| anyhow!("redb create: {e}"))?;
             }
             Backend::Etcd { addr, value, conns } => {
                 let conn = {
                     let mut conns = conns.lock().await;
                     while conns.len() <= worker {
-                        conns.push(Arc::new(tokio::sync::Mutex::new(
-                            http_connect(*addr).await?,
-                        )));
+                        conns.push(Arc::new(tokio::sync::Mutex::new(http_connect(*addr).await?)));
                     }
                     conns[worker].clone()
                 };
@@ -431,18 +348,9 @@ impl Backend {
                     "compare": [{"key": k, "target": "CREATE", "result": "EQUAL", "create_revision": "0"}],
                     "success": [{"request_put": {"key": k, "value": b64.encode(stored_json(group, name, value))}}],
                 });
-                let resp = http_post(
-                    &mut *conn.lock().await,
-                    *addr,
-                    "/v3/kv/txn",
-                    serde_json::to_vec(&body)?,
-                )
-                .await?;
+                let resp = http_post(&mut *conn.lock().await, *addr, "/v3/kv/txn", serde_json::to_vec(&body)?).await?;
                 let resp: serde_json::Value = serde_json::from_slice(&resp)?;
-                ensure!(
-                    resp["succeeded"] == serde_json::Value::Bool(true),
-                    "etcd txn failed: {resp}"
-                );
+                ensure!(resp["succeeded"] == serde_json::Value::Bool(true), "etcd txn failed: {resp}");
             }
         }
         Ok(())
@@ -450,16 +358,11 @@ impl Backend {
 
     /// `n` watches on `group`'s namespace (prefix) from the current revision, each yielding the
     /// names of created objects.
-    async fn watch(
-        &self,
-        group: &str,
-        n: usize,
-    ) -> Result<Vec<BoxStream<'static, Result<String>>>> {
+    async fn watch(&self, group: &str, n: usize) -> Result<Vec<BoxStream<'static, Result<String>>>> {
         let mut streams = Vec::with_capacity(n);
         match self {
             Backend::Svcnet { client, .. } => {
-                let api: Api<ConfigMap> =
-                    Api::namespaced(client.clone(), &format!("bench-{group}"));
+                let api: Api<ConfigMap> = Api::namespaced(client.clone(), &format!("bench-{group}"));
                 let list = api.list(&ListParams::default().limit(1)).await?;
                 let rv = list.metadata.resource_version.unwrap_or_default();
                 for _ in 0..n {
@@ -468,12 +371,8 @@ impl Backend {
                         stream
                             .filter_map(|ev| async move {
                                 match ev {
-                                    Ok(WatchEvent::Added(cm)) => {
-                                        Some(Ok(cm.metadata.name.unwrap_or_default()))
-                                    }
-                                    Ok(WatchEvent::Error(e)) => {
-                                        Some(Err(anyhow!("watch error: {e:?}")))
-                                    }
+                                    Ok(WatchEvent::Added(cm)) => Some(Ok(cm.metadata.name.unwrap_or_default())),
+                                    Ok(WatchEvent::Error(e)) => Some(Err(anyhow!("watch error: {e:?}"))),
                                     Ok(_) => None,
                                     Err(e) => Some(Err(e.into())),
                                 }
@@ -486,21 +385,12 @@ impl Backend {
                 let rev = store.current_revision().await.map_err(|e| anyhow!("{e}"))?;
                 let prefix = format!("/registry/configmaps/bench-{group}/");
                 for _ in 0..n {
-                    let stream = store
-                        .watch(&prefix, rev)
-                        .await
-                        .map_err(|e| anyhow!("redb watch: {e}"))?;
+                    let stream = store.watch(&prefix, rev).await.map_err(|e| anyhow!("redb watch: {e}"))?;
                     streams.push(
                         stream
                             .filter_map(|ev| async move {
                                 match ev {
-                                    Ok(ev) if ev.kind == EventKind::Created => Some(Ok(ev
-                                        .kv
-                                        .key
-                                        .rsplit('/')
-                                        .next()
-                                        .unwrap_or_default()
-                                        .to_string())),
+                                    Ok(ev) if ev.kind == EventKind::Created => Some(Ok(ev.kv.key.rsplit('/').next().unwrap_or_default().to_string())),
                                     Ok(_) => None,
                                     Err(e) => Some(Err(anyhow!("redb watch: {e}"))),
                                 }
@@ -516,13 +406,7 @@ impl Backend {
 }
 
 /// `n` creates named `{prefix}-{i}` in `group`, from `concurrency` workers.
-async fn run_creates(
-    backend: &Backend,
-    group: &str,
-    prefix: &str,
-    n: usize,
-    concurrency: usize,
-) -> Result<CreateRun> {
+async fn run_creates(backend: &Backend, group: &str, prefix: &str, n: usize, concurrency: usize) -> Result<CreateRun> {
     let next = AtomicUsize::new(0);
     let start = Instant::now();
     let workers = (0..concurrency).map(|w| {
@@ -549,22 +433,12 @@ async fn run_creates(
         latencies.extend(r?);
     }
     latencies.sort();
-    Ok(CreateRun {
-        per_sec: n as f64 / elapsed.as_secs_f64(),
-        p50: percentile(&latencies, 50.0),
-        p99: percentile(&latencies, 99.0),
-    })
+    Ok(CreateRun { per_sec: n as f64 / elapsed.as_secs_f64(), p50: percentile(&latencies, 50.0), p99: percentile(&latencies, 99.0) })
 }
 
 /// Opens `watchers` watches, then creates `events` objects from `concurrency` writers, and
 /// measures the time from each create's acknowledgement to each watcher's receipt.
-async fn run_watch(
-    backend: &Backend,
-    round: usize,
-    watchers: usize,
-    events: usize,
-    concurrency: usize,
-) -> Result<WatchRun> {
+async fn run_watch(backend: &Backend, round: usize, watchers: usize, events: usize, concurrency: usize) -> Result<WatchRun> {
     let group = "watch";
     let prefix = format!("r{round}-ev-");
     let streams = backend.watch(group, watchers).await?;
@@ -582,10 +456,7 @@ async fn run_watch(
                         .map_err(|_| anyhow!("watcher saw {count} of {events} events in 120s"))?
                         .ok_or_else(|| anyhow!("watch ended after {count} of {events} events"))??;
                     let now = Instant::now();
-                    let Some(i) = name
-                        .strip_prefix(prefix.as_str())
-                        .and_then(|i| i.parse::<usize>().ok())
-                    else {
+                    let Some(i) = name.strip_prefix(prefix.as_str()).and_then(|i| i.parse::<usize>().ok()) else {
                         continue;
                     };
                     if i < events && received[i].is_none() {
@@ -697,12 +568,7 @@ fn print_table(args: &Args, svcnet: &Results, baseline: &Results) {
             let (lo, hi) = (xs[0], xs[xs.len() - 1]);
             match unit {
                 Unit::Ms => format!("{median:.2} ms ({lo:.2}-{hi:.2})"),
-                _ => format!(
-                    "{} ({}-{})",
-                    fmt(median, unit),
-                    fmt(lo, unit),
-                    fmt(hi, unit)
-                ),
+                _ => format!("{} ({}-{})", fmt(median, unit), fmt(lo, unit), fmt(hi, unit)),
             }
         } else {
             fmt(median, unit)
@@ -715,86 +581,30 @@ fn print_table(args: &Args, svcnet: &Results, baseline: &Results) {
             (Some((s, _)), Some((b, _))) if *b > 0.0 => format!("{:.2}x", s / b),
             _ => "n/a".to_string(),
         };
-        let text =
-            |v: Option<(f64, String)>| v.map(|(_, t)| t).unwrap_or_else(|| "n/a".to_string());
+        let text = |v: Option<(f64, String)>| v.map(|(_, t)| t).unwrap_or_else(|| "n/a".to_string());
         println!("| {metric} | {} | {} | {ratio} |", text(s), text(b));
     };
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     for (i, c) in args.concurrency.iter().enumerate() {
         let s = svcnet.creates.get(i).map(Vec::as_slice).unwrap_or_default();
-        let b = baseline
-            .creates
-            .get(i)
-            .map(Vec::as_slice)
-            .unwrap_or_default();
-        let get = |runs: &[CreateRun], f: &dyn Fn(&CreateRun) -> f64| {
-            runs.iter().map(f).collect::<Vec<_>>()
-        };
-        row(
-            format!("creates/s, concurrency {c}"),
-            Unit::Rate,
-            get(s, &|r| r.per_sec),
-            get(b, &|r| r.per_sec),
-        );
-        row(
-            format!("create latency p50, concurrency {c}"),
-            Unit::Ms,
-            get(s, &|r| ms(r.p50)),
-            get(b, &|r| ms(r.p50)),
-        );
-        row(
-            format!("create latency p99, concurrency {c}"),
-            Unit::Ms,
-            get(s, &|r| ms(r.p99)),
-            get(b, &|r| ms(r.p99)),
-        );
+        let b = baseline.creates.get(i).map(Vec::as_slice).unwrap_or_default();
+        let get = |runs: &[CreateRun], f: &dyn Fn(&CreateRun) -> f64| runs.iter().map(f).collect::<Vec<_>>();
+        row(format!("creates/s, concurrency {c}"), Unit::Rate, get(s, &|r| r.per_sec), get(b, &|r| r.per_sec));
+        row(format!("create latency p50, concurrency {c}"), Unit::Ms, get(s, &|r| ms(r.p50)), get(b, &|r| ms(r.p50)));
+        row(format!("create latency p99, concurrency {c}"), Unit::Ms, get(s, &|r| ms(r.p99)), get(b, &|r| ms(r.p99)));
     }
-    let get =
-        |runs: &[WatchRun], f: &dyn Fn(&WatchRun) -> f64| runs.iter().map(f).collect::<Vec<_>>();
+    let get = |runs: &[WatchRun], f: &dyn Fn(&WatchRun) -> f64| runs.iter().map(f).collect::<Vec<_>>();
     let (s, b) = (svcnet.watch.as_slice(), baseline.watch.as_slice());
     let w = args.watchers;
-    row(
-        format!("watch: events/s delivered ({w} watchers)"),
-        Unit::Rate,
-        get(s, &|r| r.events_per_sec),
-        get(b, &|r| r.events_per_sec),
-    );
-    row(
-        format!("watch: ack-to-event latency p50 ({w} watchers)"),
-        Unit::Ms,
-        get(s, &|r| ms(r.ack_p50)),
-        get(b, &|r| ms(r.ack_p50)),
-    );
-    row(
-        format!("watch: ack-to-event latency p99 ({w} watchers)"),
-        Unit::Ms,
-        get(s, &|r| ms(r.ack_p99)),
-        get(b, &|r| ms(r.ack_p99)),
-    );
+    row(format!("watch: events/s delivered ({w} watchers)"), Unit::Rate, get(s, &|r| r.events_per_sec), get(b, &|r| r.events_per_sec));
+    row(format!("watch: ack-to-event latency p50 ({w} watchers)"), Unit::Ms, get(s, &|r| ms(r.ack_p50)), get(b, &|r| ms(r.ack_p50)));
+    row(format!("watch: ack-to-event latency p99 ({w} watchers)"), Unit::Ms, get(s, &|r| ms(r.ack_p99)), get(b, &|r| ms(r.ack_p99)));
     let events = s.first().or(b.first()).map(|r| r.events).unwrap_or(0);
+    row(format!("watch: events seen before their create's ack (of {events})"), Unit::Count, get(s, &|r| r.before_ack as f64), get(b, &|r| r.before_ack as f64));
+    row(format!("watch: send-to-event latency p50 ({w} watchers)"), Unit::Ms, get(s, &|r| ms(r.send_p50)), get(b, &|r| ms(r.send_p50)));
+    row(format!("watch: send-to-event latency p99 ({w} watchers)"), Unit::Ms, get(s, &|r| ms(r.send_p99)), get(b, &|r| ms(r.send_p99)));
     row(
-        format!("watch: events seen before their create's ack (of {events})"),
-        Unit::Count,
-        get(s, &|r| r.before_ack as f64),
-        get(b, &|r| r.before_ack as f64),
-    );
-    row(
-        format!("watch: send-to-event latency p50 ({w} watchers)"),
-        Unit::Ms,
-        get(s, &|r| ms(r.send_p50)),
-        get(b, &|r| ms(r.send_p50)),
-    );
-    row(
-        format!("watch: send-to-event latency p99 ({w} watchers)"),
-        Unit::Ms,
-        get(s, &|r| ms(r.send_p99)),
-        get(b, &|r| ms(r.send_p99)),
-    );
-    row(
-        format!(
-            "watch: creates/s while watched ({} writers)",
-            args.watch_concurrency
-        ),
+        format!("watch: creates/s while watched ({} writers)", args.watch_concurrency),
         Unit::Rate,
         get(s, &|r| r.creates_per_sec),
         get(b, &|r| r.creates_per_sec),
@@ -812,11 +622,7 @@ pub(crate) struct SvcnetProcess {
 
 impl SvcnetProcess {
     pub(crate) async fn start(bin: &Path, data_dir: &Path) -> Result<Self> {
-        ensure!(
-            bin.is_file(),
-            "{} not found: build it with `cargo build --release -p svcnet` or pass --svcnet",
-            bin.display()
-        );
+        ensure!(bin.is_file(), "{} not found: build it with `cargo build --release -p svcnet` or pass --svcnet", bin.display());
         std::fs::create_dir_all(data_dir)?;
         let mut child = tokio::process::Command::new(bin)
             .args(["up", "--api-addr", "127.0.0.1:0", "--data-dir"])
@@ -842,21 +648,12 @@ impl SvcnetProcess {
             Ok::<_, anyhow::Error>(())
         };
         // Generous: with a large store, startup reads every Service (the allocator's repair).
-        tokio::time::timeout(Duration::from_secs(120), read)
-            .await
-            .context("svcnet did not start in 120s")??;
-        let (Some(addr), Some(kubeconfig)) = (addr, kubeconfig) else {
-            bail!("svcnet exited without printing its address and kubeconfig")
-        };
+        tokio::time::timeout(Duration::from_secs(120), read).await.context("svcnet did not start in 120s")??;
+        let (Some(addr), Some(kubeconfig)) = (addr, kubeconfig) else { bail!("svcnet exited without printing its address and kubeconfig") };
         // Keep draining stdout so that the server never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         let pid = child.id();
-        Ok(SvcnetProcess {
-            _child: child,
-            addr,
-            kubeconfig,
-            pid,
-        })
+        Ok(SvcnetProcess { _child: child, addr, kubeconfig, pid })
     }
 }
 
@@ -889,29 +686,17 @@ impl EtcdProcess {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Ok(mut conn) = http_connect(client).await
-                && let Ok(body) = http_post(
-                    &mut conn,
-                    client,
-                    "/v3/kv/range",
-                    br#"{"key":"AA=="}"#.to_vec(),
-                )
-                .await
+                && let Ok(body) = http_post(&mut conn, client, "/v3/kv/range", br#"{"key":"AA=="}"#.to_vec()).await
                 && body.starts_with(b"{")
             {
                 break;
             }
             if Instant::now() > deadline {
-                bail!(
-                    "etcd did not answer in 30s; see {}",
-                    data_dir.join("etcd.log").display()
-                );
+                bail!("etcd did not answer in 30s; see {}", data_dir.join("etcd.log").display());
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        Ok(EtcdProcess {
-            _child: child,
-            addr: client,
-        })
+        Ok(EtcdProcess { _child: child, addr: client })
     }
 }
 
@@ -923,8 +708,7 @@ fn is_on_path(bin: &Path) -> bool {
     if bin.components().count() > 1 {
         return bin.is_file();
     }
-    std::env::var_os("PATH")
-        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(bin).is_file()))
+    std::env::var_os("PATH").is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(bin).is_file()))
 }
 
 fn etcd_version(bin: &Path) -> String {
@@ -933,11 +717,7 @@ fn etcd_version(bin: &Path) -> String {
         .output()
         .ok()
         .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| {
-            s.lines()
-                .next()
-                .map(|l| l.trim_start_matches("etcd Version:").trim().to_string())
-        })
+        .and_then(|s| s.lines().next().map(|l| l.trim_start_matches("etcd Version:").trim().to_string()))
         .unwrap_or_default()
 }
 
@@ -949,12 +729,7 @@ async fn http_connect(addr: SocketAddr) -> Result<SendRequest<Full<Bytes>>> {
     Ok(sender)
 }
 
-async fn http_post(
-    conn: &mut SendRequest<Full<Bytes>>,
-    addr: SocketAddr,
-    path: &str,
-    body: Vec<u8>,
-) -> Result<Bytes> {
+async fn http_post(conn: &mut SendRequest<Full<Bytes>>, addr: SocketAddr, path: &str, body: Vec<u8>) -> Result<Bytes> {
     conn.ready().await?;
     let req = hyper::Request::post(path)
         .header(hyper::header::HOST, addr.to_string())
@@ -963,10 +738,6 @@ async fn http_post(
     let resp = conn.send_request(req).await?;
     let status = resp.status();
     let body = resp.into_body().collect().await?.to_bytes();
-    ensure!(
-        status.is_success(),
-        "POST {path}: {status}: {}",
-        String::from_utf8_lossy(&body)
-    );
+    ensure!(status.is_success(), "POST {path}: {status}: {}", String::from_utf8_lossy(&body));
     Ok(body)
 }

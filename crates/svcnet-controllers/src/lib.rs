@@ -16,9 +16,9 @@ pub mod gc;
 pub mod loadbalancer;
 pub mod pod;
 mod queue;
-pub mod workloads;
 #[cfg(test)]
 mod testutil;
+pub mod workloads;
 
 /// What can stop a reconcile (retried with backoff) or, for the watch errors, the controllers.
 #[derive(Debug, thiserror::Error)]
@@ -46,7 +46,8 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// Runs every controller; returns only on a fatal error (which it also logs, since `svcnet up`
 /// runs this in a task of its own).
 pub async fn run(client: kube::Client) -> Result<()> {
-    let result = tokio::try_join!(controller::run(client.clone()), workloads::run(client.clone()), loadbalancer::run(client.clone()), gc::run(client)).map(|_| ());
+    let result =
+        tokio::try_join!(controller::run(client.clone()), workloads::run(client.clone()), loadbalancer::run(client.clone()), gc::run(client)).map(|_| ());
     if let Err(error) = &result {
         tracing::error!(%error, "the Service controllers stopped");
     }

@@ -117,13 +117,7 @@ impl Pool {
     pub fn from_api(pool: &IPAddressPool) -> Pool {
         let ranges = pool.spec.addresses.iter().filter_map(|a| AddressRange::parse(a).ok()).filter(|r| r.first.is_ipv4()).collect();
         let selectors = pool.spec.service_selectors.iter().map(|s| LabelSelector::from_api(s).map_err(|e| e.0)).collect();
-        Pool {
-            name: pool.name_any(),
-            ranges,
-            auto_assign: pool.spec.auto_assign.unwrap_or(true),
-            selectors,
-            namespaces: pool.spec.namespaces.clone(),
-        }
+        Pool { name: pool.name_any(), ranges, auto_assign: pool.spec.auto_assign.unwrap_or(true), selectors, namespaces: pool.spec.namespaces.clone() }
     }
 
     pub fn contains(&self, ip: Ipv4Addr) -> bool {
@@ -584,9 +578,12 @@ async fn record(ctx: &Context, svc: &Service, type_: &str, reason: &str, message
     let api: Api<Event> = Api::namespaced(ctx.client.clone(), &key.namespace);
     let now = Time(k8s_openapi::jiff::Timestamp::now());
 
-    let known = ctx.events.lock().unwrap().get(&key).and_then(|list| {
-        list.iter().find(|r| r.uid == uid && r.reason == reason && r.message == message).map(|r| (r.name.clone(), r.count))
-    });
+    let known = ctx
+        .events
+        .lock()
+        .unwrap()
+        .get(&key)
+        .and_then(|list| list.iter().find(|r| r.uid == uid && r.reason == reason && r.message == message).map(|r| (r.name.clone(), r.count)));
     let known = match known {
         Some(k) => Some(k),
         None => find_event(&api, &uid, reason, message).await,
@@ -638,11 +635,7 @@ async fn record(ctx: &Context, svc: &Service, type_: &str, reason: &str, message
 async fn find_event(api: &Api<Event>, uid: &str, reason: &str, message: &str) -> Option<(String, i32)> {
     let params = ListParams::default().fields(&format!("involvedObject.uid={uid},reason={reason},source={COMPONENT}"));
     let list = api.list(&params).await.ok()?;
-    list.items
-        .into_iter()
-        .filter(|e| e.message.as_deref() == Some(message))
-        .max_by_key(|e| e.count.unwrap_or(1))
-        .map(|e| (e.name_any(), e.count.unwrap_or(1)))
+    list.items.into_iter().filter(|e| e.message.as_deref() == Some(message)).max_by_key(|e| e.count.unwrap_or(1)).map(|e| (e.name_any(), e.count.unwrap_or(1)))
 }
 
 fn remember(ctx: &Context, key: &ServiceKey, recorded: Recorded) {
@@ -790,10 +783,7 @@ mod tests {
 
     #[test]
     fn named_pools_and_auto_assign() {
-        let pools = [
-            pool("auto", json!({"addresses": ["10.0.0.1/32"]})),
-            pool("manual", json!({"addresses": ["10.0.1.0/30"], "autoAssign": false})),
-        ];
+        let pools = [pool("auto", json!({"addresses": ["10.0.0.1/32"]})), pool("manual", json!({"addresses": ["10.0.1.0/30"], "autoAssign": false}))];
         let none = Allocations::default();
         assert_eq!(decide(&svc("a", json!({})), &pools, &none), assign("10.0.0.1", "auto"));
         // autoAssign false: never picked on its own...
@@ -818,10 +808,13 @@ mod tests {
     fn namespaces_and_service_selectors() {
         let pools = [
             pool("team", json!({"addresses": ["10.0.0.1/32"], "namespaces": ["team-a"]})),
-            pool("web", json!({"addresses": ["10.0.0.2/32"], "serviceSelectors": [
-                {"matchLabels": {"tier": "web"}},
-                {"matchExpressions": [{"key": "expose", "operator": "Exists"}]},
-            ]})),
+            pool(
+                "web",
+                json!({"addresses": ["10.0.0.2/32"], "serviceSelectors": [
+                    {"matchLabels": {"tier": "web"}},
+                    {"matchExpressions": [{"key": "expose", "operator": "Exists"}]},
+                ]}),
+            ),
             pool("broken", json!({"addresses": ["10.0.0.3/32"], "serviceSelectors": [{"matchExpressions": [{"key": "x", "operator": "Bogus"}]}]})),
         ];
         let none = Allocations::default();

@@ -86,10 +86,7 @@ impl Error {
         move |source| Error::Sys { op, source }
     }
 
-    pub(crate) fn io(
-        op: &'static str,
-        path: impl Into<PathBuf>,
-    ) -> impl FnOnce(io::Error) -> Error {
+    pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> Error {
         let path = path.into();
         move |source| Error::Io { op, path, source }
     }
@@ -103,13 +100,8 @@ impl Error {
     pub fn errno(&self) -> Option<nix::Error> {
         match self {
             Error::Sys { source, .. } => Some(*source),
-            Error::Netlink {
-                source: rtnetlink::Error::NetlinkError(message),
-                ..
-            } => Some(nix::Error::from_raw(message.raw_code().abs())),
-            Error::Io { source, .. }
-            | Error::Spawn { source, .. }
-            | Error::NetlinkSocket(source) => source.raw_os_error().map(nix::Error::from_raw),
+            Error::Netlink { source: rtnetlink::Error::NetlinkError(message), .. } => Some(nix::Error::from_raw(message.raw_code().abs())),
+            Error::Io { source, .. } | Error::Spawn { source, .. } | Error::NetlinkSocket(source) => source.raw_os_error().map(nix::Error::from_raw),
             _ => None,
         }
     }

@@ -82,57 +82,29 @@ impl Netlink {
     /// The index of the link named `name`, if there is one.
     pub async fn link_index(&self, name: &str) -> Result<Option<u32>> {
         validate_link_name(name)?;
-        let mut links = self
-            .handle
-            .link()
-            .get()
-            .match_name(name.to_owned())
-            .execute();
+        let mut links = self.handle.link().get().match_name(name.to_owned()).execute();
         match links.try_next().await {
             Ok(Some(link)) => Ok(Some(link.header.index)),
             Ok(None) => Ok(None),
             Err(e) => {
                 let e = Error::netlink(format!("get link {name}"))(e);
-                if e.errno() == Some(Errno::ENODEV) {
-                    Ok(None)
-                } else {
-                    Err(e)
-                }
+                if e.errno() == Some(Errno::ENODEV) { Ok(None) } else { Err(e) }
             }
         }
     }
 
     /// The names and indexes of all links, in index order.
     pub async fn links(&self) -> Result<Vec<(u32, String)>> {
-        let messages: Vec<LinkMessage> = self
-            .handle
-            .link()
-            .get()
-            .execute()
-            .try_collect()
-            .await
-            .map_err(Error::netlink("list links"))?;
-        Ok(messages
-            .iter()
-            .map(|m| (m.header.index, link_name(m).unwrap_or_default()))
-            .collect())
+        let messages: Vec<LinkMessage> = self.handle.link().get().execute().try_collect().await.map_err(Error::netlink("list links"))?;
+        Ok(messages.iter().map(|m| (m.header.index, link_name(m).unwrap_or_default())).collect())
     }
 
     /// The state of the link with index `index`: name, whether it is administratively up, its MTU
     /// and the index of the bridge it is attached to.
     pub async fn link_state(&self, index: u32) -> Result<LinkState> {
         let mut links = self.handle.link().get().match_index(index).execute();
-        let message = links
-            .try_next()
-            .await
-            .map_err(Error::netlink(format!("get link {index}")))?
-            .ok_or_else(|| Error::LinkNotFound(index.to_string()))?;
-        let mut state = LinkState {
-            name: link_name(&message).unwrap_or_default(),
-            up: message.header.flags.contains(LinkFlags::Up),
-            mtu: 0,
-            controller: None,
-        };
+        let message = links.try_next().await.map_err(Error::netlink(format!("get link {index}")))?.ok_or_else(|| Error::LinkNotFound(index.to_string()))?;
+        let mut state = LinkState { name: link_name(&message).unwrap_or_default(), up: message.header.flags.contains(LinkFlags::Up), mtu: 0, controller: None };
         for attribute in &message.attributes {
             match attribute {
                 LinkAttribute::Mtu(mtu) => state.mtu = *mtu,
@@ -146,8 +118,7 @@ impl Netlink {
     /// Creates a bridge named `name`, up (`ip link add NAME type bridge; ip link set NAME up`).
     pub async fn create_bridge(&self, name: &str) -> Result<Link> {
         validate_link_name(name)?;
-        self.add_link(name, LinkKind::Bridge, LinkBridge::new(name).build())
-            .await
+        self.add_link(name, LinkKind::Bridge, LinkBridge::new(name).build()).await
     }
 
     /// Creates a veth pair: `name` in this namespace, down, and its peer `peer_name` (e.g. `eth0`)
@@ -158,89 +129,44 @@ impl Netlink {
     pub async fn create_veth(&self, name: &str, peer_ns: &NetNs, peer_name: &str) -> Result<Link> {
         validate_link_name(name)?;
         validate_link_name(peer_name)?;
-        let peer = LinkMessageBuilder::<LinkUnspec>::new()
-            .name(peer_name)
-            .setns_by_fd(peer_ns.as_fd().as_raw_fd())
-            .build();
-        let message = LinkVeth::new(name, peer_name)
-            .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
-            .build();
+        let peer = LinkMessageBuilder::<LinkUnspec>::new().name(peer_name).setns_by_fd(peer_ns.as_fd().as_raw_fd()).build();
+        let message = LinkVeth::new(name, peer_name).set_info_data(InfoData::Veth(InfoVeth::Peer(peer))).build();
         self.add_link(name, LinkKind::Veth, message).await
     }
 
     async fn add_link(&self, name: &str, kind: LinkKind, message: LinkMessage) -> Result<Link> {
-        self.handle
-            .link()
-            .add(message)
-            .execute()
-            .await
-            .map_err(Error::netlink(format!("add link {name}")))?;
-        let index = self
-            .link_index(name)
-            .await?
-            .ok_or_else(|| Error::LinkNotFound(name.to_owned()))?;
-        Ok(Link {
-            netlink: self.clone(),
-            name: name.to_owned(),
-            index,
-            kind,
-            armed: true,
-        })
+        self.handle.link().add(message).execute().await.map_err(Error::netlink(format!("add link {name}")))?;
+        let index = self.link_index(name).await?.ok_or_else(|| Error::LinkNotFound(name.to_owned()))?;
+        Ok(Link { netlink: self.clone(), name: name.to_owned(), index, kind, armed: true })
     }
 
     /// Sets the link up (`ip link set DEV up`).
     pub async fn set_up(&self, index: u32) -> Result<()> {
-        self.set(index, "up", LinkUnspec::new_with_index(index).up().build())
-            .await
+        self.set(index, "up", LinkUnspec::new_with_index(index).up().build()).await
     }
 
     /// Sets the link down (`ip link set DEV down`).
     pub async fn set_down(&self, index: u32) -> Result<()> {
-        self.set(
-            index,
-            "down",
-            LinkUnspec::new_with_index(index).down().build(),
-        )
-        .await
+        self.set(index, "down", LinkUnspec::new_with_index(index).down().build()).await
     }
 
     /// Sets the link's MTU (`ip link set DEV mtu MTU`).
     pub async fn set_mtu(&self, index: u32, mtu: u32) -> Result<()> {
-        self.set(
-            index,
-            "mtu",
-            LinkUnspec::new_with_index(index).mtu(mtu).build(),
-        )
-        .await
+        self.set(index, "mtu", LinkUnspec::new_with_index(index).mtu(mtu).build()).await
     }
 
     /// Attaches the link to a bridge (`ip link set DEV master BRIDGE`).
     pub async fn set_controller(&self, index: u32, bridge: u32) -> Result<()> {
-        self.set(
-            index,
-            "master",
-            LinkUnspec::new_with_index(index).controller(bridge).build(),
-        )
-        .await
+        self.set(index, "master", LinkUnspec::new_with_index(index).controller(bridge).build()).await
     }
 
     async fn set(&self, index: u32, what: &str, message: LinkMessage) -> Result<()> {
-        self.handle
-            .link()
-            .set(message)
-            .execute()
-            .await
-            .map_err(Error::netlink(format!("set link {index} {what}")))
+        self.handle.link().set(message).execute().await.map_err(Error::netlink(format!("set link {index} {what}")))
     }
 
     /// Deletes the link with index `index` (`ip link del DEV`).
     pub async fn delete_link(&self, index: u32) -> Result<()> {
-        self.handle
-            .link()
-            .del(index)
-            .execute()
-            .await
-            .map_err(Error::netlink(format!("delete link {index}")))
+        self.handle.link().del(index).execute().await.map_err(Error::netlink(format!("delete link {index}")))
     }
 
     /// Adds an IPv4 address (`ip addr add ADDR/PREFIX dev DEV`).
@@ -250,9 +176,7 @@ impl Netlink {
             .add(index, IpAddr::V4(address), prefix_len)
             .execute()
             .await
-            .map_err(Error::netlink(format!(
-                "add address {address}/{prefix_len} to link {index}"
-            )))
+            .map_err(Error::netlink(format!("add address {address}/{prefix_len} to link {index}")))
     }
 
     /// The IPv4 addresses of a link, with their prefix lengths.
@@ -282,22 +206,14 @@ impl Netlink {
 
     /// Adds the default route via `gateway` (`ip route add default via GATEWAY`).
     pub async fn add_default_route(&self, gateway: Ipv4Addr) -> Result<()> {
-        self.add_route(Ipv4Addr::UNSPECIFIED, 0, Some(gateway), None)
-            .await
+        self.add_route(Ipv4Addr::UNSPECIFIED, 0, Some(gateway), None).await
     }
 
     /// Adds a route to `destination/prefix_len`, via a gateway, out of a device, or both
     /// (`ip route add DEST/LEN [via GATEWAY] [dev DEV]`). Without a gateway the route is on-link
     /// (scope link), as `ip route` makes it.
-    pub async fn add_route(
-        &self,
-        destination: Ipv4Addr,
-        prefix_len: u8,
-        via: Option<Ipv4Addr>,
-        dev: Option<u32>,
-    ) -> Result<()> {
-        let mut route =
-            RouteMessageBuilder::<Ipv4Addr>::new().destination_prefix(destination, prefix_len);
+    pub async fn add_route(&self, destination: Ipv4Addr, prefix_len: u8, via: Option<Ipv4Addr>, dev: Option<u32>) -> Result<()> {
+        let mut route = RouteMessageBuilder::<Ipv4Addr>::new().destination_prefix(destination, prefix_len);
         match via {
             Some(gateway) => route = route.gateway(gateway),
             None => route = route.scope(RouteScope::Link),
@@ -305,16 +221,11 @@ impl Netlink {
         if let Some(index) = dev {
             route = route.output_interface(index);
         }
-        self.handle
-            .route()
-            .add(route.build())
-            .execute()
-            .await
-            .map_err(Error::netlink(format!(
-                "add route {destination}/{prefix_len}{}{}",
-                via.map(|g| format!(" via {g}")).unwrap_or_default(),
-                dev.map(|d| format!(" dev {d}")).unwrap_or_default(),
-            )))
+        self.handle.route().add(route.build()).execute().await.map_err(Error::netlink(format!(
+            "add route {destination}/{prefix_len}{}{}",
+            via.map(|g| format!(" via {g}")).unwrap_or_default(),
+            dev.map(|d| format!(" dev {d}")).unwrap_or_default(),
+        )))
     }
 }
 
@@ -332,13 +243,10 @@ pub struct LinkState {
 }
 
 fn link_name(message: &LinkMessage) -> Option<String> {
-    message
-        .attributes
-        .iter()
-        .find_map(|attribute| match attribute {
-            LinkAttribute::IfName(name) => Some(name.clone()),
-            _ => None,
-        })
+    message.attributes.iter().find_map(|attribute| match attribute {
+        LinkAttribute::IfName(name) => Some(name.clone()),
+        _ => None,
+    })
 }
 
 // === impl Link ===
@@ -390,13 +298,9 @@ impl Drop for Link {
 /// on the runtime's own connection could deadlock.
 fn delete_link_blocking(ns: &OwnedFd, index: u32, name: &str) -> Result<()> {
     run_in_fd(ns, || {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_io()
-            .build()
-            .map_err(Error::NetlinkSocket)?;
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_io().build().map_err(Error::NetlinkSocket)?;
         runtime.block_on(async {
-            let (connection, handle, _) =
-                rtnetlink::new_connection().map_err(Error::NetlinkSocket)?;
+            let (connection, handle, _) = rtnetlink::new_connection().map_err(Error::NetlinkSocket)?;
             tokio::spawn(connection);
             let mut links = handle.link().get().match_index(index).execute();
             let current = match links.try_next().await {
@@ -418,11 +322,7 @@ fn delete_link_blocking(ns: &OwnedFd, index: u32, name: &str) -> Result<()> {
                 Ok(()) => Ok(()),
                 Err(e) => {
                     let e = Error::netlink(format!("delete link {name}"))(e);
-                    if e.errno() == Some(Errno::ENODEV) {
-                        Ok(())
-                    } else {
-                        Err(e)
-                    }
+                    if e.errno() == Some(Errno::ENODEV) { Ok(()) } else { Err(e) }
                 }
             }
         })

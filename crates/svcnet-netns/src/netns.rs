@@ -49,13 +49,7 @@ impl NetNs {
         let path = Path::new(NETNS_RUN_DIR).join(name);
         // The mount point; `O_EXCL` makes a concurrent or earlier `ip netns add NAME` an error
         // rather than something we would later delete.
-        match OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .mode(0o444)
-            .open(&path)
-        {
+        match OpenOptions::new().read(true).write(true).create_new(true).mode(0o444).open(&path) {
             Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                 return Err(Error::NamespaceExists(name.to_owned()));
@@ -64,28 +58,14 @@ impl NetNs {
         }
         let mounted = on_new_thread(|| {
             unshare(CloneFlags::CLONE_NEWNET).map_err(Error::sys("unshare(CLONE_NEWNET)"))?;
-            mount(
-                Some(THREAD_SELF_NET),
-                &path,
-                None::<&str>,
-                MsFlags::MS_BIND,
-                None::<&str>,
-            )
-            .map_err(Error::sys(format!(
-                "bind-mounting a new network namespace on {}",
-                path.display()
-            )))
+            mount(Some(THREAD_SELF_NET), &path, None::<&str>, MsFlags::MS_BIND, None::<&str>)
+                .map_err(Error::sys(format!("bind-mounting a new network namespace on {}", path.display())))
         });
         if let Err(e) = mounted {
             let _ = fs::remove_file(&path);
             return Err(e);
         }
-        let ns = NetNs {
-            name: name.to_owned(),
-            fd: Arc::new(open_ns(&path)?),
-            path,
-            owned: true,
-        };
+        let ns = NetNs { name: name.to_owned(), fd: Arc::new(open_ns(&path)?), path, owned: true };
         Ok(ns)
     }
 
@@ -100,12 +80,7 @@ impl NetNs {
         })?;
         // A plain file that is not a mounted namespace would be the namespace of its filesystem's
         // directory, not a network namespace: setns tells the two apart.
-        let ns = NetNs {
-            name: name.to_owned(),
-            path,
-            fd: Arc::new(fd),
-            owned: false,
-        };
+        let ns = NetNs { name: name.to_owned(), path, fd: Arc::new(fd), owned: false };
         ns.run_in(|| ())?;
         Ok(ns)
     }
@@ -114,12 +89,7 @@ impl NetNs {
     /// does nothing.
     pub fn current() -> Result<NetNs> {
         let path = PathBuf::from(THREAD_SELF_NET);
-        Ok(NetNs {
-            name: String::new(),
-            fd: Arc::new(open_ns(&path)?),
-            path,
-            owned: false,
-        })
+        Ok(NetNs { name: String::new(), fd: Arc::new(open_ns(&path)?), path, owned: false })
     }
 
     /// The name under `/run/netns`, or `""` for [`NetNs::current`].
@@ -174,11 +144,7 @@ impl NetNs {
     /// Does nothing to namespaces this process did not create.
     pub fn delete(mut self) -> Result<()> {
         let owned = std::mem::replace(&mut self.owned, false);
-        if owned {
-            remove_mount_point(&self.path)
-        } else {
-            Ok(())
-        }
+        if owned { remove_mount_point(&self.path) } else { Ok(()) }
     }
 }
 
@@ -212,18 +178,12 @@ pub fn validate_link_name(name: &str) -> Result<()> {
         "longer than 15 bytes (IFNAMSIZ - 1)"
     } else if name == "." || name == ".." {
         "reserved"
-    } else if name
-        .chars()
-        .any(|c| c == '/' || c == ':' || c.is_whitespace())
-    {
+    } else if name.chars().any(|c| c == '/' || c == ':' || c.is_whitespace()) {
         "contains '/', ':' or whitespace"
     } else {
         return Ok(());
     };
-    Err(Error::InvalidName {
-        name: name.to_owned(),
-        reason,
-    })
+    Err(Error::InvalidName { name: name.to_owned(), reason })
 }
 
 fn validate_netns_name(name: &str) -> Result<()> {
@@ -238,10 +198,7 @@ fn validate_netns_name(name: &str) -> Result<()> {
     } else {
         return Ok(());
     };
-    Err(Error::InvalidName {
-        name: name.to_owned(),
-        reason,
-    })
+    Err(Error::InvalidName { name: name.to_owned(), reason })
 }
 
 fn read_ip_forward() -> Result<bool> {
@@ -250,36 +207,21 @@ fn read_ip_forward() -> Result<bool> {
 }
 
 fn open_ns(path: &Path) -> Result<OwnedFd> {
-    File::open(path).map(OwnedFd::from).map_err(|e| Error::Sys {
-        op: format!("opening {}", path.display()),
-        source: Errno::from_raw(e.raw_os_error().unwrap_or(0)),
-    })
+    File::open(path)
+        .map(OwnedFd::from)
+        .map_err(|e| Error::Sys { op: format!("opening {}", path.display()), source: Errno::from_raw(e.raw_os_error().unwrap_or(0)) })
 }
 
 /// Makes `/run/netns` exist and be a shared mount point, exactly as `ip netns add` does, so that a
 /// namespace unmounted here is unmounted in every mount namespace that copied it.
 fn ensure_run_dir() -> Result<()> {
     fs::create_dir_all(NETNS_RUN_DIR).map_err(Error::io("creating", NETNS_RUN_DIR))?;
-    let make_shared = || {
-        mount(
-            Some("none"),
-            NETNS_RUN_DIR,
-            Some("none"),
-            MsFlags::MS_SHARED | MsFlags::MS_REC,
-            None::<&str>,
-        )
-    };
+    let make_shared = || mount(Some("none"), NETNS_RUN_DIR, Some("none"), MsFlags::MS_SHARED | MsFlags::MS_REC, None::<&str>);
     match make_shared() {
         Ok(()) => Ok(()),
         // Not a mount point yet: bind-mount it onto itself first.
         Err(Errno::EINVAL) => {
-            match mount(
-                Some(NETNS_RUN_DIR),
-                NETNS_RUN_DIR,
-                Some("none"),
-                MsFlags::MS_BIND | MsFlags::MS_REC,
-                None::<&str>,
-            ) {
+            match mount(Some(NETNS_RUN_DIR), NETNS_RUN_DIR, Some("none"), MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>) {
                 Ok(()) => {}
                 // Another process won the race to make it a mount point.
                 Err(Errno::EBUSY) => {}
@@ -336,10 +278,7 @@ mod tests {
         validate_link_name("eth0").unwrap();
         validate_link_name("a23456789012345").unwrap();
         for bad in ["", "a234567890123456", "a/b", "a b", "a:b", ".", ".."] {
-            assert!(
-                matches!(validate_link_name(bad), Err(Error::InvalidName { .. })),
-                "{bad:?}"
-            );
+            assert!(matches!(validate_link_name(bad), Err(Error::InvalidName { .. })), "{bad:?}");
         }
     }
 
@@ -347,10 +286,7 @@ mod tests {
     fn netns_names() {
         validate_netns_name("svcnet-node-1").unwrap();
         for bad in ["", "a/b", ".", ".."] {
-            assert!(
-                matches!(validate_netns_name(bad), Err(Error::InvalidName { .. })),
-                "{bad:?}"
-            );
+            assert!(matches!(validate_netns_name(bad), Err(Error::InvalidName { .. })), "{bad:?}");
         }
     }
 }

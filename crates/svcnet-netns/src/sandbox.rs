@@ -78,21 +78,13 @@ impl Sandbox {
     /// `netns`.
     pub fn new(netns: &NetNs, config: SandboxConfig<'_>) -> Result<Sandbox> {
         if config.hostname.is_empty() || config.hostname.len() > 64 {
-            return Err(Error::InvalidName {
-                name: config.hostname.to_owned(),
-                reason: "a hostname must be 1 to 64 bytes",
-            });
+            return Err(Error::InvalidName { name: config.hostname.to_owned(), reason: "a hostname must be 1 to 64 bytes" });
         }
         fs::create_dir_all(config.state_dir).map_err(Error::io("creating", config.state_dir))?;
         let resolv_conf = config.state_dir.join("resolv.conf");
         let hosts = config.state_dir.join("hosts");
         write_file(&resolv_conf, config.resolv_conf)?;
-        let sandbox = Sandbox {
-            netns: netns.shared_fd(),
-            hostname: config.hostname.to_owned(),
-            resolv_conf,
-            hosts,
-        };
+        let sandbox = Sandbox { netns: netns.shared_fd(), hostname: config.hostname.to_owned(), resolv_conf, hosts };
         write_file(&sandbox.hosts, config.hosts)?;
         Ok(sandbox)
     }
@@ -123,10 +115,7 @@ impl Sandbox {
     pub fn spawn(&self, command: &PodCommand) -> Result<PodProcess> {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime)?;
         let program = command.program.to_string_lossy().into_owned();
-        let spawn_error = |source| Error::Spawn {
-            program: program.clone(),
-            source,
-        };
+        let spawn_error = |source| Error::Spawn { program: program.clone(), source };
 
         let mut process = tokio::process::Command::new(&command.program);
         process
@@ -150,21 +139,11 @@ impl Sandbox {
         }
 
         on_new_thread(|| {
-            setns(&*self.netns, CloneFlags::CLONE_NEWNET)
-                .map_err(Error::sys("setns(CLONE_NEWNET)"))?;
+            setns(&*self.netns, CloneFlags::CLONE_NEWNET).map_err(Error::sys("setns(CLONE_NEWNET)"))?;
             unshare(CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWPID)
-                .map_err(Error::sys(
-                    "unshare(CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWPID)",
-                ))?;
+                .map_err(Error::sys("unshare(CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWPID)"))?;
             // First of all, so that nothing below propagates to the node's mount namespace.
-            mount(
-                None::<&str>,
-                "/",
-                None::<&str>,
-                MsFlags::MS_REC | MsFlags::MS_PRIVATE,
-                None::<&str>,
-            )
-            .map_err(Error::sys("making / a private mount"))?;
+            mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>).map_err(Error::sys("making / a private mount"))?;
             sethostname(&self.hostname).map_err(Error::sys("sethostname"))?;
             bind_file(&self.resolv_conf, "/etc/resolv.conf")?;
             bind_file(&self.hosts, "/etc/hosts")?;
@@ -190,14 +169,7 @@ fn in_child() -> io::Result<()> {
     let errno = |e: Errno| io::Error::from_raw_os_error(e as i32);
     setsid().map_err(errno)?;
     // This process is the new PID namespace's first: a new procfs shows that namespace.
-    mount(
-        Some(c"proc"),
-        c"/proc",
-        Some(c"proc"),
-        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
-        None::<&CStr>,
-    )
-    .map_err(errno)?;
+    mount(Some(c"proc"), c"/proc", Some(c"proc"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC, None::<&CStr>).map_err(errno)?;
     Ok(())
 }
 
@@ -209,27 +181,12 @@ fn open_log(path: Option<&Path>) -> Result<Stdio> {
     let Some(path) = path else {
         return Ok(Stdio::null());
     };
-    let file: File = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o640)
-        .open(path)
-        .map_err(Error::io("opening", path))?;
+    let file: File = OpenOptions::new().create(true).append(true).mode(0o640).open(path).map_err(Error::io("opening", path))?;
     Ok(Stdio::from(file))
 }
 
 fn bind_file(source: &Path, target: &str) -> Result<()> {
-    mount(
-        Some(source),
-        target,
-        None::<&str>,
-        MsFlags::MS_BIND,
-        None::<&str>,
-    )
-    .map_err(Error::sys(format!(
-        "bind-mounting {} on {target}",
-        source.display()
-    )))
+    mount(Some(source), target, None::<&str>, MsFlags::MS_BIND, None::<&str>).map_err(Error::sys(format!("bind-mounting {} on {target}", source.display())))
 }
 
 /// Detaches `/run/netns` and every namespace mounted below it from this (private) mount namespace,
@@ -260,14 +217,7 @@ fn mount_sysfs() -> Result<()> {
         Ok(()) | Err(Errno::EINVAL) => {}
         Err(e) => return Err(Error::sys("unmounting /sys")(e)),
     }
-    mount(
-        Some("sysfs"),
-        "/sys",
-        Some("sysfs"),
-        MsFlags::empty(),
-        None::<&str>,
-    )
-    .map_err(Error::sys("mounting sysfs on /sys"))
+    mount(Some("sysfs"), "/sys", Some("sysfs"), MsFlags::empty(), None::<&str>).map_err(Error::sys("mounting sysfs on /sys"))
 }
 
 /// Undoes mountinfo's octal escapes (`\040` for a space and so on).
@@ -276,14 +226,8 @@ fn unescape_mountinfo(field: &str) -> String {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b'\\'
-            && i + 3 < bytes.len()
-            && bytes[i + 1..i + 4]
-                .iter()
-                .all(|b| (b'0'..=b'7').contains(b))
-        {
-            let value =
-                (bytes[i + 1] - b'0') * 64 + (bytes[i + 2] - b'0') * 8 + (bytes[i + 3] - b'0');
+        if bytes[i] == b'\\' && i + 3 < bytes.len() && bytes[i + 1..i + 4].iter().all(|b| (b'0'..=b'7').contains(b)) {
+            let value = (bytes[i + 1] - b'0') * 64 + (bytes[i + 2] - b'0') * 8 + (bytes[i + 3] - b'0');
             out.push(value);
             i += 4;
         } else {
@@ -299,14 +243,7 @@ fn unescape_mountinfo(field: &str) -> String {
 impl PodCommand {
     /// A command running `program` (a path, or a name looked up in the command's `PATH`).
     pub fn new(program: impl AsRef<OsStr>) -> PodCommand {
-        PodCommand {
-            program: program.as_ref().to_owned(),
-            args: Vec::new(),
-            env: BTreeMap::new(),
-            current_dir: None,
-            stdout: None,
-            stderr: None,
-        }
+        PodCommand { program: program.as_ref().to_owned(), args: Vec::new(), env: BTreeMap::new(), current_dir: None, stdout: None, stderr: None }
     }
 
     /// Adds an argument.
@@ -321,15 +258,13 @@ impl PodCommand {
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
-        self.args
-            .extend(args.into_iter().map(|a| a.as_ref().to_owned()));
+        self.args.extend(args.into_iter().map(|a| a.as_ref().to_owned()));
         self
     }
 
     /// Sets an environment variable.
     pub fn env(&mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> &mut PodCommand {
-        self.env
-            .insert(key.as_ref().to_owned(), value.as_ref().to_owned());
+        self.env.insert(key.as_ref().to_owned(), value.as_ref().to_owned());
         self
     }
 
@@ -390,19 +325,13 @@ impl PodProcess {
     /// Waits for the process to exit.
     pub async fn wait(&mut self) -> Result<ExitStatus> {
         let pid = self.pid;
-        self.child.wait().await.map_err(|e| Error::Spawn {
-            program: format!("pid {pid}"),
-            source: e,
-        })
+        self.child.wait().await.map_err(|e| Error::Spawn { program: format!("pid {pid}"), source: e })
     }
 
     /// Its exit status, if it has exited.
     pub fn try_wait(&mut self) -> Result<Option<ExitStatus>> {
         let pid = self.pid;
-        self.child.try_wait().map_err(|e| Error::Spawn {
-            program: format!("pid {pid}"),
-            source: e,
-        })
+        self.child.try_wait().map_err(|e| Error::Spawn { program: format!("pid {pid}"), source: e })
     }
 
     /// Kills the process (and so its whole PID namespace) with `SIGKILL` and waits for it.

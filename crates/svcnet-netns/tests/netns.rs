@@ -28,11 +28,7 @@ struct TestNames {
 impl TestNames {
     fn new() -> TestNames {
         static COUNTER: AtomicU32 = AtomicU32::new(0);
-        TestNames {
-            n: COUNTER.fetch_add(1, Ordering::Relaxed),
-            namespaces: vec![],
-            links: vec![],
-        }
+        TestNames { n: COUNTER.fetch_add(1, Ordering::Relaxed), namespaces: vec![], links: vec![] }
     }
 
     /// A namespace name: `svcnet-t<pid>-<n>-<tag>`.
@@ -53,28 +49,15 @@ impl TestNames {
     /// `10.<a>.<b>.<host>`, where `<a>.<b>` is this test's own range (`subnet` 0..4).
     fn ip(&self, subnet: u32, host: u8) -> Ipv4Addr {
         let block = (std::process::id() % 50) * 1024 + self.n * 4 + subnet;
-        Ipv4Addr::new(
-            10,
-            190 + (block / 256 % 60) as u8,
-            (block % 256) as u8,
-            host,
-        )
+        Ipv4Addr::new(10, 190 + (block / 256 % 60) as u8, (block % 256) as u8, host)
     }
 
     /// Asserts that the host's `ip netns list` and `ip link` show none of this test's names.
     fn assert_host_clean(&self) {
         let netns = run("ip", &["netns", "list"]);
         for name in &self.namespaces {
-            assert!(
-                !netns
-                    .lines()
-                    .any(|line| line.split_whitespace().next() == Some(name)),
-                "namespace {name} left behind:\n{netns}"
-            );
-            assert!(
-                !std::path::Path::new("/run/netns").join(name).exists(),
-                "/run/netns/{name} left behind"
-            );
+            assert!(!netns.lines().any(|line| line.split_whitespace().next() == Some(name)), "namespace {name} left behind:\n{netns}");
+            assert!(!std::path::Path::new("/run/netns").join(name).exists(), "/run/netns/{name} left behind");
         }
         self.assert_no_host_links();
     }
@@ -83,10 +66,7 @@ impl TestNames {
     fn assert_no_host_links(&self) {
         let links = run("ip", &["-o", "link", "show"]);
         for name in &self.links {
-            assert!(
-                !links.lines().any(|line| line_link_name(line) == Some(name)),
-                "link {name} visible on the host:\n{links}"
-            );
+            assert!(!links.lines().any(|line| line_link_name(line) == Some(name)), "link {name} visible on the host:\n{links}");
         }
     }
 }
@@ -98,24 +78,14 @@ fn line_link_name(line: &str) -> Option<&str> {
 }
 
 fn run(program: &str, args: &[&str]) -> String {
-    let output = Command::new(program)
-        .args(args)
-        .output()
-        .expect("run command");
-    assert!(
-        output.status.success(),
-        "{program} {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let output = Command::new(program).args(args).output().expect("run command");
+    assert!(output.status.success(), "{program} {args:?}: {}", String::from_utf8_lossy(&output.stderr));
     String::from_utf8(output.stdout).expect("utf-8")
 }
 
 /// The calling thread's namespace of a kind, as `net:[4026531840]`.
 fn thread_ns(kind: &str) -> String {
-    std::fs::read_link(format!("/proc/thread-self/ns/{kind}"))
-        .unwrap()
-        .display()
-        .to_string()
+    std::fs::read_link(format!("/proc/thread-self/ns/{kind}")).unwrap().display().to_string()
 }
 
 async fn loopback_up(netlink: &Netlink) -> Result<()> {
@@ -128,10 +98,7 @@ async fn loopback_up(netlink: &Netlink) -> Result<()> {
 async fn configure_pod(pod: &NetNs, address: Ipv4Addr) -> Result<Netlink> {
     let netlink = pod.netlink()?;
     loopback_up(&netlink).await?;
-    let eth0 = netlink
-        .link_index("eth0")
-        .await?
-        .context("no eth0 in the pod")?;
+    let eth0 = netlink.link_index("eth0").await?.context("no eth0 in the pod")?;
     netlink.add_address(eth0, address, 24).await?;
     netlink.set_up(eth0).await?;
     Ok(netlink)
@@ -148,9 +115,7 @@ fn tcp_exchange(server_ns: &NetNs, server_ip: Ipv4Addr, client_ns: &NetNs) -> Re
         let (mut stream, peer) = loop {
             match listener.accept() {
                 Ok(accepted) => break accepted,
-                Err(e)
-                    if e.kind() == std::io::ErrorKind::WouldBlock && Instant::now() < deadline =>
-                {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && Instant::now() < deadline => {
                     thread::sleep(Duration::from_millis(10));
                 }
                 Err(e) => return Err(e.into()),
@@ -186,25 +151,14 @@ fn namespace_lifecycle_is_ip_netns_compatible() -> Result<()> {
 
     let ns = NetNs::create(&name)?;
     assert!(ns.is_owned());
-    assert_eq!(
-        thread_ns("net"),
-        host_net,
-        "the calling thread's namespace must not change"
-    );
+    assert_eq!(thread_ns("net"), host_net, "the calling thread's namespace must not change");
     let inside = ns.run_in(|| thread_ns("net"))?;
     assert_ne!(inside, host_net);
 
     // iproute2 sees it and can enter it.
-    assert!(
-        run("ip", &["netns", "list"])
-            .lines()
-            .any(|l| l.split_whitespace().next() == Some(&name))
-    );
+    assert!(run("ip", &["netns", "list"]).lines().any(|l| l.split_whitespace().next() == Some(&name)));
     let links = run("ip", &["netns", "exec", &name, "ip", "-o", "link", "show"]);
-    assert_eq!(
-        links.lines().filter_map(line_link_name).collect::<Vec<_>>(),
-        ["lo"]
-    );
+    assert_eq!(links.lines().filter_map(line_link_name).collect::<Vec<_>>(), ["lo"]);
 
     // A second create of the same name fails and leaves the first in place.
     assert!(matches!(NetNs::create(&name), Err(Error::NamespaceExists(n)) if n == name));
@@ -212,47 +166,25 @@ fn namespace_lifecycle_is_ip_netns_compatible() -> Result<()> {
     assert!(!opened.is_owned());
     assert_eq!(opened.run_in(|| thread_ns("net"))?, inside);
     drop(opened);
-    assert_eq!(
-        ns.run_in(|| thread_ns("net"))?,
-        inside,
-        "dropping an opened namespace keeps it"
-    );
+    assert_eq!(ns.run_in(|| thread_ns("net"))?, inside, "dropping an opened namespace keeps it");
 
     // ip_forward: only in namespaces we created, and never the host's.
     assert!(!ns.ip_forward()?);
     ns.enable_ip_forward()?;
     assert!(ns.ip_forward()?);
-    assert_eq!(
-        std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward")?,
-        host_forward
-    );
-    assert!(matches!(
-        NetNs::open(&name)?.enable_ip_forward(),
-        Err(Error::NotOwned(_))
-    ));
-    assert!(matches!(
-        NetNs::current()?.enable_ip_forward(),
-        Err(Error::NotOwned(_))
-    ));
+    assert_eq!(std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward")?, host_forward);
+    assert!(matches!(NetNs::open(&name)?.enable_ip_forward(), Err(Error::NotOwned(_))));
+    assert!(matches!(NetNs::current()?.enable_ip_forward(), Err(Error::NotOwned(_))));
 
     ns.delete()?;
-    assert!(matches!(
-        NetNs::open(&name),
-        Err(Error::NamespaceNotFound(_))
-    ));
+    assert!(matches!(NetNs::open(&name), Err(Error::NamespaceNotFound(_))));
 
     // Dropping the guard removes it too.
     let dropped = names.netns("b");
     drop(NetNs::create(&dropped)?);
-    assert!(matches!(
-        NetNs::open(&dropped),
-        Err(Error::NamespaceNotFound(_))
-    ));
+    assert!(matches!(NetNs::open(&dropped), Err(Error::NamespaceNotFound(_))));
 
-    assert!(matches!(
-        NetNs::create("a/b"),
-        Err(Error::InvalidName { .. })
-    ));
+    assert!(matches!(NetNs::create("a/b"), Err(Error::InvalidName { .. })));
     names.assert_host_clean();
     Ok(())
 }
@@ -301,10 +233,7 @@ async fn pods_on_a_bridge_reach_each_other_without_nat() -> Result<()> {
     names.assert_no_host_links();
     let node_links: Vec<String> = node_nl.links().await?.into_iter().map(|(_, n)| n).collect();
     for link in &names.links {
-        assert!(
-            node_links.contains(link),
-            "{link} not in the node namespace: {node_links:?}"
-        );
+        assert!(node_links.contains(link), "{link} not in the node namespace: {node_links:?}");
     }
 
     // Deleting a veth guard removes both ends.
@@ -339,21 +268,13 @@ async fn a_router_namespace_forwards_between_subnets() -> Result<()> {
     // a reaches b's subnet through a route to the CIDR; b uses a default route.
     let a_nl = configure_pod(&pod_a, ip_a).await?;
     let a_eth0 = a_nl.link_index("eth0").await?.context("eth0")?;
-    a_nl.add_route(names.ip(2, 0), 24, Some(gw_a), Some(a_eth0))
-        .await?;
-    configure_pod(&pod_b, ip_b)
-        .await?
-        .add_default_route(gw_b)
-        .await?;
+    a_nl.add_route(names.ip(2, 0), 24, Some(gw_a), Some(a_eth0)).await?;
+    configure_pod(&pod_b, ip_b).await?.add_default_route(gw_b).await?;
 
     // Without forwarding in the router, nothing gets across.
     assert!(!router.ip_forward()?);
-    let blocked =
-        pod_a.run_in(|| TcpStream::connect_timeout(&(ip_b, 9).into(), Duration::from_secs(1)))?;
-    assert!(
-        blocked.is_err(),
-        "connected across a router that does not forward"
-    );
+    let blocked = pod_a.run_in(|| TcpStream::connect_timeout(&(ip_b, 9).into(), Duration::from_secs(1)))?;
+    assert!(blocked.is_err(), "connected across a router that does not forward");
 
     router.enable_ip_forward()?;
     assert_eq!(tcp_exchange(&pod_b, ip_b, &pod_a)?.ip(), ip_a);
@@ -361,9 +282,7 @@ async fn a_router_namespace_forwards_between_subnets() -> Result<()> {
 
     // An on-link route (no gateway) to a /32 through a device.
     let router_a = guards[0].index();
-    router_nl
-        .add_route(names.ip(3, 9), 32, None, Some(router_a))
-        .await?;
+    router_nl.add_route(names.ip(3, 9), 32, None, Some(router_a)).await?;
 
     drop((guards, router, pod_a, pod_b));
     names.assert_host_clean();
@@ -379,15 +298,7 @@ async fn a_sandboxed_process_sees_its_own_hostname_pid_and_files() -> Result<()>
     let hostname = format!("pod-{}-{}", std::process::id(), names.n);
     let resolv_conf = "nameserver 10.96.0.10\nsearch default.svc.cluster.local svc.cluster.local cluster.local\noptions ndots:5\n";
     let hosts = format!("127.0.0.1\tlocalhost\n{}\t{hostname}\n", names.ip(0, 2));
-    let sandbox = Sandbox::new(
-        &ns,
-        SandboxConfig {
-            hostname: &hostname,
-            resolv_conf,
-            hosts: &hosts,
-            state_dir: &dir.path().join("sandbox"),
-        },
-    )?;
+    let sandbox = Sandbox::new(&ns, SandboxConfig { hostname: &hostname, resolv_conf, hosts: &hosts, state_dir: &dir.path().join("sandbox") })?;
 
     let host_hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")?;
     let host_resolv = std::fs::read_to_string("/etc/resolv.conf")?;
@@ -408,33 +319,18 @@ async fn a_sandboxed_process_sees_its_own_hostname_pid_and_files() -> Result<()>
         cat /etc/hosts
         echo "to stderr" >&2
     "#;
-    let mut process = sandbox.spawn(
-        PodCommand::new("sh")
-            .args(["-c", script])
-            .env("FOO", "bar")
-            .current_dir("/tmp")
-            .stdout(&log)
-            .stderr(&log),
-    )?;
+    let mut process = sandbox.spawn(PodCommand::new("sh").args(["-c", script]).env("FOO", "bar").current_dir("/tmp").stdout(&log).stderr(&log))?;
     assert_ne!(process.pid(), 1, "pid() is the node-side pid");
     let status = process.wait().await?;
     let output = std::fs::read_to_string(&log)?;
     assert!(status.success(), "{status}: {output}");
 
     let line = |key: &str| -> String {
-        output
-            .lines()
-            .find_map(|l| l.strip_prefix(&format!("{key}=")))
-            .unwrap_or_else(|| panic!("no {key}= in {output}"))
-            .trim()
-            .to_owned()
+        output.lines().find_map(|l| l.strip_prefix(&format!("{key}="))).unwrap_or_else(|| panic!("no {key}= in {output}")).trim().to_owned()
     };
     assert_eq!(line("pid"), "1");
     assert_eq!(line("hostname"), hostname);
-    assert!(
-        line("env").starts_with("bar path=/usr/local/sbin:"),
-        "{output}"
-    );
+    assert!(line("env").starts_with("bar path=/usr/local/sbin:"), "{output}");
     assert_eq!(line("cwd"), "/tmp");
     // sh, the subshell of `$(...)` and its ls and grep: nothing of the node's.
     let procs: u32 = line("procs").parse()?;
@@ -445,20 +341,11 @@ async fn a_sandboxed_process_sees_its_own_hostname_pid_and_files() -> Result<()>
     assert_eq!(files, format!("{resolv_conf}--- hosts\n{hosts}to stderr\n"));
 
     // The node is as it was.
-    assert_eq!(
-        std::fs::read_to_string("/proc/sys/kernel/hostname")?,
-        host_hostname
-    );
+    assert_eq!(std::fs::read_to_string("/proc/sys/kernel/hostname")?, host_hostname);
     assert_eq!(std::fs::read_to_string("/etc/resolv.conf")?, host_resolv);
-    assert_eq!(
-        (thread_ns("mnt"), thread_ns("pid"), thread_ns("uts")),
-        (host_mnt, host_pid_ns, host_uts)
-    );
+    assert_eq!((thread_ns("mnt"), thread_ns("pid"), thread_ns("uts")), (host_mnt, host_pid_ns, host_uts));
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")?;
-    assert!(
-        !mountinfo.contains(dir.path().to_str().unwrap()),
-        "a sandbox mount leaked:\n{mountinfo}"
-    );
+    assert!(!mountinfo.contains(dir.path().to_str().unwrap()), "a sandbox mount leaked:\n{mountinfo}");
 
     // A program that does not exist is a spawn error.
     let missing = sandbox.spawn(&PodCommand::new("/nonexistent/svcnet-test-program"));
@@ -476,12 +363,7 @@ async fn killing_inside_a_pod_stays_inside_it() -> Result<()> {
     let mut sandboxes = Vec::new();
     for tag in ["a", "b"] {
         let ns = NetNs::create(&names.netns(tag))?;
-        let config = SandboxConfig {
-            hostname: tag,
-            resolv_conf: "nameserver 10.96.0.10\n",
-            hosts: "127.0.0.1\tlocalhost\n",
-            state_dir: &dir.path().join(tag),
-        };
+        let config = SandboxConfig { hostname: tag, resolv_conf: "nameserver 10.96.0.10\n", hosts: "127.0.0.1\tlocalhost\n", state_dir: &dir.path().join(tag) };
         sandboxes.push((Sandbox::new(&ns, config)?, ns));
     }
 
@@ -498,12 +380,7 @@ async fn killing_inside_a_pod_stays_inside_it() -> Result<()> {
         kill -KILL 1
         echo survived
     "#;
-    let mut killer = sandboxes[1].0.spawn(
-        PodCommand::new("sh")
-            .args(["-c", script])
-            .stdout(&log)
-            .stderr(&log),
-    )?;
+    let mut killer = sandboxes[1].0.spawn(PodCommand::new("sh").args(["-c", script]).stdout(&log).stderr(&log))?;
     let status = tokio::time::timeout(Duration::from_secs(20), killer.wait()).await??;
     let output = std::fs::read_to_string(&log)?;
     assert!(status.success(), "{status}: {output}");
@@ -517,10 +394,7 @@ async fn killing_inside_a_pod_stays_inside_it() -> Result<()> {
     assert_eq!(sleeper.try_wait()?, None);
     // SIGKILL from the node ends it.
     let status = sleeper.kill().await?;
-    assert_eq!(
-        std::os::unix::process::ExitStatusExt::signal(&status),
-        Some(9)
-    );
+    assert_eq!(std::os::unix::process::ExitStatusExt::signal(&status), Some(9));
     // Signalling a reaped process does nothing.
     sleeper.signal(Signal::SIGKILL)?;
 
@@ -528,10 +402,7 @@ async fn killing_inside_a_pod_stays_inside_it() -> Result<()> {
     let running = sandboxes[0].0.spawn(PodCommand::new("sleep").arg("60"))?;
     let pid = running.pid();
     drop(running);
-    wait_until(|| {
-        !std::path::Path::new(&format!("/proc/{pid}")).exists() || is_zombie_or_gone(pid)
-    })
-    .await?;
+    wait_until(|| !std::path::Path::new(&format!("/proc/{pid}")).exists() || is_zombie_or_gone(pid)).await?;
 
     drop(sandboxes);
     names.assert_host_clean();
@@ -550,20 +421,12 @@ fn guards_clean_up_when_a_test_panics() -> Result<()> {
     let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         runtime.block_on(async {
             let _inner = NetNs::create(&inner_name).unwrap();
-            let _bridge = outer
-                .netlink()
-                .unwrap()
-                .create_bridge(&bridge_name)
-                .await
-                .unwrap();
+            let _bridge = outer.netlink().unwrap().create_bridge(&bridge_name).await.unwrap();
             panic!("the test fails half-way");
         })
     }));
     assert!(panicked.is_err());
-    assert!(matches!(
-        NetNs::open(&inner_name),
-        Err(Error::NamespaceNotFound(_))
-    ));
+    assert!(matches!(NetNs::open(&inner_name), Err(Error::NamespaceNotFound(_))));
     let left = runtime.block_on(async { outer.netlink()?.link_index(&bridge_name).await })?;
     assert_eq!(left, None, "the bridge guard did not delete the bridge");
 
@@ -589,9 +452,7 @@ async fn wait_until(mut condition: impl FnMut() -> bool) -> Result<()> {
 
 fn is_zombie_or_gone(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat
-            .rsplit_once(") ")
-            .is_some_and(|(_, rest)| rest.starts_with('Z')),
+        Ok(stat) => stat.rsplit_once(") ").is_some_and(|(_, rest)| rest.starts_with('Z')),
         Err(_) => true,
     }
 }

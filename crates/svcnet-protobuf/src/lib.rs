@@ -82,7 +82,8 @@ pub fn decode_request(body: &[u8]) -> Result<Value, Error> {
     let envelope = DynamicMessage::decode(envelope_desc, raw).map_err(|e| Error::Envelope(e.to_string()))?;
     let type_meta = envelope.get_field_by_name("typeMeta");
     let type_meta = type_meta.as_ref().and_then(|v| v.as_message());
-    let text = |m: Option<&DynamicMessage>, name: &str| m.and_then(|m| m.get_field_by_name(name)).and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+    let text =
+        |m: Option<&DynamicMessage>, name: &str| m.and_then(|m| m.get_field_by_name(name)).and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
     let api_version = text(type_meta, "apiVersion");
     let kind = text(type_meta, "kind");
     let encoding = text(Some(&envelope), "contentEncoding");
@@ -107,8 +108,7 @@ fn message_for(api_version: &str, kind: &str) -> Option<MessageDescriptor> {
     }
     let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
     let package = if group.is_empty() { "core" } else { group.split('.').next().unwrap_or(group) };
-    POOL.get_message_by_name(&format!("k8s.io.api.{package}.{version}.{kind}"))
-        .or_else(|| POOL.get_message_by_name(&format!("{META_V1}.{kind}")))
+    POOL.get_message_by_name(&format!("k8s.io.api.{package}.{version}.{kind}")).or_else(|| POOL.get_message_by_name(&format!("{META_V1}.{kind}")))
 }
 
 /// Writes the fields of `msg` that Go's JSON encoding would write into `out`.
@@ -267,12 +267,16 @@ mod tests {
 
     fn body(api_version: &str, kind: &str, object: &DynamicMessage) -> Vec<u8> {
         let tm = msg("k8s.io.apimachinery.pkg.runtime.TypeMeta", vec![("apiVersion", Pb::String(api_version.into())), ("kind", Pb::String(kind.into()))]);
-        let env = msg(UNKNOWN, vec![("typeMeta", Pb::Message(tm)), ("raw", Pb::Bytes(object.encode_to_vec().into())), ("contentType", Pb::String(String::new()))]);
+        let env =
+            msg(UNKNOWN, vec![("typeMeta", Pb::Message(tm)), ("raw", Pb::Bytes(object.encode_to_vec().into())), ("contentType", Pb::String(String::new()))]);
         [MAGIC, &env.encode_to_vec()].concat()
     }
 
     fn meta(name: &str) -> Pb {
-        Pb::Message(msg(&format!("{META_V1}.ObjectMeta"), vec![("name", Pb::String(name.into())), ("generateName", Pb::String(String::new())), ("generation", Pb::I64(0))]))
+        Pb::Message(msg(
+            &format!("{META_V1}.ObjectMeta"),
+            vec![("name", Pb::String(name.into())), ("generateName", Pb::String(String::new())), ("generation", Pb::I64(0))],
+        ))
     }
 
     #[test]
@@ -315,7 +319,12 @@ mod tests {
         let port = msg("k8s.io.api.discovery.v1.EndpointPort", vec![("port", Pb::I32(0)), ("name", Pb::String(String::new()))]);
         let slice = msg(
             "k8s.io.api.discovery.v1.EndpointSlice",
-            vec![("metadata", meta("s")), ("addressType", Pb::String("IPv4".into())), ("endpoints", Pb::List(vec![Pb::Message(ep)])), ("ports", Pb::List(vec![Pb::Message(port)]))],
+            vec![
+                ("metadata", meta("s")),
+                ("addressType", Pb::String("IPv4".into())),
+                ("endpoints", Pb::List(vec![Pb::Message(ep)])),
+                ("ports", Pb::List(vec![Pb::Message(port)])),
+            ],
         );
         assert_eq!(
             decode_request(&body("discovery.k8s.io/v1", "EndpointSlice", &slice)).unwrap(),
@@ -324,7 +333,10 @@ mod tests {
         );
         // DeleteOptions.gracePeriodSeconds=0 means "now"; Deployment replicas=0 means none.
         let del = msg(&format!("{META_V1}.DeleteOptions"), vec![("gracePeriodSeconds", Pb::I64(0)), ("propagationPolicy", Pb::String("Background".into()))]);
-        assert_eq!(decode_request(&body("v1", "DeleteOptions", &del)).unwrap(), json!({"apiVersion": "v1", "kind": "DeleteOptions", "gracePeriodSeconds": 0, "propagationPolicy": "Background"}));
+        assert_eq!(
+            decode_request(&body("v1", "DeleteOptions", &del)).unwrap(),
+            json!({"apiVersion": "v1", "kind": "DeleteOptions", "gracePeriodSeconds": 0, "propagationPolicy": "Background"})
+        );
         let spec = msg("k8s.io.api.apps.v1.DeploymentSpec", vec![("replicas", Pb::I32(0)), ("paused", Pb::Bool(false)), ("minReadySeconds", Pb::I32(0))]);
         let d = msg("k8s.io.api.apps.v1.Deployment", vec![("spec", Pb::Message(spec))]);
         assert_eq!(decode_request(&body("apps/v1", "Deployment", &d)).unwrap()["spec"], json!({"replicas": 0}));
@@ -335,7 +347,11 @@ mod tests {
         let time = |s: i64, n: i32, name: &str| Pb::Message(msg(&format!("{META_V1}.{name}"), vec![("seconds", Pb::I64(s)), ("nanos", Pb::I32(n))]));
         let lease_spec = msg(
             "k8s.io.api.coordination.v1.LeaseSpec",
-            vec![("holderIdentity", Pb::String("n1".into())), ("leaseDurationSeconds", Pb::I32(40)), ("renewTime", time(1_700_000_000, 123_456_789, "MicroTime"))],
+            vec![
+                ("holderIdentity", Pb::String("n1".into())),
+                ("leaseDurationSeconds", Pb::I32(40)),
+                ("renewTime", time(1_700_000_000, 123_456_789, "MicroTime")),
+            ],
         );
         let lease = msg("k8s.io.api.coordination.v1.Lease", vec![("metadata", meta("n1")), ("spec", Pb::Message(lease_spec))]);
         assert_eq!(
@@ -344,11 +360,14 @@ mod tests {
         );
         let om = msg(&format!("{META_V1}.ObjectMeta"), vec![("name", Pb::String("p".into())), ("creationTimestamp", time(1_700_000_000, 5, "Time"))]);
         let quantity = |q: &str| Pb::Message(msg("k8s.io.apimachinery.pkg.api.resource.Quantity", vec![("string", Pb::String(q.into()))]));
-        let resources = msg(
-            "k8s.io.api.core.v1.ResourceRequirements",
-            vec![("limits", Pb::Map([(MapKey::String("cpu".into()), quantity("500m"))].into_iter().collect()))],
-        );
-        let ios = |t: i64, i: i32, s: &str| Pb::Message(msg("k8s.io.apimachinery.pkg.util.intstr.IntOrString", vec![("type", Pb::I64(t)), ("intVal", Pb::I32(i)), ("strVal", Pb::String(s.into()))]));
+        let resources =
+            msg("k8s.io.api.core.v1.ResourceRequirements", vec![("limits", Pb::Map([(MapKey::String("cpu".into()), quantity("500m"))].into_iter().collect()))]);
+        let ios = |t: i64, i: i32, s: &str| {
+            Pb::Message(msg(
+                "k8s.io.apimachinery.pkg.util.intstr.IntOrString",
+                vec![("type", Pb::I64(t)), ("intVal", Pb::I32(i)), ("strVal", Pb::String(s.into()))],
+            ))
+        };
         let http = msg("k8s.io.api.core.v1.HTTPGetAction", vec![("path", Pb::String("/healthz".into())), ("port", ios(1, 0, "http"))]);
         let handler = msg("k8s.io.api.core.v1.ProbeHandler", vec![("httpGet", Pb::Message(http))]);
         let probe = msg("k8s.io.api.core.v1.Probe", vec![("handler", Pb::Message(handler)), ("periodSeconds", Pb::I32(5))]);
@@ -360,7 +379,12 @@ mod tests {
         let vol = msg("k8s.io.api.core.v1.Volume", vec![("name", Pb::String("v".into())), ("volumeSource", Pb::Message(src))]);
         let spec = msg(
             "k8s.io.api.core.v1.PodSpec",
-            vec![("containers", Pb::List(vec![Pb::Message(c)])), ("volumes", Pb::List(vec![Pb::Message(vol)])), ("enableServiceLinks", Pb::Bool(false)), ("hostNetwork", Pb::Bool(false))],
+            vec![
+                ("containers", Pb::List(vec![Pb::Message(c)])),
+                ("volumes", Pb::List(vec![Pb::Message(vol)])),
+                ("enableServiceLinks", Pb::Bool(false)),
+                ("hostNetwork", Pb::Bool(false)),
+            ],
         );
         let pod = msg("k8s.io.api.core.v1.Pod", vec![("metadata", Pb::Message(om)), ("spec", Pb::Message(spec))]);
         assert_eq!(

@@ -30,10 +30,7 @@ pub enum Error {
     Conflict { key: String, current: Revision },
     /// The requested revision is older than the oldest event the store still keeps.
     #[error("revision {requested} has been compacted; oldest kept is {oldest}")]
-    Compacted {
-        requested: Revision,
-        oldest: Revision,
-    },
+    Compacted { requested: Revision, oldest: Revision },
     /// A watcher fell too far behind and was cut off; it must re-watch from its last revision.
     #[error("watcher fell behind and was closed")]
     WatcherTooSlow,
@@ -103,12 +100,7 @@ pub trait Storage: Send + Sync + 'static {
 
     /// Up to `limit` keys with `prefix` (all when `None`), strictly after `start_after` when
     /// given, in key order.
-    async fn list(
-        &self,
-        prefix: &str,
-        start_after: Option<&str>,
-        limit: Option<usize>,
-    ) -> Result<ListResult>;
+    async fn list(&self, prefix: &str, start_after: Option<&str>, limit: Option<usize>) -> Result<ListResult>;
 
     /// Counts the keys with `prefix` (for `remainingItemCount` and metrics).
     async fn count(&self, prefix: &str) -> Result<u64>;

@@ -19,9 +19,7 @@ use futures::StreamExt;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::{
-    Error, Event, EventKind, KeyValue, ListResult, Result, Revision, Storage, WatchStream,
-};
+use crate::{Error, Event, EventKind, KeyValue, ListResult, Result, Revision, Storage, WatchStream};
 
 /// key -> record (see [`encode_record`]).
 const DATA: TableDefinition<&str, &[u8]> = TableDefinition::new("data");
@@ -56,11 +54,7 @@ pub struct RedbStoreOptions {
 
 impl Default for RedbStoreOptions {
     fn default() -> Self {
-        Self {
-            event_log_size: 100_000,
-            watcher_buffer: 10_000,
-            event_cache_size: 4096,
-        }
+        Self { event_log_size: 100_000, watcher_buffer: 10_000, event_cache_size: 4096 }
     }
 }
 
@@ -77,10 +71,7 @@ pub struct RedbStore {
 
 impl std::fmt::Debug for RedbStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RedbStore")
-            .field("revision", &self.revision.load(Ordering::Acquire))
-            .field("options", &self.options)
-            .finish_non_exhaustive()
+        f.debug_struct("RedbStore").field("revision", &self.revision.load(Ordering::Acquire)).field("options", &self.options).finish_non_exhaustive()
     }
 }
 
@@ -99,10 +90,7 @@ impl RedbStore {
             txn.open_table(DATA).backend()?;
             txn.open_table(LOG).backend()?;
             let meta = txn.open_table(META).backend()?;
-            (
-                meta_get(&meta, META_REVISION)?,
-                meta_get(&meta, META_COMPACTED)?,
-            )
+            (meta_get(&meta, META_REVISION)?, meta_get(&meta, META_COMPACTED)?)
         };
         txn.commit().backend()?;
 
@@ -115,24 +103,10 @@ impl RedbStore {
         }));
         let revision = Arc::new(AtomicU64::new(revision));
         let (tx, rx) = std_mpsc::channel();
-        let writer = Writer {
-            db: db.clone(),
-            hub: hub.clone(),
-            revision: revision.clone(),
-            log_size: options.event_log_size,
-            cache_size: options.event_cache_size,
-        };
-        let handle = std::thread::Builder::new()
-            .name("svcnet-store-writer".into())
-            .spawn(move || writer.run(rx))
-            .backend()?;
-        Ok(Arc::new(RedbStore {
-            db,
-            hub,
-            revision,
-            writer: Some((tx, handle)),
-            options,
-        }))
+        let writer =
+            Writer { db: db.clone(), hub: hub.clone(), revision: revision.clone(), log_size: options.event_log_size, cache_size: options.event_cache_size };
+        let handle = std::thread::Builder::new().name("svcnet-store-writer".into()).spawn(move || writer.run(rx)).backend()?;
+        Ok(Arc::new(RedbStore { db, hub, revision, writer: Some((tx, handle)), options }))
     }
 
     async fn submit(&self, op: Op) -> Result<Done> {
@@ -143,14 +117,9 @@ impl RedbStore {
     }
 
     /// Runs a read off the async runtime: a listing can scan many keys.
-    async fn read<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&Database) -> Result<T> + Send + 'static,
-    ) -> Result<T> {
+    async fn read<T: Send + 'static>(&self, f: impl FnOnce(&Database) -> Result<T> + Send + 'static) -> Result<T> {
         let db = self.db.clone();
-        tokio::task::spawn_blocking(move || f(&db))
-            .await
-            .backend()?
+        tokio::task::spawn_blocking(move || f(&db)).await.backend()?
     }
 }
 
@@ -180,16 +149,10 @@ impl Storage for RedbStore {
         found.map(|v| decode_record(key, v.value())).transpose()
     }
 
-    async fn list(
-        &self,
-        prefix: &str,
-        start_after: Option<&str>,
-        limit: Option<usize>,
-    ) -> Result<ListResult> {
+    async fn list(&self, prefix: &str, start_after: Option<&str>, limit: Option<usize>) -> Result<ListResult> {
         let prefix = prefix.to_owned();
         let start_after = start_after.map(str::to_owned);
-        self.read(move |db| list_blocking(db, &prefix, start_after.as_deref(), limit))
-            .await
+        self.read(move |db| list_blocking(db, &prefix, start_after.as_deref(), limit)).await
     }
 
     async fn count(&self, prefix: &str) -> Result<u64> {
@@ -198,10 +161,7 @@ impl Storage for RedbStore {
             let txn = db.begin_read().backend()?;
             let data = txn.open_table(DATA).backend()?;
             let mut n = 0;
-            for entry in data
-                .range::<&str>((Bound::Included(prefix.as_str()), Bound::Unbounded))
-                .backend()?
-            {
+            for entry in data.range::<&str>((Bound::Included(prefix.as_str()), Bound::Unbounded)).backend()? {
                 let (k, _) = entry.backend()?;
                 if !k.value().starts_with(prefix.as_str()) {
                     break;
@@ -214,40 +174,21 @@ impl Storage for RedbStore {
     }
 
     async fn create(&self, key: &str, value: Vec<u8>) -> Result<Revision> {
-        match self
-            .submit(Op::Create {
-                key: key.to_owned(),
-                value,
-            })
-            .await?
-        {
+        match self.submit(Op::Create { key: key.to_owned(), value }).await? {
             Done::Revision(r) => Ok(r),
             Done::Deleted(kv) => Ok(kv.mod_revision),
         }
     }
 
     async fn update(&self, key: &str, expected: Revision, value: Vec<u8>) -> Result<Revision> {
-        match self
-            .submit(Op::Update {
-                key: key.to_owned(),
-                expected,
-                value,
-            })
-            .await?
-        {
+        match self.submit(Op::Update { key: key.to_owned(), expected, value }).await? {
             Done::Revision(r) => Ok(r),
             Done::Deleted(kv) => Ok(kv.mod_revision),
         }
     }
 
     async fn delete(&self, key: &str, expected: Option<Revision>) -> Result<KeyValue> {
-        match self
-            .submit(Op::Delete {
-                key: key.to_owned(),
-                expected,
-            })
-            .await?
-        {
+        match self.submit(Op::Delete { key: key.to_owned(), expected }).await? {
             Done::Deleted(kv) => Ok(kv),
             Done::Revision(_) => Err(Error::Backend("writer answered a delete wrongly".into())),
         }
@@ -265,28 +206,15 @@ impl Storage for RedbStore {
                 return Err(closed());
             }
             if after < hub.compacted {
-                return Err(Error::Compacted {
-                    requested: after,
-                    oldest: hub.compacted + 1,
-                });
+                return Err(Error::Compacted { requested: after, oldest: hub.compacted + 1 });
             }
-            hub.watchers.push(Slot {
-                prefix: prefix.to_owned(),
-                tx,
-                overflowed: overflowed.clone(),
-                dead: false,
-            });
+            hub.watchers.push(Slot { prefix: prefix.to_owned(), tx, overflowed: overflowed.clone(), dead: false });
             let upto = hub.last;
             // The ring holds the contiguous revisions `(upto - len, upto]`.
             let ring_start = upto - hub.ring.len() as u64;
             let cached = (after >= ring_start).then(|| {
                 let skip = usize::try_from(after - ring_start).unwrap_or(usize::MAX);
-                hub.ring
-                    .iter()
-                    .skip(skip)
-                    .filter(|e| e.kv.key.starts_with(prefix))
-                    .map(|e| Event::clone(e))
-                    .collect::<Vec<_>>()
+                hub.ring.iter().skip(skip).filter(|e| e.kv.key.starts_with(prefix)).map(|e| Event::clone(e)).collect::<Vec<_>>()
             });
             (upto, cached)
         };
@@ -295,8 +223,7 @@ impl Storage for RedbStore {
             Some(events) => events,
             None => {
                 let prefix = prefix.to_owned();
-                self.read(move |db| read_log(db, &prefix, after, upto))
-                    .await?
+                self.read(move |db| read_log(db, &prefix, after, upto)).await?
             }
         };
         let last = replay.last().map_or(after, Event::revision).max(after);
@@ -334,12 +261,7 @@ fn lock(hub: &Mutex<Hub>) -> MutexGuard<'_, Hub> {
     hub.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn watch_stream(
-    replay: Vec<Event>,
-    rx: mpsc::Receiver<Arc<Event>>,
-    last: Revision,
-    overflowed: Arc<AtomicBool>,
-) -> WatchStream {
+fn watch_stream(replay: Vec<Event>, rx: mpsc::Receiver<Arc<Event>>, last: Revision, overflowed: Arc<AtomicBool>) -> WatchStream {
     let replay = futures::stream::iter(replay.into_iter().map(Ok));
     let live = futures::stream::unfold(Some((rx, last, overflowed)), |state| async move {
         let (mut rx, mut last, overflowed) = state?;
@@ -353,11 +275,7 @@ fn watch_stream(
                     return Some((Ok(ev), Some((rx, last, overflowed))));
                 }
                 None => {
-                    let err = if overflowed.load(Ordering::Acquire) {
-                        Error::WatcherTooSlow
-                    } else {
-                        closed()
-                    };
+                    let err = if overflowed.load(Ordering::Acquire) { Error::WatcherTooSlow } else { closed() };
                     return Some((Err(err), None));
                 }
             }
@@ -367,19 +285,9 @@ fn watch_stream(
 }
 
 enum Op {
-    Create {
-        key: String,
-        value: Vec<u8>,
-    },
-    Update {
-        key: String,
-        expected: Revision,
-        value: Vec<u8>,
-    },
-    Delete {
-        key: String,
-        expected: Option<Revision>,
-    },
+    Create { key: String, value: Vec<u8> },
+    Update { key: String, expected: Revision, value: Vec<u8> },
+    Delete { key: String, expected: Option<Revision> },
 }
 
 enum Done {
@@ -465,11 +373,7 @@ impl Writer {
                         }
                         (EventKind::Created, key, value, rev + 1, None)
                     }
-                    Op::Update {
-                        key,
-                        expected,
-                        value,
-                    } => {
+                    Op::Update { key, expected, value } => {
                         let current = match get_record(&data, &key)? {
                             None => {
                                 results.push(Err(Error::NotFound { key }));
@@ -478,10 +382,7 @@ impl Writer {
                             Some(kv) => kv,
                         };
                         if current.mod_revision != expected {
-                            results.push(Err(Error::Conflict {
-                                key,
-                                current: current.mod_revision,
-                            }));
+                            results.push(Err(Error::Conflict { key, current: current.mod_revision }));
                             continue;
                         }
                         let create = current.create_revision;
@@ -498,62 +399,33 @@ impl Writer {
                         if let Some(expected) = expected
                             && current.mod_revision != expected
                         {
-                            results.push(Err(Error::Conflict {
-                                key,
-                                current: current.mod_revision,
-                            }));
+                            results.push(Err(Error::Conflict { key, current: current.mod_revision }));
                             continue;
                         }
-                        (
-                            EventKind::Deleted,
-                            key,
-                            current.value,
-                            current.create_revision,
-                            None,
-                        )
+                        (EventKind::Deleted, key, current.value, current.create_revision, None)
                     }
                 };
                 rev += 1;
                 if kind == EventKind::Deleted {
                     data.remove(key.as_str()).backend()?;
                 } else {
-                    data.insert(key.as_str(), encode_record(create, rev, &value).as_slice())
-                        .backend()?;
+                    data.insert(key.as_str(), encode_record(create, rev, &value).as_slice()).backend()?;
                 }
-                log.insert(
-                    rev,
-                    encode_event(kind, create, &key, &value, prev.as_ref()).as_slice(),
-                )
-                .backend()?;
-                let kv = KeyValue {
-                    key,
-                    value,
-                    create_revision: create,
-                    mod_revision: rev,
-                };
-                results.push(Ok(if kind == EventKind::Deleted {
-                    Done::Deleted(kv.clone())
-                } else {
-                    Done::Revision(rev)
-                }));
+                log.insert(rev, encode_event(kind, create, &key, &value, prev.as_ref()).as_slice()).backend()?;
+                let kv = KeyValue { key, value, create_revision: create, mod_revision: rev };
+                results.push(Ok(if kind == EventKind::Deleted { Done::Deleted(kv.clone()) } else { Done::Revision(rev) }));
                 events.push(Arc::new(Event { kind, kv, prev }));
             }
             if events.is_empty() {
                 drop((data, log, meta));
                 txn.abort().backend()?;
-                return Ok(Applied {
-                    results,
-                    events,
-                    revision: rev,
-                    compacted,
-                });
+                return Ok(Applied { results, events, revision: rev, compacted });
             }
             // Trim in steps of `slack` so that a full log is not rewritten on every write.
             let slack = (self.log_size / 16).min(4096);
             if rev - compacted > self.log_size + slack {
                 let until = rev - self.log_size;
-                log.retain_in(compacted + 1..=until, |_, _| false)
-                    .backend()?;
+                log.retain_in(compacted + 1..=until, |_, _| false).backend()?;
                 compacted = until;
                 meta.insert(META_COMPACTED, compacted).backend()?;
             }
@@ -561,12 +433,7 @@ impl Writer {
             (rev, compacted)
         };
         txn.commit().backend()?;
-        Ok(Applied {
-            results,
-            events,
-            revision,
-            compacted,
-        })
+        Ok(Applied { results, events, revision, compacted })
     }
 
     /// Hands committed events to the watchers without ever waiting on one: a full buffer cuts
@@ -601,12 +468,7 @@ impl Writer {
     }
 }
 
-fn list_blocking(
-    db: &Database,
-    prefix: &str,
-    start_after: Option<&str>,
-    limit: Option<usize>,
-) -> Result<ListResult> {
+fn list_blocking(db: &Database, prefix: &str, start_after: Option<&str>, limit: Option<usize>) -> Result<ListResult> {
     let txn = db.begin_read().backend()?;
     let meta = txn.open_table(META).backend()?;
     let revision = meta_get(&meta, META_REVISION)?;
@@ -629,11 +491,7 @@ fn list_blocking(
         }
         items.push(decode_record(key, v.value())?);
     }
-    Ok(ListResult {
-        items,
-        revision,
-        more,
-    })
+    Ok(ListResult { items, revision, more })
 }
 
 /// Events for `prefix` in `(after, upto]` from the durable log.
@@ -643,10 +501,7 @@ fn read_log(db: &Database, prefix: &str, after: Revision, upto: Revision) -> Res
     // This snapshot may be newer than `upto` and compacted further than the hub said.
     let compacted = meta_get(&meta, META_COMPACTED)?;
     if after < compacted {
-        return Err(Error::Compacted {
-            requested: after,
-            oldest: compacted + 1,
-        });
+        return Err(Error::Compacted { requested: after, oldest: compacted + 1 });
     }
     let mut events = Vec::new();
     if after >= upto {
@@ -663,17 +518,12 @@ fn read_log(db: &Database, prefix: &str, after: Revision, upto: Revision) -> Res
         }
     }
     if seen != upto - after {
-        return Err(Error::Backend(format!(
-            "event log is missing revisions in ({after}, {upto}]"
-        )));
+        return Err(Error::Backend(format!("event log is missing revisions in ({after}, {upto}]")));
     }
     Ok(events)
 }
 
-fn get_record(
-    data: &impl ReadableTable<&'static str, &'static [u8]>,
-    key: &str,
-) -> Result<Option<KeyValue>> {
+fn get_record(data: &impl ReadableTable<&'static str, &'static [u8]>, key: &str) -> Result<Option<KeyValue>> {
     let found = data.get(key).backend()?;
     found.map(|v| decode_record(key, v.value())).transpose()
 }
@@ -695,25 +545,14 @@ fn decode_record(key: &str, bytes: &[u8]) -> Result<KeyValue> {
     if bytes.len() < 16 {
         return Err(corrupt("record", key));
     }
-    Ok(KeyValue {
-        key: key.to_owned(),
-        create_revision: read_u64(&bytes[0..8]),
-        mod_revision: read_u64(&bytes[8..16]),
-        value: bytes[16..].to_vec(),
-    })
+    Ok(KeyValue { key: key.to_owned(), create_revision: read_u64(&bytes[0..8]), mod_revision: read_u64(&bytes[8..16]), value: bytes[16..].to_vec() })
 }
 
 /// `kind (u8) | create_revision (u64 LE) | key length (u32 LE) | key | value length (u32 LE) |
 /// value`, then for a modification `previous mod_revision (u64 LE) | previous value`, so that a
 /// replayed event carries its `prev` like a live one. The revision is the log key. For a
 /// deletion the value is the one deleted.
-fn encode_event(
-    kind: EventKind,
-    create: Revision,
-    key: &str,
-    value: &[u8],
-    prev: Option<&KeyValue>,
-) -> Vec<u8> {
+fn encode_event(kind: EventKind, create: Revision, key: &str, value: &[u8], prev: Option<&KeyValue>) -> Vec<u8> {
     let prev_len = prev.map_or(0, |p| 8 + p.value.len());
     let mut out = Vec::with_capacity(17 + key.len() + value.len() + prev_len);
     out.push(match kind {
@@ -764,25 +603,11 @@ fn decode_event(revision: Revision, bytes: &[u8]) -> Result<Event> {
     let (value, rest) = field(bytes, 13 + key.len()).ok_or_else(corrupt)?;
     let prev = if kind == EventKind::Modified {
         let prev_mod = bytes.get(rest..rest + 8).ok_or_else(corrupt)?;
-        Some(KeyValue {
-            key: key.to_owned(),
-            value: bytes[rest + 8..].to_vec(),
-            create_revision,
-            mod_revision: read_u64(prev_mod),
-        })
+        Some(KeyValue { key: key.to_owned(), value: bytes[rest + 8..].to_vec(), create_revision, mod_revision: read_u64(prev_mod) })
     } else {
         None
     };
-    Ok(Event {
-        kind,
-        kv: KeyValue {
-            key: key.to_owned(),
-            value: value.to_vec(),
-            create_revision,
-            mod_revision: revision,
-        },
-        prev,
-    })
+    Ok(Event { kind, kv: KeyValue { key: key.to_owned(), value: value.to_vec(), create_revision, mod_revision: revision }, prev })
 }
 
 fn read_u64(bytes: &[u8]) -> u64 {

@@ -6,9 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{FutureExt, StreamExt};
-use svcnet_store::{
-    Error, Event, EventKind, KeyValue, RedbStore, RedbStoreOptions, Revision, Storage, WatchStream,
-};
+use svcnet_store::{Error, Event, EventKind, KeyValue, RedbStore, RedbStoreOptions, Revision, Storage, WatchStream};
 
 /// Guards against a hang; never used to wait for something to happen.
 const DEADLINE: Duration = Duration::from_secs(60);
@@ -26,10 +24,7 @@ fn open_with(path: &Path, options: RedbStoreOptions) -> Arc<RedbStore> {
 }
 
 async fn next(stream: &mut WatchStream) -> svcnet_store::Result<Event> {
-    tokio::time::timeout(DEADLINE, stream.next())
-        .await
-        .expect("watch event in time")
-        .expect("stream not ended")
+    tokio::time::timeout(DEADLINE, stream.next()).await.expect("watch event in time").expect("stream not ended")
 }
 
 /// Asserts that nothing more is ready on the stream. Every write is published before it is
@@ -49,46 +44,21 @@ async fn crud_and_preconditions() {
 
     let r1 = store.create("/a", b"one".to_vec()).await.unwrap();
     assert_eq!(r1, 1);
-    assert_eq!(
-        store.create("/a", b"again".to_vec()).await,
-        Err(Error::AlreadyExists { key: "/a".into() })
-    );
+    assert_eq!(store.create("/a", b"again".to_vec()).await, Err(Error::AlreadyExists { key: "/a".into() }));
     let kv = store.get("/a").await.unwrap().unwrap();
     assert_eq!(kv.value, b"one");
     assert_eq!((kv.create_revision, kv.mod_revision), (1, 1));
 
     let r2 = store.update("/a", r1, b"two".to_vec()).await.unwrap();
     assert_eq!(r2, 2);
-    assert_eq!(
-        store.update("/a", r1, b"stale".to_vec()).await,
-        Err(Error::Conflict {
-            key: "/a".into(),
-            current: 2
-        })
-    );
-    assert_eq!(
-        store.update("/missing", 1, b"x".to_vec()).await,
-        Err(Error::NotFound {
-            key: "/missing".into()
-        })
-    );
+    assert_eq!(store.update("/a", r1, b"stale".to_vec()).await, Err(Error::Conflict { key: "/a".into(), current: 2 }));
+    assert_eq!(store.update("/missing", 1, b"x".to_vec()).await, Err(Error::NotFound { key: "/missing".into() }));
     let kv = store.get("/a").await.unwrap().unwrap();
     assert_eq!(kv.value, b"two");
     assert_eq!((kv.create_revision, kv.mod_revision), (1, 2));
 
-    assert_eq!(
-        store.delete("/a", Some(1)).await,
-        Err(Error::Conflict {
-            key: "/a".into(),
-            current: 2
-        })
-    );
-    assert_eq!(
-        store.delete("/missing", None).await,
-        Err(Error::NotFound {
-            key: "/missing".into()
-        })
-    );
+    assert_eq!(store.delete("/a", Some(1)).await, Err(Error::Conflict { key: "/a".into(), current: 2 }));
+    assert_eq!(store.delete("/missing", None).await, Err(Error::NotFound { key: "/missing".into() }));
     // Failed writes consume no revision.
     assert_eq!(store.current_revision().await.unwrap(), 2);
     let deleted = store.delete("/a", Some(2)).await.unwrap();
@@ -140,15 +110,9 @@ async fn list_pages_and_isolates_prefixes() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(&db_path(&dir));
     for i in 0..10 {
-        store
-            .create(&format!("/registry/services/ns/s{i}"), vec![i])
-            .await
-            .unwrap();
+        store.create(&format!("/registry/services/ns/s{i}"), vec![i]).await.unwrap();
     }
-    store
-        .create("/registry/servicesx/ns/other", vec![])
-        .await
-        .unwrap();
+    store.create("/registry/servicesx/ns/other", vec![]).await.unwrap();
     store.create("/registry/pods/ns/p", vec![]).await.unwrap();
     store.create("/registry/service", vec![]).await.unwrap();
 
@@ -169,10 +133,7 @@ async fn list_pages_and_isolates_prefixes() {
     let mut seen = Vec::new();
     let mut start_after: Option<String> = None;
     loop {
-        let page = store
-            .list("/registry/services/", start_after.as_deref(), Some(3))
-            .await
-            .unwrap();
+        let page = store.list("/registry/services/", start_after.as_deref(), Some(3)).await.unwrap();
         assert!(page.items.len() <= 3);
         seen.extend(page.items.iter().map(|kv| kv.key.clone()));
         if !page.more {
@@ -184,29 +145,17 @@ async fn list_pages_and_isolates_prefixes() {
     assert_eq!(seen, keys);
 
     // An exact final page reports no more.
-    let page = store
-        .list("/registry/services/", Some(&keys[6]), Some(3))
-        .await
-        .unwrap();
+    let page = store.list("/registry/services/", Some(&keys[6]), Some(3)).await.unwrap();
     assert_eq!(page.items.len(), 3);
     assert!(!page.more);
     // A start before the prefix starts at the prefix.
-    let page = store
-        .list("/registry/services/", Some("/a"), Some(1))
-        .await
-        .unwrap();
+    let page = store.list("/registry/services/", Some("/a"), Some(1)).await.unwrap();
     assert_eq!(page.items[0].key, keys[0]);
     assert!(page.more);
     // A start past the prefix lists nothing.
-    let page = store
-        .list("/registry/services/", Some("/z"), None)
-        .await
-        .unwrap();
+    let page = store.list("/registry/services/", Some("/z"), None).await.unwrap();
     assert!(page.items.is_empty() && !page.more);
-    let other = store
-        .list("/registry/servicesx/", None, None)
-        .await
-        .unwrap();
+    let other = store.list("/registry/servicesx/", None, None).await.unwrap();
     assert_eq!(other.items.len(), 1);
     assert_eq!(other.items[0].key, "/registry/servicesx/ns/other");
     assert_eq!(other.items[0].create_revision, 11);
@@ -218,13 +167,7 @@ async fn watch_replays_history_then_continues_live() {
     // Without the in-memory cache, replay must come from the log.
     for cache in [4096, 0, 2] {
         let dir = tempfile::tempdir_in(dir.path()).unwrap();
-        let store = open_with(
-            &db_path(&dir),
-            RedbStoreOptions {
-                event_cache_size: cache,
-                ..Default::default()
-            },
-        );
+        let store = open_with(&db_path(&dir), RedbStoreOptions { event_cache_size: cache, ..Default::default() });
         let r1 = store.create("/w/a", b"a1".to_vec()).await.unwrap();
         store.create("/x/a", b"x".to_vec()).await.unwrap();
         let r3 = store.update("/w/a", r1, b"a2".to_vec()).await.unwrap();
@@ -236,37 +179,17 @@ async fn watch_replays_history_then_continues_live() {
         let mut from_now = store.watch("/w/", r5).await.unwrap();
 
         let e = next(&mut from_start).await.unwrap();
-        assert_eq!(
-            (e.kind, e.revision(), e.kv.value.as_slice()),
-            (EventKind::Created, r1, &b"a1"[..])
-        );
+        assert_eq!((e.kind, e.revision(), e.kv.value.as_slice()), (EventKind::Created, r1, &b"a1"[..]));
         let e = next(&mut from_start).await.unwrap();
-        assert_eq!(
-            (e.kind, e.revision(), e.kv.create_revision),
-            (EventKind::Modified, r3, r1)
-        );
+        assert_eq!((e.kind, e.revision(), e.kv.create_revision), (EventKind::Modified, r3, r1));
         assert_eq!(e.kv.value, b"a2");
         // A modification carries the value it replaced.
-        assert_eq!(
-            e.prev,
-            Some(KeyValue {
-                key: "/w/a".into(),
-                value: b"a1".to_vec(),
-                create_revision: r1,
-                mod_revision: r1,
-            })
-        );
+        assert_eq!(e.prev, Some(KeyValue { key: "/w/a".into(), value: b"a1".to_vec(), create_revision: r1, mod_revision: r1 }));
         let e = next(&mut from_start).await.unwrap();
-        assert_eq!(
-            (e.kind, e.revision(), e.prev),
-            (EventKind::Created, r4, None)
-        );
+        assert_eq!((e.kind, e.revision(), e.prev), (EventKind::Created, r4, None));
         let e = next(&mut from_start).await.unwrap();
         // A deletion carries the value it removed.
-        assert_eq!(
-            (e.kind, e.revision(), e.kv.create_revision),
-            (EventKind::Deleted, r5, r1)
-        );
+        assert_eq!((e.kind, e.revision(), e.kv.create_revision), (EventKind::Deleted, r5, r1));
         assert_eq!(e.kv.value, b"a2");
         assert_eq!(e.prev, None);
         assert_idle(&mut from_start);
@@ -292,13 +215,7 @@ async fn watchers_see_every_revision_once_in_order_under_concurrent_writes() {
     let dir = tempfile::tempdir().unwrap();
     for cache in [4096, 0, 16] {
         let dir = tempfile::tempdir_in(dir.path()).unwrap();
-        let store = open_with(
-            &db_path(&dir),
-            RedbStoreOptions {
-                event_cache_size: cache,
-                ..Default::default()
-            },
-        );
+        let store = open_with(&db_path(&dir), RedbStoreOptions { event_cache_size: cache, ..Default::default() });
         for i in 0..50 {
             store.create(&format!("/p/pre{i}"), vec![]).await.unwrap();
             store.create(&format!("/q/pre{i}"), vec![]).await.unwrap();
@@ -315,11 +232,7 @@ async fn watchers_see_every_revision_once_in_order_under_concurrent_writes() {
             tasks.push(tokio::spawn(async move {
                 let mut p_revs = Vec::new();
                 for i in 0..10 {
-                    let key = if i % 2 == 0 {
-                        format!("/p/{t}-{i}")
-                    } else {
-                        format!("/q/{t}-{i}")
-                    };
+                    let key = if i % 2 == 0 { format!("/p/{t}-{i}") } else { format!("/q/{t}-{i}") };
                     let rev = store.create(&key, vec![]).await.unwrap();
                     if i % 2 == 0 {
                         p_revs.push(rev);
@@ -364,10 +277,7 @@ async fn watchers_see_every_revision_once_in_order_under_concurrent_writes() {
 async fn watch_before_compaction_point_fails() {
     let dir = tempfile::tempdir().unwrap();
     let path = db_path(&dir);
-    let small = RedbStoreOptions {
-        event_log_size: 5,
-        ..Default::default()
-    };
+    let small = RedbStoreOptions { event_log_size: 5, ..Default::default() };
     {
         let store = open_with(&path, small.clone());
         // An empty store can be watched from its start.
@@ -378,10 +288,7 @@ async fn watch_before_compaction_point_fails() {
         }
         assert_eq!(next(&mut w).await.unwrap().revision(), 1);
         drop(w);
-        assert!(matches!(
-            store.watch("/", 0).await,
-            Err(Error::Compacted { requested: 0, .. })
-        ));
+        assert!(matches!(store.watch("/", 0).await, Err(Error::Compacted { requested: 0, .. })));
         let Err(Error::Compacted { oldest, .. }) = store.watch("/", 14).await else {
             panic!("expected Compacted");
         };
@@ -393,17 +300,8 @@ async fn watch_before_compaction_point_fails() {
         assert_idle(&mut w);
     }
     // The compaction point survives a restart, and the log replays from disk.
-    let store = open_with(
-        &path,
-        RedbStoreOptions {
-            event_cache_size: 0,
-            ..small
-        },
-    );
-    assert!(matches!(
-        store.watch("/", 3).await,
-        Err(Error::Compacted { requested: 3, .. })
-    ));
+    let store = open_with(&path, RedbStoreOptions { event_cache_size: 0, ..small });
+    assert!(matches!(store.watch("/", 3).await, Err(Error::Compacted { requested: 3, .. })));
     let mut w = store.watch("/", 15).await.unwrap();
     for rev in 16..=20 {
         assert_eq!(next(&mut w).await.unwrap().revision(), rev);
@@ -426,10 +324,7 @@ async fn reopen_keeps_data_revision_and_log() {
     let store = open(&path);
     assert_eq!(store.current_revision().await.unwrap(), 4);
     let kv = store.get("/r/a").await.unwrap().unwrap();
-    assert_eq!(
-        (kv.value.as_slice(), kv.create_revision, kv.mod_revision),
-        (&b"2"[..], 1, 2)
-    );
+    assert_eq!((kv.value.as_slice(), kv.create_revision, kv.mod_revision), (&b"2"[..], 1, 2));
     assert_eq!(store.get("/r/b").await.unwrap(), None);
     assert_eq!(store.list("/r/", None, None).await.unwrap().revision, 4);
 
@@ -437,21 +332,11 @@ async fn reopen_keeps_data_revision_and_log() {
     let e = next(&mut w).await.unwrap();
     assert_eq!((e.kind, e.revision()), (EventKind::Modified, 2));
     let prev = e.prev.expect("prev of a modification");
-    assert_eq!(
-        (
-            prev.value.as_slice(),
-            prev.create_revision,
-            prev.mod_revision
-        ),
-        (&b"1"[..], 1, 1)
-    );
+    assert_eq!((prev.value.as_slice(), prev.create_revision, prev.mod_revision), (&b"1"[..], 1, 1));
     let e = next(&mut w).await.unwrap();
     assert_eq!((e.kind, e.revision()), (EventKind::Created, 3));
     let e = next(&mut w).await.unwrap();
-    assert_eq!(
-        (e.kind, e.revision(), e.kv.value.as_slice()),
-        (EventKind::Deleted, 4, &b"b"[..])
-    );
+    assert_eq!((e.kind, e.revision(), e.kv.value.as_slice()), (EventKind::Deleted, 4, &b"b"[..]));
     assert_idle(&mut w);
     assert_eq!(store.create("/r/c", vec![]).await.unwrap(), 5);
     assert_eq!(next(&mut w).await.unwrap().revision(), 5);
@@ -460,13 +345,7 @@ async fn reopen_keeps_data_revision_and_log() {
 #[tokio::test]
 async fn slow_watcher_is_cut_off() {
     let dir = tempfile::tempdir().unwrap();
-    let store = open_with(
-        &db_path(&dir),
-        RedbStoreOptions {
-            watcher_buffer: 4,
-            ..Default::default()
-        },
-    );
+    let store = open_with(&db_path(&dir), RedbStoreOptions { watcher_buffer: 4, ..Default::default() });
     let mut slow = store.watch("/", 0).await.unwrap();
     let mut other = store.watch("/other/", 0).await.unwrap();
     for i in 0..10 {
@@ -512,11 +391,7 @@ fn crash_child_writer() {
     let Some(path) = std::env::var_os(CRASH_ENV) else {
         return;
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     rt.block_on(async move {
         let store = open(Path::new(&path));
         let mut tasks = Vec::new();
@@ -543,12 +418,7 @@ fn acknowledged_writes_survive_sigkill() {
     let dir = tempfile::tempdir().unwrap();
     let path = db_path(&dir);
     let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "crash_child_writer",
-            "--nocapture",
-            "--test-threads=1",
-        ])
+        .args(["--exact", "crash_child_writer", "--nocapture", "--test-threads=1"])
         .env(CRASH_ENV, &path)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -570,11 +440,7 @@ fn acknowledged_writes_survive_sigkill() {
         true
     };
     while acked.len() < 200 {
-        assert!(
-            read_ack(&mut acked),
-            "child exited after {} acks",
-            acked.len()
-        );
+        assert!(read_ack(&mut acked), "child exited after {} acks", acked.len());
     }
     child.kill().unwrap();
     child.wait().unwrap();
@@ -587,11 +453,7 @@ fn acknowledged_writes_survive_sigkill() {
         let store = open(&path);
         for key in &acked {
             let kv = store.get(key).await.unwrap();
-            assert_eq!(
-                kv.map(|kv| kv.value),
-                Some(key.as_bytes().to_vec()),
-                "acknowledged {key} lost"
-            );
+            assert_eq!(kv.map(|kv| kv.value), Some(key.as_bytes().to_vec()), "acknowledged {key} lost");
         }
         let count = store.count("/crash/").await.unwrap();
         assert!(count >= acked.len() as u64);

@@ -27,7 +27,8 @@ fn reapplying_an_edited_service_updates_and_prunes() {
     assert!(out.contains("service/web configured"), "{out}");
     let after = get(&s, &["svc", "web"]);
     assert_eq!(after["spec"]["selector"], json!({"app": "web2"}));
-    let ports: Vec<(i64, &str)> = after["spec"]["ports"].as_array().unwrap().iter().map(|p| (p["port"].as_i64().unwrap(), p["name"].as_str().unwrap())).collect();
+    let ports: Vec<(i64, &str)> =
+        after["spec"]["ports"].as_array().unwrap().iter().map(|p| (p["port"].as_i64().unwrap(), p["name"].as_str().unwrap())).collect();
     assert_eq!(ports, [(80, "http"), (443, "https")]);
     assert_eq!(after["spec"]["ports"][1]["protocol"], "TCP", "defaults apply to the added port");
     assert!(after["metadata"].get("labels").is_none_or(|l| l.get("team").is_none()), "the removed label is pruned: {}", after["metadata"]);
@@ -47,7 +48,13 @@ fn kubectl_patch_merges_lists_by_key() {
         "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: backend\nspec:\n  replicas: 3\n  selector:\n    matchLabels:\n      app: backend\n  template:\n    metadata:\n      labels:\n        app: backend\n    spec:\n      containers:\n      - name: app\n        image: backend:1\n        env:\n        - name: A\n          value: \"1\"\n      - name: sidecar\n        image: proxy:1\n",
     );
     // `kubectl patch` defaults to a strategic merge patch: the container is found by name.
-    s.ok(&["patch", "deployment", "backend", "-p", r#"{"spec":{"template":{"spec":{"containers":[{"name":"app","image":"backend:2","env":[{"name":"B","value":"2"}]}]}}}}"#]);
+    s.ok(&[
+        "patch",
+        "deployment",
+        "backend",
+        "-p",
+        r#"{"spec":{"template":{"spec":{"containers":[{"name":"app","image":"backend:2","env":[{"name":"B","value":"2"}]}]}}}}"#,
+    ]);
     let d = get(&s, &["deployment", "backend"]);
     let containers = d["spec"]["template"]["spec"]["containers"].as_array().unwrap();
     assert_eq!(containers.len(), 2, "the sidecar is kept");
@@ -75,7 +82,9 @@ fn kubectl_patch_merges_lists_by_key() {
 #[test]
 fn server_side_apply_owns_fields_and_reports_conflicts() {
     let s = Svcnet::start();
-    let manifest = |selector: &str, ports: &str| format!("apiVersion: v1\nkind: Service\nmetadata:\n  name: ssa\nspec:\n  selector:\n    app: {selector}\n  ports:\n{ports}");
+    let manifest = |selector: &str, ports: &str| {
+        format!("apiVersion: v1\nkind: Service\nmetadata:\n  name: ssa\nspec:\n  selector:\n    app: {selector}\n  ports:\n{ports}")
+    };
     let two_ports = "  - name: http\n    port: 80\n  - name: metrics\n    port: 9000\n";
     let apply_as = |manager: &str, yaml: &str, extra: &[&str]| {
         let mut args = vec!["apply", "--server-side", "--field-manager", manager, "-f", "-"];
@@ -113,14 +122,20 @@ fn server_side_apply_owns_fields_and_reports_conflicts() {
     // An edit by another client takes the field it changes; alice re-applying it conflicts.
     s.ok(&["label", "svc", "ssa", "tier=x"]);
     s.ok(&["patch", "svc", "ssa", "--type=merge", "-p", r#"{"spec":{"ports":[{"name":"http","port":80,"targetPort":8080}]}}"#]);
-    let out = apply_as("alice", "apiVersion: v1\nkind: Service\nmetadata:\n  name: ssa\nspec:\n  ports:\n  - name: http\n    port: 80\n    targetPort: 80\n", &[]);
+    let out =
+        apply_as("alice", "apiVersion: v1\nkind: Service\nmetadata:\n  name: ssa\nspec:\n  ports:\n  - name: http\n    port: 80\n    targetPort: 80\n", &[]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("conflict with \"kubectl-patch\""), "{}", String::from_utf8_lossy(&out.stderr));
 
     // Strict validation applies to server-side apply too.
     let out = apply_as("alice", "apiVersion: v1\nkind: Service\nmetadata:\n  name: ssa\nspec:\n  portz: []\n", &[]);
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("failed to create typed patch object (default/ssa; /v1, Kind=Service): .spec.portz: field not declared in schema"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("failed to create typed patch object (default/ssa; /v1, Kind=Service): .spec.portz: field not declared in schema"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]

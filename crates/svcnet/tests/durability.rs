@@ -60,9 +60,7 @@ fn acknowledged_writes_survive_sigkill_mid_stream() {
         (0..8).map(|id| tokio::spawn(writer(api.clone(), id, acked.clone()))).collect::<Vec<_>>()
     });
     // Kill once a good number of writes are acknowledged, while the writers are still going.
-    common::wait_for("300 acknowledged writes", std::time::Duration::from_secs(120), || {
-        (acked.lock().unwrap().len() >= 300).then_some(())
-    });
+    common::wait_for("300 acknowledged writes", std::time::Duration::from_secs(120), || (acked.lock().unwrap().len() >= 300).then_some(()));
     let dir = s.kill9();
     rt.block_on(async {
         for w in writers {

@@ -61,9 +61,7 @@ async fn create(api: &Api<ConfigMap>, obj: &ConfigMap) -> ConfigMap {
 }
 
 async fn set_v(api: &Api<ConfigMap>, name: &str, v: &str) -> ConfigMap {
-    api.patch(name, &PatchParams::default(), &Patch::Merge(json!({"data": {"v": v}})))
-        .await
-        .unwrap_or_else(|e| panic!("patch {name}: {e}"))
+    api.patch(name, &PatchParams::default(), &Patch::Merge(json!({"data": {"v": v}}))).await.unwrap_or_else(|e| panic!("patch {name}: {e}"))
 }
 
 async fn delete(api: &Api<ConfigMap>, name: &str) {
@@ -268,8 +266,7 @@ async fn watcher_relists_after_410_and_converges() {
     create(&api, &cm("w-last", &[("group", "w")], "last")).await;
 
     // The reflector converges on exactly what the server lists.
-    let want: BTreeMap<String, String> =
-        api.list(&ListParams::default().labels("group=w")).await.unwrap().items.iter().map(|o| (name(o), v(o))).collect();
+    let want: BTreeMap<String, String> = api.list(&ListParams::default().labels("group=w")).await.unwrap().items.iter().map(|o| (name(o), v(o))).collect();
     assert_eq!(want.len(), 1 + 120 - 40 - 1 + 1, "server list: {want:?}");
     assert_eq!(want.get("w-seed").map(String::as_str), Some("3"));
     let start = tokio::time::Instant::now();
@@ -355,10 +352,7 @@ async fn bookmark_and_streaming_list_watches() {
     let (mut rx, task) = spawn_watcher(api.clone(), watcher::Config::default().streaming_lists());
     let mut applied = init(&mut rx).await;
     applied.sort_by_key(|s| format!("{s:?}"));
-    assert_eq!(
-        applied,
-        [Seen::InitApply("bm-0".into(), "0".into()), Seen::InitApply("bm-1".into(), "1".into()), Seen::InitApply("bm-2".into(), "2".into())]
-    );
+    assert_eq!(applied, [Seen::InitApply("bm-0".into(), "0".into()), Seen::InitApply("bm-1".into(), "1".into()), Seen::InitApply("bm-2".into(), "2".into())]);
     set_v(&api, "bm-1", "11").await;
     assert_eq!(next(&mut rx, "Apply(bm-1)").await, Seen::Apply("bm-1".into(), "11".into()));
     delete(&api, "bm-0").await;

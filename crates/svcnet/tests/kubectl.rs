@@ -154,7 +154,12 @@ fn errors_read_as_against_a_real_cluster() {
     assert!(e.contains("Service in version \"v1\" cannot be handled as a Service: strict decoding error: unknown field \"spec.prots\""), "{e}");
     // The same through `kubectl apply` (client-side, strict validation by the server).
     let e = stderr(&s.kubectl_with_stdin(&["apply", "-f", "-"], Some(unknown)));
-    assert!(e.contains("error when creating \"STDIN\": Service in version \"v1\" cannot be handled as a Service: strict decoding error: unknown field \"spec.prots\""), "{e}");
+    assert!(
+        e.contains(
+            "error when creating \"STDIN\": Service in version \"v1\" cannot be handled as a Service: strict decoding error: unknown field \"spec.prots\""
+        ),
+        "{e}"
+    );
 
     let e = s.fails(&["get", "svc", "-n", "nope-ns", "x"]);
     assert!(e.contains("NotFound"), "{e}");
@@ -166,7 +171,12 @@ fn errors_read_as_against_a_real_cluster() {
     s.ok(&["label", "svc", "backend", "tier=api"]);
     obj["metadata"]["labels"] = serde_json::json!({"changed": "yes"});
     let e = stderr(&s.kubectl_with_stdin(&["replace", "-f", "-"], Some(&obj.to_string())));
-    assert!(e.contains("Operation cannot be fulfilled on services \"backend\": the object has been modified; please apply your changes to the latest version and try again"), "{e}");
+    assert!(
+        e.contains(
+            "Operation cannot be fulfilled on services \"backend\": the object has been modified; please apply your changes to the latest version and try again"
+        ),
+        "{e}"
+    );
 
     // Raw HTTP: 401 without a token, 400 for a body that is not JSON, 405, 415.
     let (code, body) = s.curl("GET", "/api/v1/namespaces/default/services", false, &[]);
@@ -313,7 +323,9 @@ fn every_installed_kubectl_reads() {
         }
         tried += 1;
         let cache = s.dir.path().join(format!("cache-{minor}"));
-        for args in [&["get", "svc", "backend"][..], &["get", "svc", "-A", "-o", "wide"], &["get", "ns"], &["get", "svc", "backend", "-o", "yaml"], &["api-resources"]] {
+        for args in
+            [&["get", "svc", "backend"][..], &["get", "svc", "-A", "-o", "wide"], &["get", "ns"], &["get", "svc", "backend", "-o", "yaml"], &["api-resources"]]
+        {
             let out = Command::new(&bin).env("KUBECONFIG", &s.kubeconfig).arg("--cache-dir").arg(&cache).args(args).output().unwrap();
             assert!(out.status.success(), "kubectl 1.{minor} {args:?}: {}", stderr(&out));
             let text = String::from_utf8_lossy(&out.stdout);
@@ -345,7 +357,9 @@ fn health_version_and_metrics() {
     assert_eq!(code, 200);
     let line = body
         .lines()
-        .find(|l| l.starts_with("apiserver_request_total{") && l.contains("verb=\"LIST\"") && l.contains("resource=\"services\"") && l.contains("scope=\"namespace\""))
+        .find(|l| {
+            l.starts_with("apiserver_request_total{") && l.contains("verb=\"LIST\"") && l.contains("resource=\"services\"") && l.contains("scope=\"namespace\"")
+        })
         .unwrap_or_else(|| panic!("no LIST services counter in\n{body}"));
     for label in ["group=\"\"", "version=\"v1\"", "scope=\"namespace\"", "component=\"apiserver\"", "code=\"200\""] {
         assert!(line.contains(label), "{line}");

@@ -39,7 +39,14 @@ fn scale_label_annotate_and_patch_types() {
 
     s.ok(&["patch", "deployment", "web", "--type=json", "-p", r#"[{"op":"replace","path":"/spec/template/spec/containers/0/image","value":"web:2"}]"#]);
     s.ok(&["patch", "deployment", "web", "--type=merge", "-p", r#"{"spec":{"minReadySeconds":5}}"#]);
-    s.ok(&["patch", "deployment", "web", "--type=strategic", "-p", r#"{"spec":{"template":{"spec":{"containers":[{"name":"web","env":[{"name":"A","value":"1"}]}]}}}}"#]);
+    s.ok(&[
+        "patch",
+        "deployment",
+        "web",
+        "--type=strategic",
+        "-p",
+        r#"{"spec":{"template":{"spec":{"containers":[{"name":"web","env":[{"name":"A","value":"1"}]}]}}}}"#,
+    ]);
     let d = json(&s, &["get", "deployment", "web"]);
     assert_eq!(d["spec"]["template"]["spec"]["containers"][0]["image"], "web:2");
     assert_eq!(d["spec"]["template"]["spec"]["containers"][0]["env"][0]["name"], "A");

@@ -65,7 +65,15 @@ fn wait_for_event(s: &Svcnet, name: &str, wanted: &[&str]) -> String {
 }
 
 fn events_of(s: &Svcnet, name: &str) -> String {
-    s.ok(&["get", "events", "--field-selector", &format!("involvedObject.kind=Service,involvedObject.name={name}"), "-o", "custom-columns=REASON:.reason,MESSAGE:.message,COUNT:.count,SOURCE:.source.component", "--no-headers"])
+    s.ok(&[
+        "get",
+        "events",
+        "--field-selector",
+        &format!("involvedObject.kind=Service,involvedObject.name={name}"),
+        "-o",
+        "custom-columns=REASON:.reason,MESSAGE:.message,COUNT:.count,SOURCE:.source.component",
+        "--no-headers",
+    ])
 }
 
 #[test]
@@ -79,7 +87,8 @@ fn seed_frontend_gets_an_external_ip_from_the_flag_pool() {
     // The flag pool is an API object like any other.
     let pool = s.ok(&["get", "ipaddresspools", "svcnet-up", "-o", "jsonpath={.spec.addresses}"]);
     assert!(pool.contains(POOL), "{pool}");
-    let describe = wait_for_event(&s, "frontend", &["Normal", "IPAllocated", "svcnet-lb-controller", "Assigned IP 172.30.255.200 from IPAddressPool \"svcnet-up\""]);
+    let describe =
+        wait_for_event(&s, "frontend", &["Normal", "IPAllocated", "svcnet-lb-controller", "Assigned IP 172.30.255.200 from IPAddressPool \"svcnet-up\""]);
     assert!(describe.contains("LoadBalancer Ingress:") && describe.contains("172.30.255.200"), "{describe}");
 }
 
@@ -93,7 +102,14 @@ fn frontend_stays_pending_without_a_pool_with_an_event() {
     assert_eq!(external_ip(&s, "frontend"), "");
     // The event is a core/v1 Event on the Service.
     let uid = jsonpath(&s, "frontend", ".metadata.uid");
-    let ev = s.ok(&["get", "events", "--field-selector", &format!("involvedObject.uid={uid},reason=AllocationFailed"), "-o", "jsonpath={.items[0].involvedObject.kind} {.items[0].involvedObject.apiVersion} {.items[0].type} {.items[0].count} {.items[0].source.component}"]);
+    let ev = s.ok(&[
+        "get",
+        "events",
+        "--field-selector",
+        &format!("involvedObject.uid={uid},reason=AllocationFailed"),
+        "-o",
+        "jsonpath={.items[0].involvedObject.kind} {.items[0].involvedObject.apiVersion} {.items[0].type} {.items[0].count} {.items[0].source.component}",
+    ]);
     assert_eq!(ev, "Service v1 Warning 1 svcnet-lb-controller");
 }
 
@@ -171,7 +187,9 @@ fn pool_applied_with_kubectl_serves_pending_services() {
     // A pool only for those who name it, and one for a namespace.
     s.apply("apiVersion: svcnet.io/v1alpha1\nkind: IPAddressPool\nmetadata:\n  name: manual\nspec:\n  addresses:\n  - 10.201.0.10-10.201.0.20\n  autoAssign: false\n");
     assert_eq!(wait_for_ip(&s, "picky"), "10.201.0.10");
-    s.apply("apiVersion: svcnet.io/v1alpha1\nkind: IPAddressPool\nmetadata:\n  name: team\nspec:\n  addresses:\n  - 10.202.0.0/31\n  namespaces:\n  - lb-team\n");
+    s.apply(
+        "apiVersion: svcnet.io/v1alpha1\nkind: IPAddressPool\nmetadata:\n  name: team\nspec:\n  addresses:\n  - 10.202.0.0/31\n  namespaces:\n  - lb-team\n",
+    );
     let team_ip = wait_for("an address for lb-team/team-svc", TIMEOUT, || {
         Some(s.ok(&["get", "svc", "-n", "lb-team", "team-svc", "-o", "jsonpath={.status.loadBalancer.ingress[*].ip}"])).filter(|ip| !ip.is_empty())
     });

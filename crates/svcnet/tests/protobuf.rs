@@ -66,7 +66,8 @@ fn kubectl_create_with_protobuf_bodies() {
 #[test]
 fn malformed_protobuf_bodies_are_bad_requests() {
     let s = Svcnet::start();
-    let (code, body) = s.curl("POST", "/api/v1/namespaces", true, &["-H", "Content-Type: application/vnd.kubernetes.protobuf", "--data-binary", "not protobuf"]);
+    let (code, body) =
+        s.curl("POST", "/api/v1/namespaces", true, &["-H", "Content-Type: application/vnd.kubernetes.protobuf", "--data-binary", "not protobuf"]);
     assert_eq!(code, 400, "{body}");
     let status: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(status["reason"], "BadRequest", "{status}");

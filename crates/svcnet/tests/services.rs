@@ -77,7 +77,10 @@ fn requested_cluster_ips_are_honoured_or_refused() {
     assert!(s.fails(&["get", "svc", "dns2"]).contains("NotFound"));
 
     // The address may not change once set (422), and comes back when an update leaves it out.
-    let e = String::from_utf8_lossy(&s.kubectl(&["patch", "svc", "dns", "--type=merge", "-p", r#"{"spec":{"clusterIP":"10.96.0.11","clusterIPs":["10.96.0.11"]}}"#]).stderr).to_string();
+    let e = String::from_utf8_lossy(
+        &s.kubectl(&["patch", "svc", "dns", "--type=merge", "-p", r#"{"spec":{"clusterIP":"10.96.0.11","clusterIPs":["10.96.0.11"]}}"#]).stderr,
+    )
+    .to_string();
     assert!(e.contains("spec.clusterIPs[0]: Invalid value: \"10.96.0.11\": may not change once set"), "{e}");
     let mut obj: serde_json::Value = serde_json::from_str(&s.ok(&["get", "svc", "dns", "-o", "json"])).unwrap();
     obj["spec"].as_object_mut().unwrap().remove("clusterIP");
@@ -99,7 +102,10 @@ fn node_ports_collide_release_and_follow_type_changes() {
     let e = stderr_of(&s, &np("b", 30001));
     assert!(e.contains("The Service \"b\" is invalid: spec.ports[0].nodePort: Invalid value: 30001: provided port is already allocated"), "{e}");
     let e = stderr_of(&s, &np("c", 40000));
-    assert!(e.contains("spec.ports[0].nodePort: Invalid value: 40000: provided port is not in the valid range. The range of valid ports is 30000-32767"), "{e}");
+    assert!(
+        e.contains("spec.ports[0].nodePort: Invalid value: 40000: provided port is not in the valid range. The range of valid ports is 30000-32767"),
+        "{e}"
+    );
     // ClusterIP Services may not ask for one.
     let e = stderr_of(&s, &svc("d", "  ports:\n  - port: 80\n    nodePort: 30002\n"));
     assert!(e.contains("spec.ports[0].nodePort: Forbidden: may not be used when `type` is 'ClusterIP'"), "{e}");
@@ -178,7 +184,9 @@ fn restart_repairs_allocations_after_sigkill() {
         let (addr, token, ca) = (s.addr.clone(), s.token(), s.ca_path());
         std::thread::spawn(move || {
             for i in 0..40 {
-                let body = serde_json::json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": format!("during-{i}")}, "spec": {"ports": [{"port": 80}]}}).to_string();
+                let body =
+                    serde_json::json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": format!("during-{i}")}, "spec": {"ports": [{"port": 80}]}})
+                        .to_string();
                 let ok = std::process::Command::new("curl")
                     .args(["-sS", "-f", "--cacert"])
                     .arg(&ca)
@@ -222,15 +230,35 @@ fn service_validation_rules_answer_422_as_upstream() {
         ("dup-names", "  ports:\n  - name: web\n    port: 80\n  - name: web\n    port: 81\n", "spec.ports[1].name: Duplicate value: \"web\""),
         ("dup-ports", "  ports:\n  - name: a\n    port: 80\n  - name: b\n    port: 80\n", "spec.ports[1]: Duplicate value"),
         ("bad-port", "  ports:\n  - port: 70000\n    targetPort: 80\n", "spec.ports[0].port: Invalid value: 70000: must be between 1 and 65535, inclusive"),
-        ("bad-proto", "  ports:\n  - port: 80\n    protocol: ICMP\n", "spec.ports[0].protocol: Unsupported value: \"ICMP\": supported values: \"SCTP\", \"TCP\", \"UDP\""),
-        ("bad-type", "  type: Magic\n  ports:\n  - port: 80\n", "spec.type: Unsupported value: \"Magic\": supported values: \"ClusterIP\", \"ExternalName\", \"LoadBalancer\", \"NodePort\""),
+        (
+            "bad-proto",
+            "  ports:\n  - port: 80\n    protocol: ICMP\n",
+            "spec.ports[0].protocol: Unsupported value: \"ICMP\": supported values: \"SCTP\", \"TCP\", \"UDP\"",
+        ),
+        (
+            "bad-type",
+            "  type: Magic\n  ports:\n  - port: 80\n",
+            "spec.type: Unsupported value: \"Magic\": supported values: \"ClusterIP\", \"ExternalName\", \"LoadBalancer\", \"NodePort\"",
+        ),
         ("no-ports", "  selector:\n    app: x\n", "spec.ports: Required value"),
         ("ext-missing", "  type: ExternalName\n", "spec.externalName: Required value"),
-        ("ext-bad", "  type: ExternalName\n  externalName: not_a_dns_name\n", "spec.externalName: Invalid value: \"not_a_dns_name\": a lowercase RFC 1123 subdomain"),
-        ("ext-with-ip", "  type: ExternalName\n  externalName: db.example.com\n  clusterIP: 10.96.0.50\n", "spec.clusterIP: Forbidden: may not be set for ExternalName services"),
+        (
+            "ext-bad",
+            "  type: ExternalName\n  externalName: not_a_dns_name\n",
+            "spec.externalName: Invalid value: \"not_a_dns_name\": a lowercase RFC 1123 subdomain",
+        ),
+        (
+            "ext-with-ip",
+            "  type: ExternalName\n  externalName: db.example.com\n  clusterIP: 10.96.0.50\n",
+            "spec.clusterIP: Forbidden: may not be set for ExternalName services",
+        ),
         ("bad-target", "  ports:\n  - port: 80\n    targetPort: Not_A_Name\n", "spec.ports[0].targetPort: Invalid value: \"Not_A_Name\""),
         ("bad-affinity", "  sessionAffinity: Sticky\n  ports:\n  - port: 80\n", "spec.sessionAffinity: Unsupported value: \"Sticky\""),
-        ("etp-on-clusterip", "  externalTrafficPolicy: Local\n  ports:\n  - port: 80\n", "spec.externalTrafficPolicy: Invalid value: \"Local\": may only be set when `type` is 'NodePort' or 'LoadBalancer'"),
+        (
+            "etp-on-clusterip",
+            "  externalTrafficPolicy: Local\n  ports:\n  - port: 80\n",
+            "spec.externalTrafficPolicy: Invalid value: \"Local\": may only be set when `type` is 'NodePort' or 'LoadBalancer'",
+        ),
         ("bad-selector", "  selector:\n    app: -x-\n  ports:\n  - port: 80\n", "spec.selector: Invalid value: \"-x-\""),
         ("9starts-with-digit", "  ports:\n  - port: 80\n", "metadata.name: Invalid value: \"9starts-with-digit\": a DNS-1035 label"),
     ];
@@ -247,7 +275,14 @@ fn service_validation_rules_answer_422_as_upstream() {
     assert!(!jsonpath(&s, "morph", ".spec.ports[0].nodePort").is_empty());
     s.ok(&["patch", "svc", "morph", "--type=merge", "-p", r#"{"spec":{"type":"LoadBalancer"}}"#]);
     let ip = jsonpath(&s, "morph", ".spec.clusterIP");
-    s.ok(&["patch", "svc", "morph", "--type=merge", "-p", r#"{"spec":{"type":"ExternalName","externalName":"db.example.com","clusterIP":null,"clusterIPs":null}}"#]);
+    s.ok(&[
+        "patch",
+        "svc",
+        "morph",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"type":"ExternalName","externalName":"db.example.com","clusterIP":null,"clusterIPs":null}}"#,
+    ]);
     assert_eq!(jsonpath(&s, "morph", ".spec.clusterIP"), "");
     assert_eq!(jsonpath(&s, "morph", ".spec.ports[0].nodePort"), "");
     // The released address can be taken by another Service.

@@ -7,9 +7,8 @@ use jiff::Timestamp;
 use serde_json::Value;
 
 use super::format::{
-    age, arr_at, bool_at, container_cells, format_label_selector, format_labels, int_at,
-    join_host_port, label_selector_string, later, len_at, list_with_more, obj_at, since, str_at,
-    time_at,
+    age, arr_at, bool_at, container_cells, format_label_selector, format_labels, int_at, join_host_port, label_selector_string, later, len_at, list_with_more,
+    obj_at, since, str_at, time_at,
 };
 
 fn s(v: &str) -> Value {
@@ -32,9 +31,7 @@ fn or_unknown(v: &str) -> &str {
 
 /// A replica count whose API default is 1 (Deployment, ReplicaSet, StatefulSet `spec.replicas`).
 fn desired_replicas(obj: &Value) -> i64 {
-    obj.pointer("/spec/replicas")
-        .and_then(Value::as_i64)
-        .unwrap_or(1)
+    obj.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1)
 }
 
 /// Whether a JSON pointer holds a non-null value (a non-nil Go pointer).
@@ -45,31 +42,21 @@ fn present(v: &Value, ptr: &str) -> bool {
 pub(super) fn namespace(obj: &Value, now: Timestamp) -> Vec<Value> {
     // SetDefaults_NamespaceStatus: an empty phase decodes as Active.
     let phase = str_at(obj, "/status/phase");
-    vec![
-        name(obj),
-        s(if phase.is_empty() { "Active" } else { phase }),
-        s(&age(obj, now)),
-    ]
+    vec![name(obj), s(if phase.is_empty() { "Active" } else { phase }), s(&age(obj, now))]
 }
 
 fn condition_true(conditions: &[Value], type_: &str) -> bool {
-    conditions
-        .iter()
-        .any(|c| str_at(c, "/type") == type_ && str_at(c, "/status") == "True")
+    conditions.iter().any(|c| str_at(c, "/type") == type_ && str_at(c, "/status") == "True")
 }
 
 /// `isPodInitializedConditionTrue`: the first `Initialized` condition decides.
 fn initialized(conditions: &[Value]) -> bool {
-    conditions
-        .iter()
-        .find(|c| str_at(c, "/type") == "Initialized")
-        .is_some_and(|c| str_at(c, "/status") == "True")
+    conditions.iter().find(|c| str_at(c, "/type") == "Initialized").is_some_and(|c| str_at(c, "/status") == "True")
 }
 
 /// `finishedAt` of a container status' last termination, when it has one.
 fn last_termination(status: &Value) -> Option<Option<Timestamp>> {
-    obj_at(status, "/lastState/terminated")
-        .map(|_| time_at(status, "/lastState/terminated/finishedAt"))
+    obj_at(status, "/lastState/terminated").map(|_| time_at(status, "/lastState/terminated/finishedAt"))
 }
 
 pub(super) fn pod(pod: &Value, now: Timestamp) -> Vec<Value> {
@@ -85,37 +72,18 @@ pub(super) fn pod(pod: &Value, now: Timestamp) -> Vec<Value> {
     let mut last_restart: Option<Timestamp> = None;
     let mut last_restartable_init_restart: Option<Timestamp> = None;
 
-    let mut reason = if status_reason.is_empty() {
-        phase.to_string()
-    } else {
-        status_reason.to_string()
-    };
+    let mut reason = if status_reason.is_empty() { phase.to_string() } else { status_reason.to_string() };
     // A pod carrying {type: PodScheduled, reason: SchedulingGated} prints SchedulingGated.
-    if conditions
-        .iter()
-        .any(|c| str_at(c, "/type") == "PodScheduled" && str_at(c, "/reason") == "SchedulingGated")
-    {
+    if conditions.iter().any(|c| str_at(c, "/type") == "PodScheduled" && str_at(c, "/reason") == "SchedulingGated") {
         reason = "SchedulingGated".to_string();
     }
 
     // Sidecars: init containers with restartPolicy Always count as containers.
-    let restartable = |name: &str| {
-        init_specs
-            .iter()
-            .rev()
-            .find(|c| str_at(c, "/name") == name)
-            .is_some_and(|c| str_at(c, "/restartPolicy") == "Always")
-    };
-    total += init_specs
-        .iter()
-        .filter(|c| str_at(c, "/restartPolicy") == "Always")
-        .count();
+    let restartable = |name: &str| init_specs.iter().rev().find(|c| str_at(c, "/name") == name).is_some_and(|c| str_at(c, "/restartPolicy") == "Always");
+    total += init_specs.iter().filter(|c| str_at(c, "/restartPolicy") == "Always").count();
 
     let mut initializing = false;
-    for (i, cs) in arr_at(pod, "/status/initContainerStatuses")
-        .iter()
-        .enumerate()
-    {
+    for (i, cs) in arr_at(pod, "/status/initContainerStatuses").iter().enumerate() {
         let count = int_at(cs, "/restartCount");
         restarts += count;
         if let Some(finished) = last_termination(cs)
@@ -195,12 +163,7 @@ pub(super) fn pod(pod: &Value, now: Timestamp) -> Vec<Value> {
         }
         // Back to Running if at least one container still reports running.
         if reason == "Completed" && has_running {
-            reason = if condition_true(conditions, "Ready") {
-                "Running"
-            } else {
-                "NotReady"
-            }
-            .to_string();
+            reason = if condition_true(conditions, "Ready") { "Running" } else { "NotReady" }.to_string();
         }
     }
 
@@ -211,19 +174,12 @@ pub(super) fn pod(pod: &Value, now: Timestamp) -> Vec<Value> {
         reason = "Terminating".to_string();
     }
 
-    let restarts_cell = if restarts != 0 && last_restart.is_some() {
-        format!("{restarts} ({} ago)", since(last_restart, now))
-    } else {
-        restarts.to_string()
-    };
+    let restarts_cell = if restarts != 0 && last_restart.is_some() { format!("{restarts} ({} ago)", since(last_restart, now)) } else { restarts.to_string() };
 
     // v1 → internal conversion: status.podIP wins over status.podIPs[0].
     let mut pod_ip = str_at(pod, "/status/podIP");
     if pod_ip.is_empty() {
-        pod_ip = arr_at(pod, "/status/podIPs")
-            .first()
-            .map(|p| str_at(p, "/ip"))
-            .unwrap_or("");
+        pod_ip = arr_at(pod, "/status/podIPs").first().map(|p| str_at(p, "/ip")).unwrap_or("");
     }
     let gates = arr_at(pod, "/spec/readinessGates");
     let readiness_gates = if gates.is_empty() {
@@ -233,10 +189,7 @@ pub(super) fn pod(pod: &Value, now: Timestamp) -> Vec<Value> {
             .iter()
             .filter(|g| {
                 let t = str_at(g, "/conditionType");
-                conditions
-                    .iter()
-                    .find(|c| str_at(c, "/type") == t)
-                    .is_some_and(|c| str_at(c, "/status") == "True")
+                conditions.iter().find(|c| str_at(c, "/type") == t).is_some_and(|c| str_at(c, "/status") == "True")
             })
             .count();
         format!("{true_conditions}/{}", gates.len())
@@ -283,10 +236,7 @@ fn service_type(svc: &Value) -> &str {
 
 /// `getServiceExternalIP`.
 fn service_external_ip(svc: &Value) -> String {
-    let external_ips: Vec<&str> = arr_at(svc, "/spec/externalIPs")
-        .iter()
-        .map(|v| v.as_str().unwrap_or(""))
-        .collect();
+    let external_ips: Vec<&str> = arr_at(svc, "/spec/externalIPs").iter().map(|v| v.as_str().unwrap_or("")).collect();
     match service_type(svc) {
         "ClusterIP" | "NodePort" => {
             if external_ips.is_empty() {
@@ -305,11 +255,7 @@ fn service_external_ip(svc: &Value) -> String {
                 results.extend(external_ips);
                 return results.join(",");
             }
-            if lb.is_empty() {
-                "<pending>".to_string()
-            } else {
-                lb
-            }
+            if lb.is_empty() { "<pending>".to_string() } else { lb }
         }
         "ExternalName" => str_at(svc, "/spec/externalName").to_string(),
         _ => "<unknown>".to_string(),
@@ -327,11 +273,7 @@ fn service_ports(svc: &Value) -> String {
             };
             let port = int_at(p, "/port");
             let node_port = int_at(p, "/nodePort");
-            if node_port > 0 {
-                format!("{port}:{node_port}/{protocol}")
-            } else {
-                format!("{port}/{protocol}")
-            }
+            if node_port > 0 { format!("{port}:{node_port}/{protocol}") } else { format!("{port}/{protocol}") }
         })
         .collect::<Vec<_>>()
         .join(",")
@@ -394,11 +336,7 @@ fn format_endpoints(ep: &Value) -> String {
         }
     }
     let ret = list.join(",");
-    if more {
-        format!("{ret} + {} more...", count - MAX)
-    } else {
-        ret
-    }
+    if more { format!("{ret} + {} more...", count - MAX) } else { ret }
 }
 
 pub(super) fn endpoints(ep: &Value, now: Timestamp) -> Vec<Value> {
@@ -413,10 +351,7 @@ fn format_discovery_ports(slice: &Value) -> String {
     let mut count = 0usize;
     for port in arr_at(slice, "/ports") {
         if list.len() < MAX {
-            let num = match (
-                port.get("port").and_then(Value::as_i64),
-                port.get("name").and_then(Value::as_str),
-            ) {
+            let num = match (port.get("port").and_then(Value::as_i64), port.get("name").and_then(Value::as_str)) {
                 (Some(n), _) => n.to_string(),
                 (None, Some(name)) => name.to_string(),
                 (None, None) => "*".to_string(),
@@ -450,13 +385,7 @@ fn format_discovery_endpoints(slice: &Value) -> String {
 }
 
 pub(super) fn endpoint_slice(slice: &Value, now: Timestamp) -> Vec<Value> {
-    vec![
-        name(slice),
-        s(str_at(slice, "/addressType")),
-        s(&format_discovery_ports(slice)),
-        s(&format_discovery_endpoints(slice)),
-        s(&age(slice, now)),
-    ]
+    vec![name(slice), s(str_at(slice, "/addressType")), s(&format_discovery_ports(slice)), s(&format_discovery_endpoints(slice)), s(&age(slice, now))]
 }
 
 /// `findNodeRoles`: `node-role.kubernetes.io/<role>` label suffixes and `kubernetes.io/role`
@@ -480,30 +409,14 @@ fn node_roles(node: &Value) -> String {
 }
 
 fn node_address(node: &Value, type_: &str) -> String {
-    arr_at(node, "/status/addresses")
-        .iter()
-        .find(|a| str_at(a, "/type") == type_)
-        .map(|a| str_at(a, "/address"))
-        .unwrap_or("<none>")
-        .to_string()
+    arr_at(node, "/status/addresses").iter().find(|a| str_at(a, "/type") == type_).map(|a| str_at(a, "/address")).unwrap_or("<none>").to_string()
 }
 
 pub(super) fn node(node: &Value, now: Timestamp) -> Vec<Value> {
     // Only the Ready condition is reported; a later duplicate wins, as in upstream's map.
     let mut status: Vec<String> = Vec::new();
-    if let Some(ready) = arr_at(node, "/status/conditions")
-        .iter()
-        .rev()
-        .find(|c| str_at(c, "/type") == "Ready")
-    {
-        status.push(
-            if str_at(ready, "/status") == "True" {
-                "Ready"
-            } else {
-                "NotReady"
-            }
-            .to_string(),
-        );
+    if let Some(ready) = arr_at(node, "/status/conditions").iter().rev().find(|c| str_at(c, "/type") == "Ready") {
+        status.push(if str_at(ready, "/status") == "True" { "Ready" } else { "NotReady" }.to_string());
     }
     if status.is_empty() {
         status.push("Unknown".to_string());
@@ -521,10 +434,7 @@ pub(super) fn node(node: &Value, now: Timestamp) -> Vec<Value> {
         s(&node_address(node, "ExternalIP")),
         s(or_unknown(str_at(node, "/status/nodeInfo/osImage"))),
         s(or_unknown(str_at(node, "/status/nodeInfo/kernelVersion"))),
-        s(or_unknown(str_at(
-            node,
-            "/status/nodeInfo/containerRuntimeVersion",
-        ))),
+        s(or_unknown(str_at(node, "/status/nodeInfo/containerRuntimeVersion"))),
     ]
 }
 
@@ -534,16 +444,9 @@ fn first_non_empty<'a>(a: &'a str, b: &'a str) -> &'a str {
 
 /// `formatEventSource`: component (or reportingComponent), then `, host` (or reportingInstance).
 fn event_source(ev: &Value) -> String {
-    let component = first_non_empty(
-        str_at(ev, "/source/component"),
-        str_at(ev, "/reportingComponent"),
-    );
+    let component = first_non_empty(str_at(ev, "/source/component"), str_at(ev, "/reportingComponent"));
     let instance = first_non_empty(str_at(ev, "/source/host"), str_at(ev, "/reportingInstance"));
-    if instance.is_empty() {
-        component.to_string()
-    } else {
-        format!("{component}, {instance}")
-    }
+    if instance.is_empty() { component.to_string() } else { format!("{component}, {instance}") }
 }
 
 pub(super) fn event(ev: &Value, now: Timestamp) -> Vec<Value> {
@@ -565,11 +468,7 @@ pub(super) fn event(ev: &Value, now: Timestamp) -> Vec<Value> {
     }
     let kind = str_at(ev, "/involvedObject/kind").to_lowercase();
     let object_name = str_at(ev, "/involvedObject/name");
-    let target = if object_name.is_empty() {
-        kind
-    } else {
-        format!("{kind}/{object_name}")
-    };
+    let target = if object_name.is_empty() { kind } else { format!("{kind}/{object_name}") };
     vec![
         s(&last_timestamp),
         s(str_at(ev, "/type")),
@@ -595,11 +494,7 @@ pub(super) fn ip_address_pool(pool: &Value, now: Timestamp) -> Vec<Value> {
 }
 
 pub(super) fn service_account(sa: &Value, now: Timestamp) -> Vec<Value> {
-    vec![
-        name(sa),
-        Value::from(len_at(sa, "/secrets")),
-        s(&age(sa, now)),
-    ]
+    vec![name(sa), Value::from(len_at(sa, "/secrets")), s(&age(sa, now))]
 }
 
 fn template_containers(obj: &Value) -> (String, String) {
@@ -609,15 +504,10 @@ fn template_containers(obj: &Value) -> (String, String) {
 pub(super) fn deployment(d: &Value, now: Timestamp) -> Vec<Value> {
     let (containers, images) = template_containers(d);
     // printDeployment prints the selector without the <none> substitution.
-    let selector = label_selector_string(d.pointer("/spec/selector"))
-        .unwrap_or_else(|()| "<invalid>".to_string());
+    let selector = label_selector_string(d.pointer("/spec/selector")).unwrap_or_else(|()| "<invalid>".to_string());
     vec![
         name(d),
-        s(&format!(
-            "{}/{}",
-            int_at(d, "/status/readyReplicas"),
-            desired_replicas(d)
-        )),
+        s(&format!("{}/{}", int_at(d, "/status/readyReplicas"), desired_replicas(d))),
         Value::from(int_at(d, "/status/updatedReplicas")),
         Value::from(int_at(d, "/status/availableReplicas")),
         s(&age(d, now)),
@@ -643,39 +533,17 @@ pub(super) fn replica_set(rs: &Value, now: Timestamp) -> Vec<Value> {
 
 pub(super) fn stateful_set(sts: &Value, now: Timestamp) -> Vec<Value> {
     let (containers, images) = template_containers(sts);
-    vec![
-        name(sts),
-        s(&format!(
-            "{}/{}",
-            int_at(sts, "/status/readyReplicas"),
-            desired_replicas(sts)
-        )),
-        s(&age(sts, now)),
-        s(&containers),
-        s(&images),
-    ]
+    vec![name(sts), s(&format!("{}/{}", int_at(sts, "/status/readyReplicas"), desired_replicas(sts))), s(&age(sts, now)), s(&containers), s(&images)]
 }
 
 pub(super) fn lease(lease: &Value, now: Timestamp) -> Vec<Value> {
-    vec![
-        name(lease),
-        s(str_at(lease, "/spec/holderIdentity")),
-        s(&age(lease, now)),
-    ]
+    vec![name(lease), s(str_at(lease, "/spec/holderIdentity")), s(&age(lease, now))]
 }
 
 pub(super) fn network_policy(np: &Value, now: Timestamp) -> Vec<Value> {
     // The printer passes &spec.podSelector: never nil, so a missing selector is the empty one.
-    let selector = np
-        .pointer("/spec/podSelector")
-        .filter(|v| !v.is_null())
-        .cloned()
-        .unwrap_or(Value::Object(Default::default()));
-    vec![
-        name(np),
-        s(&format_label_selector(Some(&selector))),
-        s(&age(np, now)),
-    ]
+    let selector = np.pointer("/spec/podSelector").filter(|v| !v.is_null()).cloned().unwrap_or(Value::Object(Default::default()));
+    vec![name(np), s(&format_label_selector(Some(&selector))), s(&age(np, now))]
 }
 
 /// The default table convertor (`rest.NewDefaultTableConvertor`): name and creation time in UTC

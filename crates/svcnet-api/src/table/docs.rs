@@ -18,23 +18,18 @@ pub(super) const EPS_PORTS: &str = "ports specifies the list of network ports ex
 pub(super) const EPS_ENDPOINTS: &str = "endpoints is a list of unique endpoints in this slice. Each slice may include a maximum of 1000 endpoints.";
 pub(super) const NODE_KUBELET_VERSION: &str = "Kubelet Version reported by the node.";
 pub(super) const NODE_ADDRESSES: &str = "List of addresses reachable to the node. Queried from cloud provider, if available. More info: https://kubernetes.io/docs/reference/node/node-status/#addresses Note: This field is declared as mergeable, but the merge key is not sufficiently unique, which can cause data corruption when it is merged. Callers should instead use a full-replacement patch. See https://pr.k8s.io/79391 for an example. Consumers should assume that addresses can change during the lifetime of a Node. However, there are some exceptions where this may not be possible, such as Pods that inherit a Node's address in its own status or consumers of the downward API (status.hostIP).";
-pub(super) const NODE_OS_IMAGE: &str =
-    "OS Image reported by the node from /etc/os-release (e.g. Debian GNU/Linux 7 (wheezy)).";
-pub(super) const NODE_KERNEL: &str =
-    "Kernel Version reported by the node from 'uname -r' (e.g. 3.16.0-0.bpo.4-amd64).";
+pub(super) const NODE_OS_IMAGE: &str = "OS Image reported by the node from /etc/os-release (e.g. Debian GNU/Linux 7 (wheezy)).";
+pub(super) const NODE_KERNEL: &str = "Kernel Version reported by the node from 'uname -r' (e.g. 3.16.0-0.bpo.4-amd64).";
 pub(super) const NODE_RUNTIME: &str = "ContainerRuntime Version reported by the node through runtime remote API (e.g. containerd://1.4.2).";
-pub(super) const EV_LAST: &str =
-    "The time at which the most recent occurrence of this event was recorded.";
-pub(super) const EV_TYPE: &str =
-    "Type of this event (Normal, Warning), new types could be added in the future";
-pub(super) const EV_REASON: &str = "This should be a short, machine understandable string that gives the reason for the transition into the object's current status.";
+pub(super) const EV_LAST: &str = "The time at which the most recent occurrence of this event was recorded.";
+pub(super) const EV_TYPE: &str = "Type of this event (Normal, Warning), new types could be added in the future";
+pub(super) const EV_REASON: &str =
+    "This should be a short, machine understandable string that gives the reason for the transition into the object's current status.";
 pub(super) const EV_OBJECT: &str = "The object that this event is about.";
 pub(super) const EV_FIELD_PATH: &str = "If referring to a piece of an object instead of an entire object, this string should contain a valid JSON/Go field access statement, such as desiredState.manifest.containers[2]. For example, if the object reference is to a container within a pod, this would take on a value like: \"spec.containers{name}\" (where \"name\" refers to the name of the container that triggered the event) or if no container name is specified \"spec.containers[2]\" (container with index 2 in this pod). This syntax is chosen only to have some well-defined way of referencing a part of an object.";
-pub(super) const EV_SOURCE: &str =
-    "The component reporting this event. Should be a short machine understandable string.";
+pub(super) const EV_SOURCE: &str = "The component reporting this event. Should be a short machine understandable string.";
 pub(super) const EV_MESSAGE: &str = "A human-readable description of the status of this operation.";
-pub(super) const EV_FIRST: &str =
-    "The time at which the event was first recorded. (Time of server receipt is in TypeMeta.)";
+pub(super) const EV_FIRST: &str = "The time at which the event was first recorded. (Time of server receipt is in TypeMeta.)";
 pub(super) const EV_COUNT: &str = "The number of times this event has occurred.";
 pub(super) const CM_DATA: &str = "Data contains the configuration data. Each key must consist of alphanumeric characters, '-', '_' or '.'. Values with non-UTF-8 byte sequences must use the BinaryData field. The keys stored in Data must not overlap with the keys in the BinaryData field, this is enforced during validation process.";
 pub(super) const SA_SECRETS: &str = "Secrets is a list of the secrets in the same namespace that pods running using this ServiceAccount are allowed to use. Pods are only limited to this list if this service account has a \"kubernetes.io/enforce-mountable-secrets\" annotation set to \"true\". The \"kubernetes.io/enforce-mountable-secrets\" annotation is deprecated since v1.32. Prefer separate namespaces to isolate access to mounted secrets. This field should not be used to find auto-generated service account token secrets for use outside of pods. Instead, tokens can be requested directly using the TokenRequest API, or service account token secrets can be manually created. More info: https://kubernetes.io/docs/concepts/configuration/secret";
@@ -42,17 +37,17 @@ pub(super) const DEP_UPDATED: &str = "Total number of non-terminating pods targe
 pub(super) const DEP_AVAILABLE: &str = "Total number of available non-terminating pods (ready for at least minReadySeconds) targeted by this deployment.";
 pub(super) const DEP_SELECTOR: &str = "Label selector for pods. Existing ReplicaSets whose pods are selected by this will be the ones affected by this deployment. It must match the pod template's labels.";
 pub(super) const RS_DESIRED: &str = "Replicas is the number of desired pods. This is a pointer to distinguish between explicit zero and unspecified. Defaults to 1. More info: https://kubernetes.io/docs/concepts/workloads/controllers/replicaset";
-pub(super) const RS_CURRENT: &str = "Replicas is the most recently observed number of non-terminating pods. More info: https://kubernetes.io/docs/concepts/workloads/controllers/replicaset";
-pub(super) const RS_READY: &str =
-    "The number of non-terminating pods targeted by this ReplicaSet with a Ready Condition.";
+pub(super) const RS_CURRENT: &str =
+    "Replicas is the most recently observed number of non-terminating pods. More info: https://kubernetes.io/docs/concepts/workloads/controllers/replicaset";
+pub(super) const RS_READY: &str = "The number of non-terminating pods targeted by this ReplicaSet with a Ready Condition.";
 pub(super) const RS_SELECTOR: &str = "Selector is a label query over pods that should match the replica count. Label keys and values that must match in order to be controlled by this replica set. It must match the pod template's labels. More info: https://kubernetes.io/docs/concepts/overview/working-with-objects/labels/#label-selectors";
 pub(super) const LEASE_HOLDER: &str = "holderIdentity contains the identity of the holder of a current lease. If Coordinated Leader Election is used, the holder identity must be equal to the elected LeaseCandidate.metadata.name field.";
 pub(super) const NP_POD_SELECTOR: &str = "podSelector selects the pods to which this NetworkPolicy object applies. The array of ingress rules is applied to any pods selected by this field. Multiple network policies can select the same set of pods. In this case, the ingress rules for each are combined additively. This field is NOT optional and follows standard label selector semantics. An empty podSelector matches all pods in this namespace.";
 
-pub(super) const POD_READY: &str =
-    "The aggregate readiness state of this pod for accepting traffic.";
+pub(super) const POD_READY: &str = "The aggregate readiness state of this pod for accepting traffic.";
 pub(super) const POD_STATUS: &str = "The aggregate status of the containers in this pod.";
-pub(super) const POD_RESTARTS: &str = "The number of times the containers in this pod have been restarted and when the last container in this pod has restarted.";
+pub(super) const POD_RESTARTS: &str =
+    "The number of times the containers in this pod have been restarted and when the last container in this pod has restarted.";
 pub(super) const NS_STATUS: &str = "The status of the namespace";
 pub(super) const NODE_STATUS: &str = "The status of the node";
 pub(super) const NODE_ROLES: &str = "The roles of the node";

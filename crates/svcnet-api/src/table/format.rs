@@ -22,10 +22,7 @@ pub(super) fn bool_at(v: &Value, ptr: &str) -> bool {
 
 /// The array at a JSON pointer, empty when absent or null.
 pub(super) fn arr_at<'a>(v: &'a Value, ptr: &str) -> &'a [Value] {
-    v.pointer(ptr)
-        .and_then(Value::as_array)
-        .map(Vec::as_slice)
-        .unwrap_or(&[])
+    v.pointer(ptr).and_then(Value::as_array).map(Vec::as_slice).unwrap_or(&[])
 }
 
 /// The object at a JSON pointer, `None` when absent or null (a Go nil pointer or map).
@@ -134,26 +131,15 @@ pub(super) fn human_duration(nanos: i64) -> String {
 /// `labels.Set(m).String()`: `k=v` pairs sorted by key, joined with commas.
 fn label_set_string(map: Option<&Map<String, Value>>) -> String {
     let Some(map) = map else { return String::new() };
-    let mut pairs: Vec<(&str, &str)> = map
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str().unwrap_or("")))
-        .collect();
+    let mut pairs: Vec<(&str, &str)> = map.iter().map(|(k, v)| (k.as_str(), v.as_str().unwrap_or(""))).collect();
     pairs.sort_unstable_by(|a, b| a.0.cmp(b.0));
-    pairs
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join(",")
+    pairs.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
 }
 
 /// `labels.FormatLabels`: the label set, or `<none>` when it is empty.
 pub(super) fn format_labels(map: Option<&Map<String, Value>>) -> String {
     let s = label_set_string(map);
-    if s.is_empty() {
-        "<none>".to_string()
-    } else {
-        s
-    }
+    if s.is_empty() { "<none>".to_string() } else { s }
 }
 
 /// One `labels.Requirement` of a converted label selector.
@@ -208,20 +194,13 @@ pub(super) fn label_selector_string(sel: Option<&Value>) -> Result<String, ()> {
     let mut reqs: Vec<Requirement<'_>> = Vec::new();
     if let Some(labels) = sel.get("matchLabels").filter(|v| !v.is_null()) {
         for (k, v) in labels.as_object().ok_or(())? {
-            reqs.push(Requirement {
-                key: k,
-                op: "Equals",
-                values: vec![v.as_str().ok_or(())?],
-            });
+            reqs.push(Requirement { key: k, op: "Equals", values: vec![v.as_str().ok_or(())?] });
         }
     }
     if let Some(exprs) = sel.get("matchExpressions").filter(|v| !v.is_null()) {
         for expr in exprs.as_array().ok_or(())? {
             let key = str_at(expr, "/key");
-            let values = arr_at(expr, "/values")
-                .iter()
-                .map(|v| v.as_str().ok_or(()))
-                .collect::<Result<Vec<_>, _>>()?;
+            let values = arr_at(expr, "/values").iter().map(|v| v.as_str().ok_or(())).collect::<Result<Vec<_>, _>>()?;
             let op = match str_at(expr, "/operator") {
                 op @ ("In" | "NotIn") if !values.is_empty() => op,
                 op @ ("Exists" | "DoesNotExist") if values.is_empty() => op,
@@ -233,11 +212,7 @@ pub(super) fn label_selector_string(sel: Option<&Value>) -> Result<String, ()> {
     // labels.internalSelector sorts by key; for the small selectors objects carry Go's sort is a
     // stable insertion sort.
     reqs.sort_by(|a, b| a.key.cmp(b.key));
-    Ok(reqs
-        .iter()
-        .map(Requirement::render)
-        .collect::<Vec<_>>()
-        .join(","))
+    Ok(reqs.iter().map(Requirement::render).collect::<Vec<_>>().join(","))
 }
 
 /// `metav1.FormatLabelSelector`: the selector string, `<none>` when empty, `<error>` when it does
@@ -252,26 +227,14 @@ pub(super) fn format_label_selector(sel: Option<&Value>) -> String {
 
 /// `layoutContainerCells`: container names and images, each joined with commas.
 pub(super) fn container_cells(containers: &[Value]) -> (String, String) {
-    let names = containers
-        .iter()
-        .map(|c| str_at(c, "/name"))
-        .collect::<Vec<_>>()
-        .join(",");
-    let images = containers
-        .iter()
-        .map(|c| str_at(c, "/image"))
-        .collect::<Vec<_>>()
-        .join(",");
+    let names = containers.iter().map(|c| str_at(c, "/name")).collect::<Vec<_>>().join(",");
+    let images = containers.iter().map(|c| str_at(c, "/image")).collect::<Vec<_>>().join(",");
     (names, images)
 }
 
 /// Go's `net.JoinHostPort`: IPv6 hosts are bracketed.
 pub(super) fn join_host_port(host: &str, port: i64) -> String {
-    if host.contains(':') {
-        format!("[{host}]:{port}")
-    } else {
-        format!("{host}:{port}")
-    }
+    if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") }
 }
 
 /// `listWithMoreString`: the first entries, ` + N more...` past `max`, `<unset>` when empty.
@@ -280,9 +243,5 @@ pub(super) fn list_with_more(list: &[String], more: bool, count: usize, max: usi
     if more {
         return format!("{ret} + {} more...", count - max);
     }
-    if ret.is_empty() {
-        "<unset>".to_string()
-    } else {
-        ret
-    }
+    if ret.is_empty() { "<unset>".to_string() } else { ret }
 }

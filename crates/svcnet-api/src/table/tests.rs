@@ -33,10 +33,7 @@ fn strs(kind: &str, obj: &Value) -> Vec<String> {
 
 /// The cell under a column name.
 fn cell(kind: &str, obj: &Value, column: &str) -> Value {
-    let i = columns(kind)
-        .iter()
-        .position(|c| c.name == column)
-        .unwrap_or_else(|| panic!("{kind} has no {column}"));
+    let i = columns(kind).iter().position(|c| c.name == column).unwrap_or_else(|| panic!("{kind} has no {column}"));
     cells(kind, obj).swap_remove(i)
 }
 
@@ -100,36 +97,18 @@ fn human_duration_matches_upstream_boundaries() {
 fn age_cells() {
     let obj = |ts: Value| json!({"metadata": {"name": "cm", "creationTimestamp": ts}});
     assert_eq!(cell("ConfigMap", &obj(json!(ago(5))), "Age"), "5s");
-    assert_eq!(
-        cell("ConfigMap", &obj(json!(ago(3 * 60 + 2))), "Age"),
-        "3m2s"
-    );
+    assert_eq!(cell("ConfigMap", &obj(json!(ago(3 * 60 + 2))), "Age"), "3m2s");
     assert_eq!(cell("ConfigMap", &obj(json!(ago(4 * 3600))), "Age"), "4h");
-    assert_eq!(
-        cell("ConfigMap", &obj(json!(ago(2 * 86400 + 3 * 3600))), "Age"),
-        "2d3h"
-    );
-    assert_eq!(
-        cell("ConfigMap", &obj(json!(ago(45 * 86400))), "Age"),
-        "45d"
-    );
-    assert_eq!(
-        cell("ConfigMap", &obj(json!(ago(3 * 365 * 86400))), "Age"),
-        "3y"
-    );
+    assert_eq!(cell("ConfigMap", &obj(json!(ago(2 * 86400 + 3 * 3600))), "Age"), "2d3h");
+    assert_eq!(cell("ConfigMap", &obj(json!(ago(45 * 86400))), "Age"), "45d");
+    assert_eq!(cell("ConfigMap", &obj(json!(ago(3 * 365 * 86400))), "Age"), "3y");
     // A little clock skew still reads as now; more is invalid.
     assert_eq!(cell("ConfigMap", &obj(json!(ago(-1))), "Age"), "0s");
     assert_eq!(cell("ConfigMap", &obj(json!(ago(-5))), "Age"), "<invalid>");
     // Fractional seconds parse.
-    assert_eq!(
-        cell("ConfigMap", &obj(json!("2025-06-01T11:59:49.750Z")), "Age"),
-        "10s"
-    );
+    assert_eq!(cell("ConfigMap", &obj(json!("2025-06-01T11:59:49.750Z")), "Age"), "10s");
     assert_eq!(cell("ConfigMap", &obj(json!(null)), "Age"), "<unknown>");
-    assert_eq!(
-        cell("ConfigMap", &json!({"metadata": {"name": "cm"}}), "Age"),
-        "<unknown>"
-    );
+    assert_eq!(cell("ConfigMap", &json!({"metadata": {"name": "cm"}}), "Age"), "<unknown>");
 }
 
 // ---- Column definitions ----
@@ -157,44 +136,11 @@ fn column_names_and_priorities_match_upstream() {
     assert_eq!(names("Namespace"), [("Name", 0), ("Status", 0), ("Age", 0)]);
     assert_eq!(
         names("Pod"),
-        [
-            ("Name", 0),
-            ("Ready", 0),
-            ("Status", 0),
-            ("Restarts", 0),
-            ("Age", 0),
-            ("IP", 1),
-            ("Node", 1),
-            ("Nominated Node", 1),
-            ("Readiness Gates", 1)
-        ]
+        [("Name", 0), ("Ready", 0), ("Status", 0), ("Restarts", 0), ("Age", 0), ("IP", 1), ("Node", 1), ("Nominated Node", 1), ("Readiness Gates", 1)]
     );
-    assert_eq!(
-        names("Service"),
-        [
-            ("Name", 0),
-            ("Type", 0),
-            ("Cluster-IP", 0),
-            ("External-IP", 0),
-            ("Port(s)", 0),
-            ("Age", 0),
-            ("Selector", 1)
-        ]
-    );
-    assert_eq!(
-        names("Endpoints"),
-        [("Name", 0), ("Endpoints", 0), ("Age", 0)]
-    );
-    assert_eq!(
-        names("EndpointSlice"),
-        [
-            ("Name", 0),
-            ("AddressType", 0),
-            ("Ports", 0),
-            ("Endpoints", 0),
-            ("Age", 0)
-        ]
-    );
+    assert_eq!(names("Service"), [("Name", 0), ("Type", 0), ("Cluster-IP", 0), ("External-IP", 0), ("Port(s)", 0), ("Age", 0), ("Selector", 1)]);
+    assert_eq!(names("Endpoints"), [("Name", 0), ("Endpoints", 0), ("Age", 0)]);
+    assert_eq!(names("EndpointSlice"), [("Name", 0), ("AddressType", 0), ("Ports", 0), ("Endpoints", 0), ("Age", 0)]);
     assert_eq!(
         names("Node"),
         [
@@ -226,51 +172,15 @@ fn column_names_and_priorities_match_upstream() {
         ]
     );
     assert_eq!(names("ConfigMap"), [("Name", 0), ("Data", 0), ("Age", 0)]);
-    assert_eq!(
-        names("ServiceAccount"),
-        [("Name", 0), ("Secrets", 0), ("Age", 0)]
-    );
+    assert_eq!(names("ServiceAccount"), [("Name", 0), ("Secrets", 0), ("Age", 0)]);
     assert_eq!(
         names("Deployment"),
-        [
-            ("Name", 0),
-            ("Ready", 0),
-            ("Up-to-date", 0),
-            ("Available", 0),
-            ("Age", 0),
-            ("Containers", 1),
-            ("Images", 1),
-            ("Selector", 1)
-        ]
+        [("Name", 0), ("Ready", 0), ("Up-to-date", 0), ("Available", 0), ("Age", 0), ("Containers", 1), ("Images", 1), ("Selector", 1)]
     );
-    assert_eq!(
-        names("ReplicaSet"),
-        [
-            ("Name", 0),
-            ("Desired", 0),
-            ("Current", 0),
-            ("Ready", 0),
-            ("Age", 0),
-            ("Containers", 1),
-            ("Images", 1),
-            ("Selector", 1)
-        ]
-    );
-    assert_eq!(
-        names("StatefulSet"),
-        [
-            ("Name", 0),
-            ("Ready", 0),
-            ("Age", 0),
-            ("Containers", 1),
-            ("Images", 1)
-        ]
-    );
+    assert_eq!(names("ReplicaSet"), [("Name", 0), ("Desired", 0), ("Current", 0), ("Ready", 0), ("Age", 0), ("Containers", 1), ("Images", 1), ("Selector", 1)]);
+    assert_eq!(names("StatefulSet"), [("Name", 0), ("Ready", 0), ("Age", 0), ("Containers", 1), ("Images", 1)]);
     assert_eq!(names("Lease"), [("Name", 0), ("Holder", 0), ("Age", 0)]);
-    assert_eq!(
-        names("NetworkPolicy"),
-        [("Name", 0), ("Pod-Selector", 0), ("Age", 0)]
-    );
+    assert_eq!(names("NetworkPolicy"), [("Name", 0), ("Pod-Selector", 0), ("Age", 0)]);
     assert_eq!(names("Secret"), [("Name", 0), ("Created At", 0)]);
     assert_eq!(names("CustomThing"), [("Name", 0), ("Created At", 0)]);
 }
@@ -279,59 +189,25 @@ fn column_names_and_priorities_match_upstream() {
 fn column_types_formats_and_descriptions() {
     for kind in KINDS {
         for c in columns(kind) {
-            assert!(
-                matches!(c.type_, "string" | "integer" | "date"),
-                "{kind} {}",
-                c.name
-            );
-            assert_eq!(
-                c.format,
-                if c.name == "Name" { "name" } else { "" },
-                "{kind} {}",
-                c.name
-            );
+            assert!(matches!(c.type_, "string" | "integer" | "date"), "{kind} {}", c.name);
+            assert_eq!(c.format, if c.name == "Name" { "name" } else { "" }, "{kind} {}", c.name);
             assert!(!c.description.is_empty(), "{kind} {}", c.name);
             if c.name == "Name" {
-                assert!(
-                    c.description
-                        .starts_with("Name must be unique within a namespace.")
-                );
+                assert!(c.description.starts_with("Name must be unique within a namespace."));
             }
             if c.name == "Age" || c.name == "Created At" {
-                assert!(
-                    c.description
-                        .starts_with("CreationTimestamp is a timestamp")
-                );
+                assert!(c.description.starts_with("CreationTimestamp is a timestamp"));
             }
         }
     }
     let rs: Vec<_> = columns("ReplicaSet").iter().map(|c| c.type_).collect();
-    assert_eq!(
-        rs,
-        [
-            "string", "integer", "integer", "integer", "string", "string", "string", "string"
-        ]
-    );
+    assert_eq!(rs, ["string", "integer", "integer", "integer", "string", "string", "string", "string"]);
     assert_eq!(columns("Secret")[1].type_, "date");
     assert_eq!(columns("Pod")[3].type_, "string");
-    assert_eq!(
-        columns("Pod")[1].description,
-        "The aggregate readiness state of this pod for accepting traffic."
-    );
-    assert!(
-        columns("Service")[1]
-            .description
-            .starts_with("type determines how the Service is exposed.")
-    );
-    assert!(
-        columns("Service")[2]
-            .description
-            .starts_with("clusterIP is the IP address of the service")
-    );
-    assert_eq!(
-        columns("Node")[4].description,
-        "Kubelet Version reported by the node."
-    );
+    assert_eq!(columns("Pod")[1].description, "The aggregate readiness state of this pod for accepting traffic.");
+    assert!(columns("Service")[1].description.starts_with("type determines how the Service is exposed."));
+    assert!(columns("Service")[2].description.starts_with("clusterIP is the IP address of the service"));
+    assert_eq!(columns("Node")[4].description, "Kubelet Version reported by the node.");
 }
 
 #[test]
@@ -341,12 +217,7 @@ fn column_serializes_in_the_wire_form() {
     assert_eq!(v["type"], "string");
     assert_eq!(v["format"], "");
     assert_eq!(v["priority"], 1);
-    assert!(
-        v["description"]
-            .as_str()
-            .unwrap()
-            .starts_with("Route service traffic to pods")
-    );
+    assert!(v["description"].as_str().unwrap().starts_with("Route service traffic to pods"));
     assert_eq!(v.as_object().unwrap().len(), 5);
     let name = serde_json::to_value(&columns("Pod")[0]).unwrap();
     assert_eq!(name["format"], "name");
@@ -371,14 +242,8 @@ fn namespace_row() {
     let ns = json!({"metadata": {"name": "shop", "creationTimestamp": ago(90)}, "status": {"phase": "Active"}});
     assert_eq!(strs("Namespace", &ns), ["shop", "Active", "90s"]);
     let deleting = json!({"metadata": {"name": "old"}, "status": {"phase": "Terminating"}});
-    assert_eq!(
-        strs("Namespace", &deleting),
-        ["old", "Terminating", "<unknown>"]
-    );
-    assert_eq!(
-        strs("Namespace", &json!({"metadata": {"name": "new"}})),
-        ["new", "Active", "<unknown>"]
-    );
+    assert_eq!(strs("Namespace", &deleting), ["old", "Terminating", "<unknown>"]);
+    assert_eq!(strs("Namespace", &json!({"metadata": {"name": "new"}})), ["new", "Active", "<unknown>"]);
 }
 
 // ---- Service ----
@@ -408,18 +273,7 @@ fn service_node_port_with_two_ports() {
         }),
         json!({"loadBalancer": {}}),
     );
-    assert_eq!(
-        strs("Service", &svc),
-        [
-            "backend",
-            "NodePort",
-            "10.96.12.34",
-            "<none>",
-            "80:30001/TCP,443:30002/TCP",
-            "3h25m",
-            "app=backend,tier=web"
-        ]
-    );
+    assert_eq!(strs("Service", &svc), ["backend", "NodePort", "10.96.12.34", "<none>", "80:30001/TCP,443:30002/TCP", "3h25m", "app=backend,tier=web"]);
 }
 
 #[test]
@@ -438,28 +292,11 @@ fn service_cluster_ip_variants() {
     assert_eq!(cell("Service", &svc, "Selector"), "<none>");
     assert_eq!(cell("Service", &svc, "External-IP"), "<none>");
 
-    let headless = service(
-        json!({"clusterIP": "None", "clusterIPs": ["None"], "selector": {"app": "db"}}),
-        json!({}),
-    );
-    assert_eq!(
-        strs("Service", &headless),
-        [
-            "backend",
-            "ClusterIP",
-            "None",
-            "<none>",
-            "<none>",
-            "3h25m",
-            "app=db"
-        ]
-    );
+    let headless = service(json!({"clusterIP": "None", "clusterIPs": ["None"], "selector": {"app": "db"}}), json!({}));
+    assert_eq!(strs("Service", &headless), ["backend", "ClusterIP", "None", "<none>", "<none>", "3h25m", "app=db"]);
 
     // clusterIP without clusterIPs (defaulting copies it) and no clusterIP at all.
-    let only_ip = service(
-        json!({"type": "ClusterIP", "clusterIP": "10.96.1.1"}),
-        json!({}),
-    );
+    let only_ip = service(json!({"type": "ClusterIP", "clusterIP": "10.96.1.1"}), json!({}));
     assert_eq!(cell("Service", &only_ip, "Cluster-IP"), "10.96.1.1");
     let none = service(json!({"type": "ClusterIP"}), json!({}));
     assert_eq!(cell("Service", &none, "Cluster-IP"), "<none>");
@@ -468,10 +305,7 @@ fn service_cluster_ip_variants() {
         json!({"type": "ClusterIP", "clusterIP": "10.96.1.1", "externalIPs": ["192.0.2.10", "192.0.2.11"], "ports": [{"port": 80, "protocol": "TCP"}]}),
         json!({}),
     );
-    assert_eq!(
-        cell("Service", &external_ips, "External-IP"),
-        "192.0.2.10,192.0.2.11"
-    );
+    assert_eq!(cell("Service", &external_ips, "External-IP"), "192.0.2.10,192.0.2.11");
 }
 
 #[test]
@@ -481,18 +315,7 @@ fn service_load_balancer() {
                "ports": [{"port": 443, "nodePort": 31443, "protocol": "TCP"}]}),
         json!({"loadBalancer": {}}),
     );
-    assert_eq!(
-        strs("Service", &pending),
-        [
-            "backend",
-            "LoadBalancer",
-            "10.96.5.5",
-            "<pending>",
-            "443:31443/TCP",
-            "3h25m",
-            "<none>"
-        ]
-    );
+    assert_eq!(strs("Service", &pending), ["backend", "LoadBalancer", "10.96.5.5", "<pending>", "443:31443/TCP", "3h25m", "<none>"]);
 
     // Ingress IPs (or hostnames) sorted and de-duplicated, never clipped (the server prints wide).
     let ready = service(
@@ -505,47 +328,18 @@ fn service_load_balancer() {
             {}
         ]}}),
     );
-    assert_eq!(
-        cell("Service", &ready, "External-IP"),
-        "198.51.100.7,203.0.113.9,a1b2c3d4e5f6-1234567890.eu-west-1.elb.amazonaws.com"
-    );
+    assert_eq!(cell("Service", &ready, "External-IP"), "198.51.100.7,203.0.113.9,a1b2c3d4e5f6-1234567890.eu-west-1.elb.amazonaws.com");
 
-    let with_external = service(
-        json!({"type": "LoadBalancer", "externalIPs": ["192.0.2.1"]}),
-        json!({"loadBalancer": {"ingress": [{"ip": "203.0.113.9"}]}}),
-    );
-    assert_eq!(
-        cell("Service", &with_external, "External-IP"),
-        "203.0.113.9,192.0.2.1"
-    );
-    let pending_with_external = service(
-        json!({"type": "LoadBalancer", "externalIPs": ["192.0.2.1"]}),
-        json!({}),
-    );
-    assert_eq!(
-        cell("Service", &pending_with_external, "External-IP"),
-        "192.0.2.1"
-    );
+    let with_external = service(json!({"type": "LoadBalancer", "externalIPs": ["192.0.2.1"]}), json!({"loadBalancer": {"ingress": [{"ip": "203.0.113.9"}]}}));
+    assert_eq!(cell("Service", &with_external, "External-IP"), "203.0.113.9,192.0.2.1");
+    let pending_with_external = service(json!({"type": "LoadBalancer", "externalIPs": ["192.0.2.1"]}), json!({}));
+    assert_eq!(cell("Service", &pending_with_external, "External-IP"), "192.0.2.1");
 }
 
 #[test]
 fn service_external_name() {
-    let svc = service(
-        json!({"type": "ExternalName", "externalName": "db.example.com"}),
-        json!({}),
-    );
-    assert_eq!(
-        strs("Service", &svc),
-        [
-            "backend",
-            "ExternalName",
-            "<none>",
-            "db.example.com",
-            "<none>",
-            "3h25m",
-            "<none>"
-        ]
-    );
+    let svc = service(json!({"type": "ExternalName", "externalName": "db.example.com"}), json!({}));
+    assert_eq!(strs("Service", &svc), ["backend", "ExternalName", "<none>", "db.example.com", "<none>", "3h25m", "<none>"]);
     let weird = service(json!({"type": "Bogus"}), json!({}));
     assert_eq!(cell("Service", &weird, "External-IP"), "<unknown>");
 }
@@ -562,62 +356,33 @@ fn endpoints_five_addresses() {
         "addresses": [{"ip": "10.0.0.1"}, {"ip": "10.0.0.2"}, {"ip": "10.0.0.3"}, {"ip": "10.0.0.4"}, {"ip": "10.0.0.5"}],
         "ports": [{"name": "http", "port": 80, "protocol": "TCP"}]
     }]));
-    assert_eq!(
-        strs("Endpoints", &ep),
-        [
-            "backend",
-            "10.0.0.1:80,10.0.0.2:80,10.0.0.3:80 + 2 more...",
-            "10m"
-        ]
-    );
+    assert_eq!(strs("Endpoints", &ep), ["backend", "10.0.0.1:80,10.0.0.2:80,10.0.0.3:80 + 2 more...", "10m"]);
 }
 
 #[test]
 fn endpoints_formatting_follows_subsets() {
     // Exactly three: no suffix.
-    let three = endpoints(
-        json!([{"addresses": [{"ip": "10.0.0.1"}, {"ip": "10.0.0.2"}, {"ip": "10.0.0.3"}], "ports": [{"port": 80}]}]),
-    );
-    assert_eq!(
-        cell("Endpoints", &three, "Endpoints"),
-        "10.0.0.1:80,10.0.0.2:80,10.0.0.3:80"
-    );
+    let three = endpoints(json!([{"addresses": [{"ip": "10.0.0.1"}, {"ip": "10.0.0.2"}, {"ip": "10.0.0.3"}], "ports": [{"port": 80}]}]));
+    assert_eq!(cell("Endpoints", &three, "Endpoints"), "10.0.0.1:80,10.0.0.2:80,10.0.0.3:80");
     // Each port repeats every address.
     let two_ports = endpoints(json!([{
         "addresses": [{"ip": "10.0.0.1"}, {"ip": "10.0.0.2"}],
         "ports": [{"name": "http", "port": 80}, {"name": "https", "port": 443}]
     }]));
-    assert_eq!(
-        cell("Endpoints", &two_ports, "Endpoints"),
-        "10.0.0.1:80,10.0.0.2:80,10.0.0.1:443 + 1 more..."
-    );
+    assert_eq!(cell("Endpoints", &two_ports, "Endpoints"), "10.0.0.1:80,10.0.0.2:80,10.0.0.1:443 + 1 more...");
     // Across subsets, and headless subsets without ports print bare IPs.
     let mixed = endpoints(json!([
         {"addresses": [{"ip": "10.0.0.1"}], "ports": [{"port": 8080}]},
         {"addresses": [{"ip": "10.0.1.1"}, {"ip": "10.0.1.2"}, {"ip": "10.0.1.3"}]}
     ]));
-    assert_eq!(
-        cell("Endpoints", &mixed, "Endpoints"),
-        "10.0.0.1:8080,10.0.1.1,10.0.1.2 + 1 more..."
-    );
+    assert_eq!(cell("Endpoints", &mixed, "Endpoints"), "10.0.0.1:8080,10.0.1.1,10.0.1.2 + 1 more...");
     // IPv6 addresses are bracketed.
     let v6 = endpoints(json!([{"addresses": [{"ip": "fd00::1"}], "ports": [{"port": 80}]}]));
     assert_eq!(cell("Endpoints", &v6, "Endpoints"), "[fd00::1]:80");
     // No subsets: <none>; subsets with only not-ready addresses print nothing, as upstream.
-    assert_eq!(
-        cell("Endpoints", &endpoints(json!([])), "Endpoints"),
-        "<none>"
-    );
-    assert_eq!(
-        cell(
-            "Endpoints",
-            &json!({"metadata": {"name": "e"}}),
-            "Endpoints"
-        ),
-        "<none>"
-    );
-    let not_ready =
-        endpoints(json!([{"notReadyAddresses": [{"ip": "10.0.0.9"}], "ports": [{"port": 80}]}]));
+    assert_eq!(cell("Endpoints", &endpoints(json!([])), "Endpoints"), "<none>");
+    assert_eq!(cell("Endpoints", &json!({"metadata": {"name": "e"}}), "Endpoints"), "<none>");
+    let not_ready = endpoints(json!([{"notReadyAddresses": [{"ip": "10.0.0.9"}], "ports": [{"port": 80}]}]));
     assert_eq!(cell("Endpoints", &not_ready, "Endpoints"), "");
 }
 
@@ -637,16 +402,7 @@ fn endpoint_slice_row() {
             {"addresses": ["10.244.2.6"], "conditions": {"ready": true}}
         ]
     });
-    assert_eq!(
-        strs("EndpointSlice", &slice),
-        [
-            "backend-abc12",
-            "IPv4",
-            "80,443",
-            "10.244.1.5,10.244.2.6",
-            "50d"
-        ]
-    );
+    assert_eq!(strs("EndpointSlice", &slice), ["backend-abc12", "IPv4", "80,443", "10.244.1.5,10.244.2.6", "50d"]);
 }
 
 #[test]
@@ -661,19 +417,10 @@ fn endpoint_slice_lists() {
             {"addresses": ["fd00::4"]}
         ]
     });
-    assert_eq!(
-        cell("EndpointSlice", &slice, "Ports"),
-        "1,metrics,* + 2 more..."
-    );
-    assert_eq!(
-        cell("EndpointSlice", &slice, "Endpoints"),
-        "fd00::1,fd00::2,fd00::3 + 1 more..."
-    );
+    assert_eq!(cell("EndpointSlice", &slice, "Ports"), "1,metrics,* + 2 more...");
+    assert_eq!(cell("EndpointSlice", &slice, "Endpoints"), "fd00::1,fd00::2,fd00::3 + 1 more...");
     let empty = json!({"metadata": {"name": "s"}, "addressType": "IPv4", "endpoints": []});
-    assert_eq!(
-        strs("EndpointSlice", &empty),
-        ["s", "IPv4", "<unset>", "<unset>", "<unknown>"]
-    );
+    assert_eq!(strs("EndpointSlice", &empty), ["s", "IPv4", "<unset>", "<unset>", "<unknown>"]);
 }
 
 // ---- Pod ----
@@ -709,42 +456,13 @@ fn pod_running() {
             "containerStatuses": [running("web", true, 0)]
         }),
     );
-    assert_eq!(
-        strs("Pod", &p),
-        [
-            "web-7d4b9c-x2x9q",
-            "1/1",
-            "Running",
-            "0",
-            "2d3h",
-            "10.244.1.7",
-            "node-a",
-            "<none>",
-            "<none>"
-        ]
-    );
+    assert_eq!(strs("Pod", &p), ["web-7d4b9c-x2x9q", "1/1", "Running", "0", "2d3h", "10.244.1.7", "node-a", "<none>", "<none>"]);
 }
 
 #[test]
 fn pod_pending_unscheduled_and_container_creating() {
-    let unscheduled = pod(
-        json!({"containers": [{"name": "web"}]}),
-        json!({"phase": "Pending"}),
-    );
-    assert_eq!(
-        strs("Pod", &unscheduled),
-        [
-            "web-7d4b9c-x2x9q",
-            "0/1",
-            "Pending",
-            "0",
-            "2d3h",
-            "<none>",
-            "<none>",
-            "<none>",
-            "<none>"
-        ]
-    );
+    let unscheduled = pod(json!({"containers": [{"name": "web"}]}), json!({"phase": "Pending"}));
+    assert_eq!(strs("Pod", &unscheduled), ["web-7d4b9c-x2x9q", "0/1", "Pending", "0", "2d3h", "<none>", "<none>", "<none>", "<none>"]);
     let creating = pod(
         json!({"containers": [{"name": "web"}, {"name": "proxy"}], "nodeName": "node-a"}),
         json!({"phase": "Pending", "containerStatuses": [
@@ -756,20 +474,7 @@ fn pod_pending_unscheduled_and_container_creating() {
     assert_eq!(cell("Pod", &creating, "Status"), "ContainerCreating");
     // With no status at all: empty phase.
     let bare = json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c"}]}});
-    assert_eq!(
-        strs("Pod", &bare),
-        [
-            "p",
-            "0/1",
-            "",
-            "0",
-            "<unknown>",
-            "<none>",
-            "<none>",
-            "<none>",
-            "<none>"
-        ]
-    );
+    assert_eq!(strs("Pod", &bare), ["p", "0/1", "", "0", "<unknown>", "<none>", "<none>", "<none>", "<none>"]);
 }
 
 #[test]
@@ -805,10 +510,8 @@ fn pod_restarts_take_the_latest_termination_of_all_containers() {
     assert_eq!(cell("Pod", &p, "Ready"), "2/2");
     assert_eq!(cell("Pod", &p, "Status"), "Running");
     // Restarts without a recorded termination print the bare count.
-    let no_time = pod(
-        one_container(),
-        json!({"phase": "Running", "containerStatuses": [{"name": "web", "ready": true, "restartCount": 4, "state": {"running": {}}}]}),
-    );
+    let no_time =
+        pod(one_container(), json!({"phase": "Running", "containerStatuses": [{"name": "web", "ready": true, "restartCount": 4, "state": {"running": {}}}]}));
     assert_eq!(cell("Pod", &no_time, "Restarts"), "4");
 }
 
@@ -836,15 +539,10 @@ fn pod_completed_and_failed() {
         ]}),
     );
     assert_eq!(cell("Pod", &signal, "Status"), "Signal:9");
-    let exit = pod(
-        one_container(),
-        json!({"phase": "Failed", "containerStatuses": [{"name": "web", "restartCount": 0, "state": {"terminated": {"exitCode": 3}}}]}),
-    );
+    let exit =
+        pod(one_container(), json!({"phase": "Failed", "containerStatuses": [{"name": "web", "restartCount": 0, "state": {"terminated": {"exitCode": 3}}}]}));
     assert_eq!(cell("Pod", &exit, "Status"), "ExitCode:3");
-    let evicted = pod(
-        one_container(),
-        json!({"phase": "Failed", "reason": "Evicted", "message": "low on memory"}),
-    );
+    let evicted = pod(one_container(), json!({"phase": "Failed", "reason": "Evicted", "message": "low on memory"}));
     assert_eq!(cell("Pod", &evicted, "Status"), "Evicted");
 }
 
@@ -857,23 +555,14 @@ fn pod_completed_container_with_running_sibling() {
         ]})
     };
     let spec = json!({"containers": [{"name": "a"}, {"name": "b"}]});
-    assert_eq!(
-        cell("Pod", &pod(spec.clone(), status("True")), "Status"),
-        "Running"
-    );
-    assert_eq!(
-        cell("Pod", &pod(spec.clone(), status("False")), "Status"),
-        "NotReady"
-    );
+    assert_eq!(cell("Pod", &pod(spec.clone(), status("True")), "Status"), "Running");
+    assert_eq!(cell("Pod", &pod(spec.clone(), status("False")), "Status"), "NotReady");
     assert_eq!(cell("Pod", &pod(spec, status("False")), "Ready"), "1/2");
 }
 
 #[test]
 fn pod_terminating_and_node_lost() {
-    let mut p = pod(
-        one_container(),
-        json!({"phase": "Running", "containerStatuses": [running("web", true, 0)]}),
-    );
+    let mut p = pod(one_container(), json!({"phase": "Running", "containerStatuses": [running("web", true, 0)]}));
     p["metadata"]["deletionTimestamp"] = json!(ago(10));
     assert_eq!(cell("Pod", &p, "Status"), "Terminating");
     p["status"]["reason"] = json!("NodeLost");
@@ -938,10 +627,7 @@ fn pod_init_containers() {
             {"name": "web", "ready": false, "restartCount": 0, "state": {"waiting": {"reason": "PodInitializing"}}}
         ]}),
     );
-    assert_eq!(
-        strs("Pod", &crash)[1..4],
-        ["0/1", "Init:CrashLoopBackOff", "3 (20s ago)"]
-    );
+    assert_eq!(strs("Pod", &crash)[1..4], ["0/1", "Init:CrashLoopBackOff", "3 (20s ago)"]);
 
     let error = pod(
         init_spec(),
@@ -1037,10 +723,7 @@ fn node(conditions: Value, unschedulable: bool) -> Value {
 
 #[test]
 fn node_rows() {
-    let ready = node(
-        json!([{"type": "MemoryPressure", "status": "False"}, {"type": "Ready", "status": "True"}]),
-        false,
-    );
+    let ready = node(json!([{"type": "MemoryPressure", "status": "False"}, {"type": "Ready", "status": "True"}]), false);
     assert_eq!(
         strs("Node", &ready),
         [
@@ -1057,26 +740,9 @@ fn node_rows() {
         ]
     );
     let cordoned = node(json!([{"type": "Ready", "status": "Unknown"}]), true);
-    assert_eq!(
-        cell("Node", &cordoned, "Status"),
-        "NotReady,SchedulingDisabled"
-    );
+    assert_eq!(cell("Node", &cordoned, "Status"), "NotReady,SchedulingDisabled");
     let fresh = json!({"metadata": {"name": "n"}});
-    assert_eq!(
-        strs("Node", &fresh),
-        [
-            "n",
-            "Unknown",
-            "<none>",
-            "<unknown>",
-            "",
-            "<none>",
-            "<none>",
-            "<unknown>",
-            "<unknown>",
-            "<unknown>"
-        ]
-    );
+    assert_eq!(strs("Node", &fresh), ["n", "Unknown", "<none>", "<unknown>", "", "<none>", "<none>", "<unknown>", "<unknown>", "<unknown>"]);
 }
 
 // ---- Event ----
@@ -1137,8 +803,7 @@ fn event_new_api_fields() {
     assert_eq!(r[7], "60m"); // first seen: eventTime
     assert_eq!(r[8], "4");
 
-    let singleton =
-        json!({"metadata": {"name": "e"}, "eventTime": ago(30), "reportingComponent": "svcnet"});
+    let singleton = json!({"metadata": {"name": "e"}, "eventTime": ago(30), "reportingComponent": "svcnet"});
     let r = strs("Event", &singleton);
     assert_eq!(r[0], "30s"); // last seen falls back to first seen
     assert_eq!(r[5], "svcnet");
@@ -1146,10 +811,7 @@ fn event_new_api_fields() {
     assert_eq!(r[8], "1");
 
     let nothing = json!({"metadata": {"name": "e"}});
-    assert_eq!(
-        strs("Event", &nothing),
-        ["<unknown>", "", "", "", "", "", "", "<unknown>", "1", "e"]
-    );
+    assert_eq!(strs("Event", &nothing), ["<unknown>", "", "", "", "", "", "", "<unknown>", "1", "e"]);
 }
 
 // ---- ConfigMap, ServiceAccount ----
@@ -1158,23 +820,11 @@ fn event_new_api_fields() {
 fn config_map_and_service_account_counts() {
     let cm = json!({"metadata": {"name": "kube-root-ca.crt", "creationTimestamp": ago(86400)},
                     "data": {"ca.crt": "..."}, "binaryData": {"logo.png": "iVBORw0KGgo=", "icon": "AA=="}});
-    assert_eq!(
-        cells("ConfigMap", &cm),
-        vec![json!("kube-root-ca.crt"), json!(3), json!("24h")]
-    );
-    assert_eq!(
-        cells("ConfigMap", &json!({"metadata": {"name": "empty"}}))[1],
-        json!(0)
-    );
+    assert_eq!(cells("ConfigMap", &cm), vec![json!("kube-root-ca.crt"), json!(3), json!("24h")]);
+    assert_eq!(cells("ConfigMap", &json!({"metadata": {"name": "empty"}}))[1], json!(0));
     let sa = json!({"metadata": {"name": "default", "creationTimestamp": ago(7200)}, "secrets": [{"name": "default-token-abcde"}]});
-    assert_eq!(
-        cells("ServiceAccount", &sa),
-        vec![json!("default"), json!(1), json!("120m")]
-    );
-    assert_eq!(
-        cells("ServiceAccount", &json!({"metadata": {"name": "sa"}}))[1],
-        json!(0)
-    );
+    assert_eq!(cells("ServiceAccount", &sa), vec![json!("default"), json!(1), json!("120m")]);
+    assert_eq!(cells("ServiceAccount", &json!({"metadata": {"name": "sa"}}))[1], json!(0));
 }
 
 // ---- Workloads ----
@@ -1212,10 +862,7 @@ fn deployment_row() {
     );
     // Replicas default to 1; a missing selector prints empty (no <none> for deployments).
     let bare = json!({"metadata": {"name": "d"}});
-    assert_eq!(
-        strs("Deployment", &bare),
-        ["d", "0/1", "0", "0", "<unknown>", "", "", ""]
-    );
+    assert_eq!(strs("Deployment", &bare), ["d", "0/1", "0", "0", "<unknown>", "", "", ""]);
     let bad = json!({"metadata": {"name": "d"}, "spec": {"selector": {"matchExpressions": [{"key": "a", "operator": "Gt", "values": ["1"]}]}}});
     assert_eq!(cell("Deployment", &bad, "Selector"), "<invalid>");
 }
@@ -1241,10 +888,7 @@ fn replica_set_row() {
         ]
     );
     let scaled_down = json!({"metadata": {"name": "old"}, "spec": {"replicas": 0, "selector": {}}});
-    assert_eq!(
-        cells("ReplicaSet", &scaled_down)[1..4],
-        [json!(0), json!(0), json!(0)]
-    );
+    assert_eq!(cells("ReplicaSet", &scaled_down)[1..4], [json!(0), json!(0), json!(0)]);
     assert_eq!(cell("ReplicaSet", &scaled_down, "Selector"), "<none>");
     let bad = json!({"metadata": {"name": "x"}, "spec": {"selector": {"matchExpressions": [{"key": "a", "operator": "In", "values": []}]}}});
     assert_eq!(cell("ReplicaSet", &bad, "Selector"), "<error>");
@@ -1257,14 +901,8 @@ fn stateful_set_row() {
         "spec": {"replicas": 3, "serviceName": "db", "template": {"spec": {"containers": [{"name": "postgres", "image": "postgres:17"}]}}},
         "status": {"replicas": 2, "readyReplicas": 1}
     });
-    assert_eq!(
-        strs("StatefulSet", &sts),
-        ["db", "1/3", "100s", "postgres", "postgres:17"]
-    );
-    assert_eq!(
-        strs("StatefulSet", &json!({"metadata": {"name": "s"}})),
-        ["s", "0/1", "<unknown>", "", ""]
-    );
+    assert_eq!(strs("StatefulSet", &sts), ["db", "1/3", "100s", "postgres", "postgres:17"]);
+    assert_eq!(strs("StatefulSet", &json!({"metadata": {"name": "s"}})), ["s", "0/1", "<unknown>", "", ""]);
 }
 
 // ---- Lease, NetworkPolicy ----
@@ -1273,39 +911,16 @@ fn stateful_set_row() {
 fn lease_row() {
     let lease = json!({"metadata": {"name": "kube-controller-manager", "namespace": "kube-system", "creationTimestamp": ago(30)},
                        "spec": {"holderIdentity": "cp-1_5e8b2c1f", "leaseDurationSeconds": 15}});
-    assert_eq!(
-        strs("Lease", &lease),
-        ["kube-controller-manager", "cp-1_5e8b2c1f", "30s"]
-    );
-    assert_eq!(
-        strs("Lease", &json!({"metadata": {"name": "l"}, "spec": {}})),
-        ["l", "", "<unknown>"]
-    );
+    assert_eq!(strs("Lease", &lease), ["kube-controller-manager", "cp-1_5e8b2c1f", "30s"]);
+    assert_eq!(strs("Lease", &json!({"metadata": {"name": "l"}, "spec": {}})), ["l", "", "<unknown>"]);
 }
 
 #[test]
 fn network_policy_selectors() {
     let np = |sel: Value| json!({"metadata": {"name": "allow-db", "creationTimestamp": ago(60)}, "spec": {"podSelector": sel}});
-    assert_eq!(
-        strs("NetworkPolicy", &np(json!({}))),
-        ["allow-db", "<none>", "60s"]
-    );
-    assert_eq!(
-        cell(
-            "NetworkPolicy",
-            &json!({"metadata": {"name": "x"}, "spec": {}}),
-            "Pod-Selector"
-        ),
-        "<none>"
-    );
-    assert_eq!(
-        cell(
-            "NetworkPolicy",
-            &np(json!({"matchLabels": {"app": "db"}})),
-            "Pod-Selector"
-        ),
-        "app=db"
-    );
+    assert_eq!(strs("NetworkPolicy", &np(json!({}))), ["allow-db", "<none>", "60s"]);
+    assert_eq!(cell("NetworkPolicy", &json!({"metadata": {"name": "x"}, "spec": {}}), "Pod-Selector"), "<none>");
+    assert_eq!(cell("NetworkPolicy", &np(json!({"matchLabels": {"app": "db"}})), "Pod-Selector"), "app=db");
     assert_eq!(
         cell(
             "NetworkPolicy",
@@ -1322,34 +937,16 @@ fn network_policy_selectors() {
         ),
         "app=shop,app in (shop),!canary,env notin (dev,test),role=db,zone"
     );
-    assert_eq!(
-        cell(
-            "NetworkPolicy",
-            &np(json!({"matchExpressions": [{"key": "a", "operator": "Exists", "values": ["x"]}]})),
-            "Pod-Selector"
-        ),
-        "<error>"
-    );
+    assert_eq!(cell("NetworkPolicy", &np(json!({"matchExpressions": [{"key": "a", "operator": "Exists", "values": ["x"]}]})), "Pod-Selector"), "<error>");
 }
 
 // ---- Default convertor ----
 
 #[test]
 fn default_convertor_prints_name_and_created_at() {
-    let secret =
-        json!({"metadata": {"name": "db-password", "creationTimestamp": "2024-01-02T03:04:05Z"}});
-    assert_eq!(
-        strs("Secret", &secret),
-        ["db-password", "2024-01-02T03:04:05Z"]
-    );
-    let fractional =
-        json!({"metadata": {"name": "x", "creationTimestamp": "2024-01-02T03:04:05.987654+02:00"}});
-    assert_eq!(
-        strs("ClusterRole", &fractional),
-        ["x", "2024-01-02T01:04:05Z"]
-    );
-    assert_eq!(
-        strs("Secret", &json!({"metadata": {"name": "y"}})),
-        ["y", "0001-01-01T00:00:00Z"]
-    );
+    let secret = json!({"metadata": {"name": "db-password", "creationTimestamp": "2024-01-02T03:04:05Z"}});
+    assert_eq!(strs("Secret", &secret), ["db-password", "2024-01-02T03:04:05Z"]);
+    let fractional = json!({"metadata": {"name": "x", "creationTimestamp": "2024-01-02T03:04:05.987654+02:00"}});
+    assert_eq!(strs("ClusterRole", &fractional), ["x", "2024-01-02T01:04:05Z"]);
+    assert_eq!(strs("Secret", &json!({"metadata": {"name": "y"}})), ["y", "0001-01-01T00:00:00Z"]);
 }

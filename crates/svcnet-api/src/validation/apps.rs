@@ -4,8 +4,7 @@
 use super::names;
 use super::pod;
 use super::util::{
-    Path, go_int_or_string, go_label_selector, go_quote, go_string_map, non_negative, semantic_eq, str_at,
-    validate_label_selector, with_go_value,
+    Path, go_int_or_string, go_label_selector, go_quote, go_string_map, non_negative, semantic_eq, str_at, validate_label_selector, with_go_value,
 };
 use crate::selector::LabelSelector;
 use crate::{FieldError, FieldErrorKind};
@@ -74,12 +73,7 @@ fn selector_errors(spec: &Value, path: &Path, kind_word: &str) -> Vec<FieldError
             let count = sel.get("matchLabels").and_then(Value::as_object).map_or(0, |m| m.len())
                 + sel.get("matchExpressions").and_then(Value::as_array).map_or(0, Vec::len);
             if count == 0 {
-                errs.push(with_go_value(
-                    FieldErrorKind::Invalid,
-                    &sp,
-                    &go_label_selector(sel),
-                    &format!("empty selector is invalid for {kind_word}"),
-                ));
+                errs.push(with_go_value(FieldErrorKind::Invalid, &sp, &go_label_selector(sel), &format!("empty selector is invalid for {kind_word}")));
             }
             errs
         }
@@ -89,10 +83,8 @@ fn selector_errors(spec: &Value, path: &Path, kind_word: &str) -> Vec<FieldError
 /// `selector` does not match template `labels`, unless the selector is empty.
 fn template_label_mismatch(selector: &Selector, template: &Value, path: &Path) -> Option<FieldError> {
     let labels_value = template.get("metadata").and_then(|m| m.get("labels"));
-    let labels: BTreeMap<String, String> = labels_value
-        .and_then(Value::as_object)
-        .map(|m| m.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string())).collect())
-        .unwrap_or_default();
+    let labels: BTreeMap<String, String> =
+        labels_value.and_then(Value::as_object).map(|m| m.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string())).collect()).unwrap_or_default();
     let matches = match selector {
         Selector::Everything => true,
         Selector::Nothing | Selector::Invalid => false,
@@ -130,10 +122,7 @@ fn replica_set_template(spec: &Value, path: &Path, selector_path: &Path) -> Vec<
         errs.push(FieldError::not_supported(tpath.child("spec").child("restartPolicy"), restart, &["Always"]));
     }
     if tspec.get("activeDeadlineSeconds").is_some_and(|v| !v.is_null()) {
-        errs.push(FieldError::forbidden(
-            tpath.child("spec").child("activeDeadlineSeconds"),
-            "activeDeadlineSeconds in ReplicaSet is not Supported",
-        ));
+        errs.push(FieldError::forbidden(tpath.child("spec").child("activeDeadlineSeconds"), "activeDeadlineSeconds in ReplicaSet is not Supported"));
     }
     errs
 }
@@ -162,10 +151,9 @@ fn deployment_strategy(strategy: Option<&Value>, path: &Path) -> Vec<FieldError>
     let strategy = strategy.unwrap_or(&null);
     let rolling = strategy.get("rollingUpdate").filter(|r| !r.is_null());
     match str_at(strategy, "type").unwrap_or("") {
-        "Recreate" => rolling
-            .map(|_| FieldError::forbidden(path.child("rollingUpdate"), "may not be specified when strategy `type` is 'Recreate'"))
-            .into_iter()
-            .collect(),
+        "Recreate" => {
+            rolling.map(|_| FieldError::forbidden(path.child("rollingUpdate"), "may not be specified when strategy `type` is 'Recreate'")).into_iter().collect()
+        }
         "RollingUpdate" => match rolling {
             None => vec![FieldError::required(path.child("rollingUpdate"), "this should be defaulted and never be nil")],
             Some(ru) => rolling_update_deployment(ru, &path.child("rollingUpdate")),
@@ -185,12 +173,7 @@ fn rolling_update_deployment(ru: &Value, path: &Path) -> Vec<FieldError> {
     let mut errs = positive_int_or_percent(unavailable, &up);
     errs.extend(positive_int_or_percent(surge, &path.child("maxSurge")));
     if int_or_percent_value(unavailable) == 0 && int_or_percent_value(surge) == 0 {
-        errs.push(with_go_value(
-            FieldErrorKind::Invalid,
-            &up,
-            &go_int_or_string(unavailable),
-            "may not be 0 when `maxSurge` is 0",
-        ));
+        errs.push(with_go_value(FieldErrorKind::Invalid, &up, &go_int_or_string(unavailable), "may not be 0 when `maxSurge` is 0"));
     }
     errs.extend(not_more_than_100_percent(unavailable, &up));
     errs
@@ -221,12 +204,9 @@ fn int_or_percent_value(v: Option<&Value>) -> i64 {
 /// `ValidatePositiveIntOrPercent`.
 fn positive_int_or_percent(v: Option<&Value>, path: &Path) -> Vec<FieldError> {
     match v {
-        Some(Value::String(s)) if !is_valid_percent(s) => vec![with_go_value(
-            FieldErrorKind::Invalid,
-            path,
-            &go_int_or_string(v),
-            &names::regex_error(PERCENT_MSG, PERCENT_FMT, &["1%", "93%"]),
-        )],
+        Some(Value::String(s)) if !is_valid_percent(s) => {
+            vec![with_go_value(FieldErrorKind::Invalid, path, &go_int_or_string(v), &names::regex_error(PERCENT_MSG, PERCENT_FMT, &["1%", "93%"]))]
+        }
         Some(Value::Number(n)) if n.as_i64().is_some_and(|n| n < 0) => {
             vec![FieldError::invalid(path, n.as_i64().unwrap_or(0), "must be greater than or equal to 0")]
         }
@@ -236,9 +216,7 @@ fn positive_int_or_percent(v: Option<&Value>, path: &Path) -> Vec<FieldError> {
 
 /// `IsNotMoreThan100Percent`.
 fn not_more_than_100_percent(v: Option<&Value>, path: &Path) -> Option<FieldError> {
-    percent_value(v)
-        .filter(|p| *p > 100)
-        .map(|_| with_go_value(FieldErrorKind::Invalid, path, &go_int_or_string(v), "must not be greater than 100%"))
+    percent_value(v).filter(|p| *p > 100).map(|_| with_go_value(FieldErrorKind::Invalid, path, &go_int_or_string(v), "must not be greater than 100%"))
 }
 
 /// `ValidateReplicaSetSpec`.
@@ -299,10 +277,7 @@ fn stateful_set_spec(spec: &Value, path: &Path) -> Vec<FieldError> {
         errs.push(FieldError::not_supported(tpath.child("spec").child("restartPolicy"), restart, &["Always"]));
     }
     if tspec.get("activeDeadlineSeconds").is_some_and(|v| !v.is_null()) {
-        errs.push(FieldError::forbidden(
-            tpath.child("spec").child("activeDeadlineSeconds"),
-            "activeDeadlineSeconds in StatefulSet is not Supported",
-        ));
+        errs.push(FieldError::forbidden(tpath.child("spec").child("activeDeadlineSeconds"), "activeDeadlineSeconds in StatefulSet is not Supported"));
     }
     errs
 }
@@ -315,11 +290,8 @@ fn stateful_set_update_strategy(strategy: &Value, path: &Path) -> Vec<FieldError
         "" => vec![FieldError::required(path, "")],
         "OnDelete" => rolling
             .map(|ru| {
-                let max = if ru.get("maxUnavailable").is_some_and(|m| !m.is_null()) {
-                    "(*intstr.IntOrString)(0xc000000000)"
-                } else {
-                    "(*intstr.IntOrString)(nil)"
-                };
+                let max =
+                    if ru.get("maxUnavailable").is_some_and(|m| !m.is_null()) { "(*intstr.IntOrString)(0xc000000000)" } else { "(*intstr.IntOrString)(nil)" };
                 let rendered = format!(
                     "apps.RollingUpdateStatefulSetStrategy{{Partition:{}, MaxUnavailable:{max}}}",
                     ru.get("partition").and_then(Value::as_i64).unwrap_or(0)
@@ -343,11 +315,7 @@ fn stateful_set_update_strategy(strategy: &Value, path: &Path) -> Vec<FieldError
             errs
         }
         other => {
-            let ru = if rolling.is_some() {
-                "(*apps.RollingUpdateStatefulSetStrategy)(0xc000000000)"
-            } else {
-                "(*apps.RollingUpdateStatefulSetStrategy)(nil)"
-            };
+            let ru = if rolling.is_some() { "(*apps.RollingUpdateStatefulSetStrategy)(0xc000000000)" } else { "(*apps.RollingUpdateStatefulSetStrategy)(nil)" };
             let rendered = format!("apps.StatefulSetUpdateStrategy{{Type:{}, RollingUpdate:{ru}}}", go_quote(other));
             vec![with_go_value(FieldErrorKind::Invalid, path, &rendered, "must be 'RollingUpdate' or 'OnDelete'")]
         }
@@ -356,15 +324,13 @@ fn stateful_set_update_strategy(strategy: &Value, path: &Path) -> Vec<FieldError
 
 /// The selector of a Deployment or ReplicaSet may not change (apps/v1).
 fn selector_immutable(spec: &Value, old: &Value, path: &Path) -> Option<FieldError> {
-    (!semantic_eq(spec.get("selector"), old.get("selector"))).then(|| {
-        with_go_value(FieldErrorKind::Invalid, &path.child("selector"), &selector_value(spec), "field is immutable")
-    })
+    (!semantic_eq(spec.get("selector"), old.get("selector")))
+        .then(|| with_go_value(FieldErrorKind::Invalid, &path.child("selector"), &selector_value(spec), "field is immutable"))
 }
 
 /// `ValidateStatefulSetUpdate`: only some spec fields may change.
 fn stateful_set_update(spec: &Value, old: &Value) -> Option<FieldError> {
-    const MUTABLE: &[&str] =
-        &["replicas", "ordinals", "template", "updateStrategy", "persistentVolumeClaimRetentionPolicy", "minReadySeconds"];
+    const MUTABLE: &[&str] = &["replicas", "ordinals", "template", "updateStrategy", "persistentVolumeClaimRetentionPolicy", "minReadySeconds"];
     let strip = |v: &Value| {
         let mut v = v.clone();
         if let Some(m) = v.as_object_mut() {
@@ -418,7 +384,9 @@ mod tests {
         let obj = defaulted("Deployment", json!({"selector": {}, "template": template(json!({"app": "web"}))}));
         assert_eq!(
             msgs(&validate("Deployment", &obj, None)),
-            ["spec.selector: Invalid value: v1.LabelSelector{MatchLabels:map[string]string(nil), MatchExpressions:[]v1.LabelSelectorRequirement(nil)}: empty selector is invalid for deployment"]
+            [
+                "spec.selector: Invalid value: v1.LabelSelector{MatchLabels:map[string]string(nil), MatchExpressions:[]v1.LabelSelectorRequirement(nil)}: empty selector is invalid for deployment"
+            ]
         );
         let obj = defaulted("Deployment", json!({"selector": {"matchLabels": {"app": "api"}}, "template": template(json!({"app": "web", "tier": "x"}))}));
         assert_eq!(
@@ -436,7 +404,9 @@ mod tests {
         let obj = defaulted("StatefulSet", json!({"selector": {}, "template": template(json!({"app": "web"}))}));
         assert_eq!(
             msgs(&validate("StatefulSet", &obj, None)),
-            ["spec.selector: Invalid value: v1.LabelSelector{MatchLabels:map[string]string(nil), MatchExpressions:[]v1.LabelSelectorRequirement(nil)}: empty selector is invalid for statefulset"]
+            [
+                "spec.selector: Invalid value: v1.LabelSelector{MatchLabels:map[string]string(nil), MatchExpressions:[]v1.LabelSelectorRequirement(nil)}: empty selector is invalid for statefulset"
+            ]
         );
     }
 
@@ -447,7 +417,9 @@ mod tests {
         new["spec"]["selector"] = json!({"matchLabels": {"app": "web", "v": "2"}});
         assert_eq!(
             msgs(&validate("Deployment", &new, Some(&old))),
-            ["spec.selector: Invalid value: v1.LabelSelector{MatchLabels:map[string]string{\"app\":\"web\", \"v\":\"2\"}, MatchExpressions:[]v1.LabelSelectorRequirement(nil)}: field is immutable"]
+            [
+                "spec.selector: Invalid value: v1.LabelSelector{MatchLabels:map[string]string{\"app\":\"web\", \"v\":\"2\"}, MatchExpressions:[]v1.LabelSelectorRequirement(nil)}: field is immutable"
+            ]
         );
     }
 
@@ -495,7 +467,9 @@ mod tests {
         spec["strategy"] = json!({"type": "BlueGreen"});
         assert_eq!(
             msgs(&validate("Deployment", &defaulted("Deployment", spec), None)),
-            ["spec.strategy: Unsupported value: apps.DeploymentStrategy{Type:\"BlueGreen\", RollingUpdate:(*apps.RollingUpdateDeployment)(nil)}: supported values: \"Recreate\", \"RollingUpdate\""]
+            [
+                "spec.strategy: Unsupported value: apps.DeploymentStrategy{Type:\"BlueGreen\", RollingUpdate:(*apps.RollingUpdateDeployment)(nil)}: supported values: \"Recreate\", \"RollingUpdate\""
+            ]
         );
     }
 
@@ -516,12 +490,15 @@ mod tests {
             ]
         );
 
-        let old = defaulted("StatefulSet", json!({"selector": {"matchLabels": {"app": "db"}}, "template": template(json!({"app": "db"})), "serviceName": "db"}));
+        let old =
+            defaulted("StatefulSet", json!({"selector": {"matchLabels": {"app": "db"}}, "template": template(json!({"app": "db"})), "serviceName": "db"}));
         let mut new = old.clone();
         new["spec"]["serviceName"] = "db2".into();
         assert_eq!(
             msgs(&validate("StatefulSet", &new, Some(&old))),
-            ["spec: Forbidden: updates to statefulset spec for fields other than 'replicas', 'ordinals', 'template', 'updateStrategy', 'persistentVolumeClaimRetentionPolicy' and 'minReadySeconds' are forbidden"]
+            [
+                "spec: Forbidden: updates to statefulset spec for fields other than 'replicas', 'ordinals', 'template', 'updateStrategy', 'persistentVolumeClaimRetentionPolicy' and 'minReadySeconds' are forbidden"
+            ]
         );
     }
 }

@@ -4,10 +4,7 @@
 
 use super::names;
 use super::pod::validate_taint_effect;
-use super::util::{
-    Path, arr_at, dns_label, go_quote, go_string_slice, invalid_each, str_at, validate_endpoint_ip, validate_protocol,
-    with_go_value,
-};
+use super::util::{Path, arr_at, dns_label, go_quote, go_string_slice, invalid_each, str_at, validate_endpoint_ip, validate_protocol, with_go_value};
 use crate::{FieldError, FieldErrorKind};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
@@ -168,10 +165,7 @@ fn node(obj: &Value, old: Option<&Value>) -> Vec<FieldError> {
         }
         let old_provider = old.get("spec").and_then(|s| str_at(s, "providerID")).unwrap_or("");
         if !old_provider.is_empty() && old_provider != str_at(spec, "providerID").unwrap_or("") {
-            errs.push(FieldError::forbidden(
-                Path::root("spec").child("providerID"),
-                "node updates may not change providerID except from \"\" to valid",
-            ));
+            errs.push(FieldError::forbidden(Path::root("spec").child("providerID"), "node updates may not change providerID except from \"\" to valid"));
         }
     }
     errs
@@ -198,12 +192,7 @@ fn node_taints(taints: &[Value], path: &Path) -> Vec<FieldError> {
         }
         if !seen.insert((effect, key)) {
             let time_added = if t.get("timeAdded").is_some_and(|v| !v.is_null()) { "(*v1.Time)(0xc000000000)" } else { "<nil>" };
-            let rendered = format!(
-                "core.Taint{{Key:{}, Value:{}, Effect:{}, TimeAdded:{time_added}}}",
-                go_quote(key),
-                go_quote(value),
-                go_quote(effect)
-            );
+            let rendered = format!("core.Taint{{Key:{}, Value:{}, Effect:{}, TimeAdded:{time_added}}}", go_quote(key), go_quote(value), go_quote(effect));
             errs.push(with_go_value(FieldErrorKind::Duplicate, &p, &rendered, "taints must be unique by key and effect pair"));
         }
     }
@@ -373,10 +362,7 @@ mod tests {
 
         let old = json!({"subsets": [{"addresses": [{"ip": "10.0.0.1", "nodeName": "n1"}]}]});
         let new = json!({"subsets": [{"addresses": [{"ip": "10.0.0.1", "nodeName": "n2"}]}]});
-        assert_eq!(
-            msgs(&validate("Endpoints", &new, Some(&old))),
-            ["subsets[0].addresses[0].nodeName: Forbidden: Cannot change NodeName for 10.0.0.1 to n2"]
-        );
+        assert_eq!(msgs(&validate("Endpoints", &new, Some(&old))), ["subsets[0].addresses[0].nodeName: Forbidden: Cannot change NodeName for 10.0.0.1 to n2"]);
     }
 
     #[test]
@@ -442,10 +428,7 @@ mod tests {
         let new = json!({"data": {"a": "2"}});
         assert_eq!(
             msgs(&validate("ConfigMap", &new, Some(&old))),
-            [
-                "immutable: Forbidden: field is immutable when `immutable` is set",
-                "data: Forbidden: field is immutable when `immutable` is set",
-            ]
+            ["immutable: Forbidden: field is immutable when `immutable` is set", "data: Forbidden: field is immutable when `immutable` is set",]
         );
     }
 

@@ -170,10 +170,7 @@ mod tests {
         let s = json!({"endpoints": []});
         assert_eq!(msgs(&validate("EndpointSlice", &s, None)), ["addressType: Required value"]);
         let s = slice("IP", json!([]), json!([]));
-        assert_eq!(
-            msgs(&validate("EndpointSlice", &s, None)),
-            ["addressType: Unsupported value: \"IP\": supported values: \"FQDN\", \"IPv4\", \"IPv6\""]
-        );
+        assert_eq!(msgs(&validate("EndpointSlice", &s, None)), ["addressType: Unsupported value: \"IP\": supported values: \"FQDN\", \"IPv4\", \"IPv6\""]);
         let s = slice("IPv4", json!([{"addresses": []}, {"addresses": ["fd00::1", "127.0.0.1"]}, {"addresses": ["10.0.0.1"], "hostname": "A"}]), json!([]));
         let errs = msgs(&validate("EndpointSlice", &s, None));
         assert_eq!(errs.len(), 4, "{errs:?}");

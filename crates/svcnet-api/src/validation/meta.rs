@@ -54,9 +54,10 @@ pub(super) fn validate_object_meta(kind: &str, obj: &Value) -> Vec<FieldError> {
     }
 
     if let Some(g) = meta.get("generation").and_then(Value::as_i64)
-        && g < 0 {
-            errs.push(FieldError::invalid(path.child("generation"), g, "must be greater than or equal to 0"));
-        }
+        && g < 0
+    {
+        errs.push(FieldError::invalid(path.child("generation"), g, "must be greater than or equal to 0"));
+    }
 
     errs.extend(validate_labels(meta.get("labels"), &path.child("labels")));
 

@@ -3,10 +3,7 @@
 //! policies, tolerations, and on update the short list of mutable spec fields.
 
 use super::names;
-use super::util::{
-    Path, arr_at, dns_label, go_quote, invalid_each, normalized, semantic_eq, str_at, validate_labels, validate_protocol,
-    with_go_value,
-};
+use super::util::{Path, arr_at, dns_label, go_quote, invalid_each, normalized, semantic_eq, str_at, validate_labels, validate_protocol, with_go_value};
 use crate::{FieldError, FieldErrorKind};
 use serde_json::Value;
 use std::collections::BTreeSet;
@@ -60,10 +57,7 @@ pub(super) fn validate_pod_template(template: &Value, path: &Path) -> Vec<FieldE
     let spec = template.get("spec").unwrap_or(&null);
     errs.extend(validate_pod_spec(spec, &path.child("spec")));
     if !arr_at(spec, "ephemeralContainers").is_empty() {
-        errs.push(FieldError::forbidden(
-            path.child("spec").child("ephemeralContainers"),
-            "ephemeral containers not allowed in pod template",
-        ));
+        errs.push(FieldError::forbidden(path.child("spec").child("ephemeralContainers"), "ephemeral containers not allowed in pod template"));
     }
     errs
 }
@@ -153,10 +147,7 @@ fn validate_dns_config(spec: &Value, dns_policy: Option<&str>, path: &Path) -> O
         return Some(vec![FieldError::required(path, "must provide `dnsConfig` when `dnsPolicy` is None")]);
     };
     if arr_at(cfg, "nameservers").is_empty() {
-        return Some(vec![FieldError::required(
-            path.child("nameservers"),
-            "must provide at least one DNS nameserver when `dnsPolicy` is None",
-        )]);
+        return Some(vec![FieldError::required(path.child("nameservers"), "must provide at least one DNS nameserver when `dnsPolicy` is None")]);
     }
     None
 }
@@ -167,10 +158,8 @@ fn validate_volumes(volumes: &[Value], path: &Path) -> Vec<FieldError> {
     let mut seen = BTreeSet::new();
     for (i, vol) in volumes.iter().enumerate() {
         let p = path.index(i);
-        let sources: Vec<&String> = vol
-            .as_object()
-            .map(|m| m.iter().filter(|(k, v)| k.as_str() != "name" && !v.is_null()).map(|(k, _)| k).collect())
-            .unwrap_or_default();
+        let sources: Vec<&String> =
+            vol.as_object().map(|m| m.iter().filter(|(k, v)| k.as_str() != "name" && !v.is_null()).map(|(k, _)| k).collect()).unwrap_or_default();
         if sources.is_empty() {
             errs.push(FieldError::required(&p, "must specify a volume type"));
         }
@@ -309,11 +298,7 @@ fn host_port_conflicts(containers: &[Value], path: &Path) -> Vec<FieldError> {
             if host == 0 {
                 continue;
             }
-            let key = format!(
-                "{}/{}/{host}",
-                str_at(port, "hostIP").unwrap_or(""),
-                str_at(port, "protocol").unwrap_or("")
-            );
+            let key = format!("{}/{}/{host}", str_at(port, "hostIP").unwrap_or(""), str_at(port, "protocol").unwrap_or(""));
             if !seen.insert(key.clone()) {
                 errs.push(FieldError::duplicate(path.index(ci).child("ports").index(pi).child("hostPort"), key));
             }
@@ -380,12 +365,7 @@ fn validate_tolerations(tolerations: &[Value], path: &Path) -> Vec<FieldError> {
                         go_quote(value),
                         go_quote(effect)
                     );
-                    errs.push(with_go_value(
-                        FieldErrorKind::Invalid,
-                        &p.child("operator"),
-                        &rendered,
-                        "value must be empty when `operator` is 'Exists'",
-                    ));
+                    errs.push(with_go_value(FieldErrorKind::Invalid, &p.child("operator"), &rendered, "value must be empty when `operator` is 'Exists'"));
                 }
             }
             other => errs.push(FieldError::not_supported(p.child("operator"), other, &["Equal", "Exists"])),
@@ -406,8 +386,7 @@ pub(super) fn validate_taint_effect(effect: &str, path: &Path) -> Option<FieldEr
 /// `validateContainerOnlyForPod`: no whitespace around the image.
 fn image_whitespace(c: &Value, path: &Path) -> Option<FieldError> {
     let image = str_at(c, "image").unwrap_or("");
-    (image.trim() != image)
-        .then(|| FieldError::invalid(path.child("image"), image, "must not have leading or trailing whitespace"))
+    (image.trim() != image).then(|| FieldError::invalid(path.child("image"), image, "must not have leading or trailing whitespace"))
 }
 
 /// `ValidatePodUpdate`'s spec rules: containers may not be added or removed, images and
@@ -449,16 +428,8 @@ fn validate_pod_spec_update(new: &Value, old: &Value, path: &Path) -> Vec<FieldE
         }
     }
 
-    errs.extend(validate_only_added_tolerations(
-        arr_at(new, "tolerations"),
-        arr_at(old, "tolerations"),
-        &path.child("tolerations"),
-    ));
-    errs.extend(validate_only_deleted_scheduling_gates(
-        arr_at(new, "schedulingGates"),
-        arr_at(old, "schedulingGates"),
-        &path.child("schedulingGates"),
-    ));
+    errs.extend(validate_only_added_tolerations(arr_at(new, "tolerations"), arr_at(old, "tolerations"), &path.child("tolerations")));
+    errs.extend(validate_only_deleted_scheduling_gates(arr_at(new, "schedulingGates"), arr_at(old, "schedulingGates"), &path.child("schedulingGates")));
 
     // Mask the fields that may change and compare the rest.
     let mut munged = new.clone();
@@ -496,11 +467,7 @@ fn validate_pod_spec_update(new: &Value, old: &Value, path: &Path) -> Vec<FieldE
     if !semantic_eq(Some(&munged), Some(old)) {
         errs.push(FieldError::forbidden(
             path,
-            format!(
-                "pod updates may not change fields other than {}\n{}",
-                UPDATABLE_POD_SPEC_FIELDS.join(","),
-                spec_diff(old, &munged)
-            ),
+            format!("pod updates may not change fields other than {}\n{}", UPDATABLE_POD_SPEC_FIELDS.join(","), spec_diff(old, &munged)),
         ));
     }
     errs
@@ -556,12 +523,8 @@ fn validate_only_deleted_scheduling_gates(new: &[Value], old: &[Value], path: &P
         .enumerate()
         .filter_map(|(i, g)| {
             let name = str_at(g, "name").unwrap_or("");
-            (!old_names.contains(name)).then(|| {
-                FieldError::forbidden(
-                    path.index(i).child("name"),
-                    format!("only deletion is allowed, but found new scheduling gate '{name}'"),
-                )
-            })
+            (!old_names.contains(name))
+                .then(|| FieldError::forbidden(path.index(i).child("name"), format!("only deletion is allowed, but found new scheduling gate '{name}'")))
         })
         .collect()
 }
@@ -754,10 +717,7 @@ mod tests {
 
         let mut new = old.clone();
         new["spec"]["activeDeadlineSeconds"] = 20.into();
-        assert_eq!(
-            msgs(&validate("Pod", &new, Some(&old))),
-            ["spec.activeDeadlineSeconds: Invalid value: 20: must be less than or equal to previous value"]
-        );
+        assert_eq!(msgs(&validate("Pod", &new, Some(&old))), ["spec.activeDeadlineSeconds: Invalid value: 20: must be less than or equal to previous value"]);
         new["spec"]["activeDeadlineSeconds"] = Value::Null;
         assert_eq!(
             msgs(&validate("Pod", &new, Some(&old))),

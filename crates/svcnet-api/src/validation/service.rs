@@ -63,9 +63,10 @@ pub(super) fn validate(obj: &Value, old: Option<&Value>) -> Vec<FieldError> {
             errs.push(FieldError::forbidden(p.child("nodePort"), "may not be used when `type` is 'ExternalName'"));
         }
         if let Some(n) = port.get("nodePort").and_then(Value::as_i64)
-            && n != 0 {
-                errs.extend(names::is_valid_port_num(n).into_iter().map(|m| FieldError::invalid(p.child("nodePort"), n, m)));
-            }
+            && n != 0
+        {
+            errs.extend(names::is_valid_port_num(n).into_iter().map(|m| FieldError::invalid(p.child("nodePort"), n, m)));
+        }
     }
 
     if ty != "ExternalName" {
@@ -79,11 +80,9 @@ pub(super) fn validate(obj: &Value, old: Option<&Value>) -> Vec<FieldError> {
     if affinity == "ClientIP" {
         let t_path = path.child("sessionAffinityConfig").child("clientIP").child("timeoutSeconds");
         match spec.pointer("/sessionAffinityConfig/clientIP/timeoutSeconds").and_then(Value::as_i64) {
-            Some(t) if t <= 0 || t > MAX_CLIENT_IP_TIMEOUT => errs.push(FieldError::invalid(
-                t_path,
-                t,
-                format!("must be greater than 0 and less than {MAX_CLIENT_IP_TIMEOUT}"),
-            )),
+            Some(t) if t <= 0 || t > MAX_CLIENT_IP_TIMEOUT => {
+                errs.push(FieldError::invalid(t_path, t, format!("must be greater than 0 and less than {MAX_CLIENT_IP_TIMEOUT}")))
+            }
             None => errs.push(FieldError::required(t_path, "")),
             _ => {}
         }
@@ -106,40 +105,34 @@ pub(super) fn validate(obj: &Value, old: Option<&Value>) -> Vec<FieldError> {
         errs.extend(invalid_each(&p, s, names::is_valid_cidr(s)));
     }
     if !arr_at(&spec, "loadBalancerSourceRanges").is_empty() && ty != "LoadBalancer" {
-        errs.push(FieldError::forbidden(
-            path.child("loadBalancerSourceRanges"),
-            "may only be used when `type` is 'LoadBalancer'",
-        ));
+        errs.push(FieldError::forbidden(path.child("loadBalancerSourceRanges"), "may only be used when `type` is 'LoadBalancer'"));
     }
     if spec.get("loadBalancerIP").and_then(Value::as_str).is_some_and(|s| !s.is_empty()) && ty != "LoadBalancer" {
         errs.push(FieldError::forbidden(path.child("loadBalancerIP"), "may only be used when `type` is 'LoadBalancer'"));
     }
     if spec.get("allocateLoadBalancerNodePorts").is_some_and(|v| !v.is_null()) && ty != "LoadBalancer" {
-        errs.push(FieldError::forbidden(
-            path.child("allocateLoadBalancerNodePorts"),
-            "may only be used when `type` is 'LoadBalancer'",
-        ));
+        errs.push(FieldError::forbidden(path.child("allocateLoadBalancerNodePorts"), "may only be used when `type` is 'LoadBalancer'"));
     }
 
     match str_at(&spec, "externalTrafficPolicy") {
-        Some(p) if ty != "NodePort" && ty != "LoadBalancer" => errs.push(FieldError::invalid(
-            path.child("externalTrafficPolicy"),
-            p,
-            "may only be set when `type` is 'NodePort' or 'LoadBalancer'",
-        )),
+        Some(p) if ty != "NodePort" && ty != "LoadBalancer" => {
+            errs.push(FieldError::invalid(path.child("externalTrafficPolicy"), p, "may only be set when `type` is 'NodePort' or 'LoadBalancer'"))
+        }
         Some(p) if !TRAFFIC_POLICIES.contains(&p) => {
             errs.push(FieldError::not_supported(path.child("externalTrafficPolicy"), p, TRAFFIC_POLICIES));
         }
         _ => {}
     }
     if let Some(p) = str_at(&spec, "internalTrafficPolicy")
-        && !TRAFFIC_POLICIES.contains(&p) {
-            errs.push(FieldError::not_supported(path.child("internalTrafficPolicy"), p, TRAFFIC_POLICIES));
-        }
+        && !TRAFFIC_POLICIES.contains(&p)
+    {
+        errs.push(FieldError::not_supported(path.child("internalTrafficPolicy"), p, TRAFFIC_POLICIES));
+    }
     if let Some(p) = str_at(&spec, "ipFamilyPolicy")
-        && !IP_FAMILY_POLICIES.contains(&p) {
-            errs.push(FieldError::not_supported(path.child("ipFamilyPolicy"), p, IP_FAMILY_POLICIES));
-        }
+        && !IP_FAMILY_POLICIES.contains(&p)
+    {
+        errs.push(FieldError::not_supported(path.child("ipFamilyPolicy"), p, IP_FAMILY_POLICIES));
+    }
     for (i, f) in arr_at(&spec, "ipFamilies").iter().enumerate() {
         let s = f.as_str().unwrap_or("");
         if s != "IPv4" && s != "IPv6" {
@@ -147,13 +140,15 @@ pub(super) fn validate(obj: &Value, old: Option<&Value>) -> Vec<FieldError> {
         }
     }
     if let Some(hc) = spec.get("healthCheckNodePort").and_then(Value::as_i64)
-        && hc != 0 && !(ty == "LoadBalancer" && str_at(&spec, "externalTrafficPolicy") == Some("Local")) {
-            errs.push(FieldError::invalid(
-                path.child("healthCheckNodePort"),
-                hc,
-                "may only be set when `type` is 'LoadBalancer' and `externalTrafficPolicy` is 'Local'",
-            ));
-        }
+        && hc != 0
+        && !(ty == "LoadBalancer" && str_at(&spec, "externalTrafficPolicy") == Some("Local"))
+    {
+        errs.push(FieldError::invalid(
+            path.child("healthCheckNodePort"),
+            hc,
+            "may only be set when `type` is 'LoadBalancer' and `externalTrafficPolicy` is 'Local'",
+        ));
+    }
 
     if let Some(old) = old {
         errs.extend(validate_update(&spec, &old["spec"], &path));
@@ -166,11 +161,7 @@ fn validate_cluster_ip(spec: &Value, path: &Path) -> Vec<FieldError> {
     let cluster_ip = str_at(spec, "clusterIP").unwrap_or("");
     let ips: Vec<&str> = arr_at(spec, "clusterIPs").iter().filter_map(Value::as_str).collect();
     if !cluster_ip.is_empty() && !ips.is_empty() && ips[0] != cluster_ip {
-        errs.push(FieldError::invalid(
-            path.child("clusterIPs"),
-            json!(ips),
-            "first value must match `clusterIP`",
-        ));
+        errs.push(FieldError::invalid(path.child("clusterIPs"), json!(ips), "first value must match `clusterIP`"));
     }
     let all: Vec<(Path, &str)> = if ips.is_empty() {
         if cluster_ip.is_empty() { vec![] } else { vec![(path.child("clusterIPs").index(0), cluster_ip)] }

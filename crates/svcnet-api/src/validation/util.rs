@@ -140,8 +140,7 @@ pub(crate) fn go_string_map(v: Option<&Value>) -> String {
         Some(m) => {
             let mut entries: Vec<(&String, &Value)> = m.iter().collect();
             entries.sort_by(|a, b| a.0.cmp(b.0));
-            let parts: Vec<String> =
-                entries.iter().map(|(k, v)| format!("{}:{}", go_quote(k), go_quote(v.as_str().unwrap_or("")))).collect();
+            let parts: Vec<String> = entries.iter().map(|(k, v)| format!("{}:{}", go_quote(k), go_quote(v.as_str().unwrap_or("")))).collect();
             format!("map[string]string{{{}}}", parts.join(", "))
         }
     }
