@@ -1,0 +1,67 @@
+//! Cluster DNS for svcnet: the Kubernetes DNS-Based Service Discovery specification (schema
+//! 1.1.0), answered the way CoreDNS's kubernetes plugin answers, from list+watch of Services,
+//! EndpointSlices, Pods and Namespaces.
+//!
+//! Layers, each depending only on the ones above it:
+//! - [`snapshot`]: the pure core. An immutable index built from the cluster's objects, and
+//!   [`Snapshot::answer`], which gives records, NODATA, NXDOMAIN, SERVFAIL-before-sync, or "not
+//!   ours" for one question.
+//! - [`message`]: requests to responses (flags, SOA in negative answers, EDNS0, truncation).
+//! - `forward`: names outside the zone go to upstream resolvers, with a small cache.
+//! - `watch`: reflectors that rebuild the snapshot on every change (debounced) and swap it in.
+//! - `server`: the UDP and TCP listeners.
+//!
+//! To run it: [`DnsServer::bind`] with a [`DnsConfig`], read the bound addresses, then
+//! [`DnsServer::serve`] with a `kube::Client`; or [`run`] to do both.
+
+pub mod config;
+mod forward;
+pub mod message;
+mod server;
+pub mod snapshot;
+mod watch;
+
+use std::{io, net::SocketAddr};
+
+pub use config::DnsConfig;
+pub use server::{DnsServer, SnapshotHandle};
+pub use snapshot::{Answer, Snapshot};
+
+/// Errors of the DNS server.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// Why it failed.
+        source: io::Error,
+    },
+    /// The configured zone is not a valid domain name.
+    #[error("invalid DNS zone {zone:?}: {reason}")]
+    Zone {
+        /// The zone as configured.
+        zone: String,
+        /// Why it is invalid.
+        reason: String,
+    },
+    /// No listen address was configured.
+    #[error("no DNS listen address configured")]
+    NoListenAddress,
+    /// A reflector's store went away before it synced (the watch task ended).
+    #[error("the {0} cache ended before it synced")]
+    CacheEnded(&'static str),
+    /// A listener failed.
+    #[error("DNS listener failed: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// The result type of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Binds the listeners of `config` and serves the cluster zone from `client`'s API server until
+/// a listener fails. Use [`DnsServer::bind`] to learn the bound addresses first.
+pub async fn run(client: kube::Client, config: DnsConfig) -> Result<()> {
+    DnsServer::bind(config).await?.serve(client).await
+}

@@ -1,0 +1,701 @@
+//! The pure core: an immutable index of the cluster's names, built from Services, EndpointSlices,
+//! Pods and Namespaces, and [`Snapshot::answer`], which answers one question from it the way the
+//! Kubernetes DNS specification (schema 1.1.0) and CoreDNS's kubernetes plugin do. No I/O here.
+
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+};
+
+use hickory_proto::rr::{
+    Name, RData, Record, RecordType,
+    rdata::{A, AAAA, CNAME, PTR, SOA, SRV, TXT},
+};
+use k8s_openapi::api::{core::v1 as core, discovery::v1 as discovery};
+
+/// The schema version answered at `dns-version.<zone>`.
+pub const SCHEMA_VERSION: &str = "1.1.0";
+
+/// The label EndpointSlices name their Service with.
+const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+
+/// What the cluster zone says about one question. NXDOMAIN and NODATA are distinct results.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Answer {
+    /// The name exists and has records of the asked type (or a CNAME).
+    Records {
+        /// The answer section.
+        answers: Vec<Record>,
+        /// The additional section (addresses of SRV targets).
+        additionals: Vec<Record>,
+    },
+    /// NOERROR with an empty answer: the name exists, but not with this type (SOA in authority).
+    NoData,
+    /// The name does not exist (SOA in authority).
+    NxDomain,
+    /// The name is ours but the caches have not synced yet: SERVFAIL, never a false NXDOMAIN.
+    NotSynced,
+    /// Not in the cluster zone (nor a reverse name of a cluster address): forward it upstream.
+    NotOurs,
+}
+
+/// One Service as DNS sees it.
+#[derive(Clone, Debug)]
+struct ServiceEntry {
+    /// `<svc>.<ns>.svc.<zone>.`
+    fqdn: Name,
+    kind: Kind,
+    ports: Vec<Port>,
+    /// Ready endpoints by hostname (the pod's hostname, or the address with dashes as CoreDNS
+    /// names endpoints without one). Sorted for stable answers.
+    endpoints: BTreeMap<String, Vec<IpAddr>>,
+}
+
+#[derive(Clone, Debug)]
+enum Kind {
+    ClusterIp(Vec<IpAddr>),
+    Headless,
+    ExternalName(Name),
+}
+
+#[derive(Clone, Debug)]
+struct Port {
+    /// Lowercased; empty for an unnamed port.
+    name: String,
+    /// `tcp`, `udp` or `sctp`.
+    protocol: String,
+    port: u16,
+}
+
+/// An immutable index of the cluster's DNS names. Build a new one on every change and swap it in.
+#[derive(Clone, Debug)]
+pub struct Snapshot {
+    /// Lowercased labels of the zone, e.g. `["cluster", "local"]`.
+    zone_labels: Vec<String>,
+    zone: Name,
+    ttl: u32,
+    serial: u32,
+    synced: bool,
+    namespaces: HashSet<String>,
+    /// Keyed by `(namespace, name)`.
+    services: HashMap<(String, String), ServiceEntry>,
+    /// PTR targets of ClusterIPs and ready endpoint addresses.
+    reverse: HashMap<IpAddr, Name>,
+    /// Pod IPs by namespace, for `a-b-c-d.<ns>.pod.<zone>` in `verified` mode.
+    pod_ips: HashMap<String, HashSet<IpAddr>>,
+}
+
+/// The objects a snapshot is built from (what the reflectors hold).
+#[derive(Default)]
+pub struct Objects<'a> {
+    /// Every Service.
+    pub services: Vec<&'a core::Service>,
+    /// Every EndpointSlice.
+    pub endpoint_slices: Vec<&'a discovery::EndpointSlice>,
+    /// Every Pod (only their IPs and namespaces are used).
+    pub pods: Vec<&'a core::Pod>,
+    /// Every Namespace.
+    pub namespaces: Vec<&'a core::Namespace>,
+}
+
+/// Parses a zone such as `cluster.local` (a trailing dot is allowed).
+pub fn parse_zone(zone: &str) -> Result<Name, hickory_proto::ProtoError> {
+    let mut name = Name::from_ascii(zone.trim_end_matches('.'))?.to_lowercase();
+    name.set_fqdn(true);
+    Ok(name)
+}
+
+fn labels_of(name: &Name) -> Vec<String> {
+    name.iter().map(|l| String::from_utf8_lossy(l).to_ascii_lowercase()).collect()
+}
+
+fn child(parent: &Name, label: &str) -> Option<Name> {
+    Name::from_ascii(label).ok()?.append_domain(parent).ok()
+}
+
+// === impl Snapshot ===
+
+impl Snapshot {
+    /// The snapshot served before the first sync: every in-zone name gets SERVFAIL.
+    pub fn unsynced(zone: Name, ttl: u32) -> Self {
+        Snapshot {
+            zone_labels: labels_of(&zone),
+            zone,
+            ttl,
+            serial: 0,
+            synced: false,
+            namespaces: HashSet::new(),
+            services: HashMap::new(),
+            reverse: HashMap::new(),
+            pod_ips: HashMap::new(),
+        }
+    }
+
+    /// Builds the index from the cluster's objects. `serial` becomes the SOA serial.
+    pub fn build(zone: Name, ttl: u32, serial: u32, objects: &Objects<'_>) -> Self {
+        let mut snap = Snapshot::unsynced(zone, ttl);
+        snap.synced = true;
+        snap.serial = serial;
+        for ns in &objects.namespaces {
+            if let Some(name) = &ns.metadata.name {
+                snap.namespaces.insert(name.to_ascii_lowercase());
+            }
+        }
+        let svc_zone = child(&snap.zone, "svc").expect("svc.<zone> is a valid name");
+
+        // Ready endpoints per Service, from all its slices.
+        let mut endpoints: HashMap<(String, String), BTreeMap<String, Vec<IpAddr>>> = HashMap::new();
+        for slice in &objects.endpoint_slices {
+            let (Some(ns), Some(svc)) = (&slice.metadata.namespace, slice.metadata.labels.as_ref().and_then(|l| l.get(SERVICE_NAME_LABEL))) else {
+                continue;
+            };
+            let by_host = endpoints.entry((ns.to_ascii_lowercase(), svc.to_ascii_lowercase())).or_default();
+            for ep in &slice.endpoints {
+                // A missing `ready` condition means ready (EndpointSlice API semantics).
+                if ep.conditions.as_ref().and_then(|c| c.ready) == Some(false) {
+                    continue;
+                }
+                for addr in &ep.addresses {
+                    let Ok(ip) = addr.parse::<IpAddr>() else { continue };
+                    let host = match &ep.hostname {
+                        Some(h) if !h.is_empty() => h.to_ascii_lowercase(),
+                        _ => dashed(ip),
+                    };
+                    let ips = by_host.entry(host).or_default();
+                    if !ips.contains(&ip) {
+                        ips.push(ip);
+                    }
+                }
+            }
+        }
+
+        for svc in &objects.services {
+            let (Some(ns), Some(name), Some(spec)) = (&svc.metadata.namespace, &svc.metadata.name, &svc.spec) else { continue };
+            let (ns, name) = (ns.to_ascii_lowercase(), name.to_ascii_lowercase());
+            snap.namespaces.insert(ns.clone());
+            let Some(fqdn) = Name::from_ascii(&ns).ok().and_then(|n| n.append_domain(&svc_zone).ok()).and_then(|n| child(&n, &name)) else {
+                continue;
+            };
+            let kind = if spec.type_.as_deref() == Some("ExternalName") {
+                let Some(target) = spec.external_name.as_deref().and_then(|t| parse_zone(t).ok()) else { continue };
+                Kind::ExternalName(target)
+            } else if spec.cluster_ip.as_deref() == Some("None") {
+                Kind::Headless
+            } else {
+                let ips: Vec<IpAddr> = match &spec.cluster_ips {
+                    Some(ips) if !ips.is_empty() => ips.iter().filter_map(|ip| ip.parse().ok()).collect(),
+                    _ => spec.cluster_ip.iter().filter_map(|ip| ip.parse().ok()).collect(),
+                };
+                Kind::ClusterIp(ips)
+            };
+            let ports = spec
+                .ports
+                .iter()
+                .flatten()
+                .filter_map(|p| {
+                    Some(Port {
+                        name: p.name.clone().unwrap_or_default().to_ascii_lowercase(),
+                        protocol: p.protocol.as_deref().unwrap_or("TCP").to_ascii_lowercase(),
+                        port: u16::try_from(p.port).ok()?,
+                    })
+                })
+                .collect();
+            let eps = match kind {
+                Kind::ExternalName(_) => BTreeMap::new(),
+                _ => endpoints.remove(&(ns.clone(), name.clone())).unwrap_or_default(),
+            };
+            match &kind {
+                Kind::ClusterIp(ips) => {
+                    for ip in ips {
+                        snap.reverse.insert(*ip, fqdn.clone());
+                    }
+                }
+                Kind::Headless => {
+                    for (host, ips) in &eps {
+                        if let Some(target) = child(&fqdn, host) {
+                            for ip in ips {
+                                snap.reverse.entry(*ip).or_insert_with(|| target.clone());
+                            }
+                        }
+                    }
+                }
+                Kind::ExternalName(_) => {}
+            }
+            snap.services.insert((ns, name), ServiceEntry { fqdn, kind, ports, endpoints: eps });
+        }
+
+        for pod in &objects.pods {
+            let (Some(ns), Some(status)) = (&pod.metadata.namespace, &pod.status) else { continue };
+            let ns = ns.to_ascii_lowercase();
+            snap.namespaces.insert(ns.clone());
+            let ips = snap.pod_ips.entry(ns).or_default();
+            for ip in status.pod_ips.iter().flatten().map(|p| p.ip.as_str()).chain(status.pod_ip.as_deref()) {
+                if let Ok(ip) = ip.parse() {
+                    ips.insert(ip);
+                }
+            }
+        }
+        snap
+    }
+
+    /// The zone this snapshot is authoritative for.
+    pub fn zone(&self) -> &Name {
+        &self.zone
+    }
+
+    /// The TTL of every answer, and the SOA minimum.
+    pub fn ttl(&self) -> u32 {
+        self.ttl
+    }
+
+    /// Whether this snapshot reflects a full sync with the API server.
+    pub fn synced(&self) -> bool {
+        self.synced
+    }
+
+    /// `<zone>. IN SOA ns.dns.<zone>. hostmaster.<zone>. <serial> 7200 1800 86400 <ttl>`, as CoreDNS
+    /// puts in the authority section of negative answers.
+    pub fn soa(&self) -> Record {
+        let mname = child(&self.zone, "dns").and_then(|n| child(&n, "ns")).expect("valid name");
+        let rname = child(&self.zone, "hostmaster").expect("valid name");
+        Record::from_rdata(self.zone.clone(), self.ttl, RData::SOA(SOA::new(mname, rname, self.serial, 7200, 1800, 86400, self.ttl)))
+    }
+
+    /// Answers one question. `qname` is used as asked (its case is kept in the answer's owner
+    /// name); matching is case-insensitive.
+    pub fn answer(&self, qname: &Name, qtype: RecordType) -> Answer {
+        let labels = labels_of(qname);
+        let z = self.zone_labels.len();
+        if labels.len() >= z && labels[labels.len() - z..] == self.zone_labels[..] {
+            if !self.synced {
+                return Answer::NotSynced;
+            }
+            return self.in_zone(qname, &labels[..labels.len() - z], qtype);
+        }
+        if let Some(ip) = reverse_ip(&labels) {
+            return match self.reverse.get(&ip) {
+                _ if !self.synced => Answer::NotSynced,
+                Some(target) if qtype == RecordType::PTR => records(vec![self.record(qname, RData::PTR(PTR(target.clone())))], vec![]),
+                Some(_) => Answer::NoData,
+                None => Answer::NotOurs,
+            };
+        }
+        Answer::NotOurs
+    }
+
+    fn record(&self, owner: &Name, rdata: RData) -> Record {
+        Record::from_rdata(owner.clone(), self.ttl, rdata)
+    }
+
+    fn address_records(&self, owner: &Name, ips: &[IpAddr], qtype: RecordType) -> Vec<Record> {
+        ips.iter()
+            .filter_map(|ip| match (ip, qtype) {
+                (IpAddr::V4(v4), RecordType::A) => Some(self.record(owner, RData::A(A(*v4)))),
+                (IpAddr::V6(v6), RecordType::AAAA) => Some(self.record(owner, RData::AAAA(AAAA(*v6)))),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// A and AAAA records for `owner`, for the additional section.
+    fn all_address_records(&self, owner: &Name, ips: &[IpAddr]) -> Vec<Record> {
+        let mut out = self.address_records(owner, ips, RecordType::A);
+        out.extend(self.address_records(owner, ips, RecordType::AAAA));
+        out
+    }
+
+    /// `rel` are the lowercased labels left of the zone.
+    fn in_zone(&self, qname: &Name, rel: &[String], qtype: RecordType) -> Answer {
+        let Some((last, rest)) = rel.split_last() else {
+            // The zone apex exists; only its SOA is served.
+            return if qtype == RecordType::SOA { records(vec![self.soa()], vec![]) } else { Answer::NoData };
+        };
+        match last.as_str() {
+            "dns-version" if rest.is_empty() => {
+                if qtype == RecordType::TXT {
+                    records(vec![self.record(qname, RData::TXT(TXT::new(vec![SCHEMA_VERSION.to_string()])))], vec![])
+                } else {
+                    Answer::NoData
+                }
+            }
+            "svc" => self.services(qname, rest, qtype),
+            "pod" => self.pods(qname, rest, qtype),
+            _ => Answer::NxDomain,
+        }
+    }
+
+    /// `rel` ends with the namespace: `[[_port, _proto,] | [endpoint,]] svc, ns`.
+    fn services(&self, qname: &Name, rel: &[String], qtype: RecordType) -> Answer {
+        let Some((ns, rest)) = rel.split_last() else { return Answer::NoData };
+        if !self.namespaces.contains(ns) {
+            return Answer::NxDomain;
+        }
+        let Some((svc_name, rest)) = rest.split_last() else { return Answer::NoData };
+        let Some(svc) = self.services.get(&(ns.clone(), svc_name.clone())) else { return Answer::NxDomain };
+        match rest {
+            [] => self.service(qname, svc, qtype, None),
+            [endpoint] => {
+                // Names below an ExternalName Service do not exist.
+                if matches!(svc.kind, Kind::ExternalName(_)) {
+                    return Answer::NxDomain;
+                }
+                let Some(ips) = svc.endpoints.get(endpoint) else { return Answer::NxDomain };
+                match qtype {
+                    RecordType::A | RecordType::AAAA => records(self.address_records(qname, ips, qtype), vec![]),
+                    _ => Answer::NoData,
+                }
+            }
+            [port, proto] => {
+                let (Some(port), Some(proto)) = (port.strip_prefix('_'), proto.strip_prefix('_')) else { return Answer::NxDomain };
+                if port.is_empty() || matches!(svc.kind, Kind::ExternalName(_)) || !svc.ports.iter().any(|p| p.name == port && p.protocol == proto) {
+                    return Answer::NxDomain;
+                }
+                self.service(qname, svc, qtype, Some((port, proto)))
+            }
+            _ => Answer::NxDomain,
+        }
+    }
+
+    /// The records of a Service's own name, or of one of its `_port._proto` names.
+    fn service(&self, qname: &Name, svc: &ServiceEntry, qtype: RecordType, port: Option<(&str, &str)>) -> Answer {
+        let ports: Vec<&Port> = svc.ports.iter().filter(|p| port.is_none_or(|(name, proto)| p.name == name && p.protocol == proto)).collect();
+        match &svc.kind {
+            Kind::ExternalName(target) => records(vec![self.record(qname, RData::CNAME(CNAME(target.clone())))], vec![]),
+            Kind::ClusterIp(ips) => match qtype {
+                RecordType::A | RecordType::AAAA if port.is_none() => records(self.address_records(qname, ips, qtype), vec![]),
+                RecordType::SRV => {
+                    let weight = srv_weight(ports.len());
+                    let answers = ports.iter().map(|p| self.record(qname, RData::SRV(SRV::new(0, weight, p.port, svc.fqdn.clone())))).collect();
+                    records(answers, self.all_address_records(&svc.fqdn, ips))
+                }
+                _ => Answer::NoData,
+            },
+            Kind::Headless => {
+                // A headless Service without ready endpoints does not exist, as in CoreDNS.
+                if svc.endpoints.is_empty() {
+                    return Answer::NxDomain;
+                }
+                match qtype {
+                    RecordType::A | RecordType::AAAA if port.is_none() => {
+                        let mut ips: Vec<IpAddr> = Vec::new();
+                        for ip in svc.endpoints.values().flatten() {
+                            if !ips.contains(ip) {
+                                ips.push(*ip);
+                            }
+                        }
+                        records(self.address_records(qname, &ips, qtype), vec![])
+                    }
+                    RecordType::SRV => {
+                        let weight = srv_weight(ports.len() * svc.endpoints.len());
+                        let mut answers = Vec::new();
+                        let mut additionals = Vec::new();
+                        for (host, ips) in &svc.endpoints {
+                            let Some(target) = child(&svc.fqdn, host) else { continue };
+                            for p in &ports {
+                                answers.push(self.record(qname, RData::SRV(SRV::new(0, weight, p.port, target.clone()))));
+                            }
+                            if !ports.is_empty() {
+                                additionals.extend(self.all_address_records(&target, ips));
+                            }
+                        }
+                        records(answers, additionals)
+                    }
+                    _ => Answer::NoData,
+                }
+            }
+        }
+    }
+
+    /// `rel` ends with the namespace: `[a-b-c-d,] ns`. Only IPs of pods in that namespace
+    /// answer (CoreDNS's `pods verified`).
+    fn pods(&self, qname: &Name, rel: &[String], qtype: RecordType) -> Answer {
+        let Some((ns, rest)) = rel.split_last() else { return Answer::NoData };
+        if !self.namespaces.contains(ns) {
+            return Answer::NxDomain;
+        }
+        match rest {
+            [] => Answer::NoData,
+            [ip] => {
+                let Some(ip) = undashed(ip) else { return Answer::NxDomain };
+                if !self.pod_ips.get(ns).is_some_and(|ips| ips.contains(&ip)) {
+                    return Answer::NxDomain;
+                }
+                records(self.address_records(qname, &[ip], qtype), vec![])
+            }
+            _ => Answer::NxDomain,
+        }
+    }
+}
+
+/// Records, or NODATA when there are none.
+fn records(answers: Vec<Record>, additionals: Vec<Record>) -> Answer {
+    if answers.is_empty() { Answer::NoData } else { Answer::Records { answers, additionals } }
+}
+
+/// CoreDNS gives each of N SRV records of one priority the weight ⌊100/N⌋.
+fn srv_weight(n: usize) -> u16 {
+    u16::try_from(100 / n.max(1)).unwrap_or(0)
+}
+
+/// `10.0.0.1` → `10-0-0-1`, `fd00::1` → `fd00--1`: CoreDNS's name for an endpoint without hostname.
+fn dashed(ip: IpAddr) -> String {
+    ip.to_string().replace(['.', ':'], "-")
+}
+
+/// `10-0-0-1` → `10.0.0.1`; `fd00--1` → `fd00::1`.
+fn undashed(label: &str) -> Option<IpAddr> {
+    if let Ok(v4) = label.replace('-', ".").parse::<Ipv4Addr>() {
+        return Some(IpAddr::V4(v4));
+    }
+    label.replace('-', ":").parse::<Ipv6Addr>().ok().map(IpAddr::V6)
+}
+
+/// The address of a full reverse name (`4.3.2.1.in-addr.arpa`, 32 nibbles `.ip6.arpa`).
+fn reverse_ip(labels: &[String]) -> Option<IpAddr> {
+    match labels {
+        [d, c, b, a, in_addr, arpa] if in_addr == "in-addr" && arpa == "arpa" => {
+            let octet = |s: &String| if s.len() > 1 && s.starts_with('0') { None } else { s.parse::<u8>().ok() };
+            Some(IpAddr::V4(Ipv4Addr::new(octet(a)?, octet(b)?, octet(c)?, octet(d)?)))
+        }
+        [nibbles @ .., ip6, arpa] if nibbles.len() == 32 && ip6 == "ip6" && arpa == "arpa" => {
+            let mut value: u128 = 0;
+            for nibble in nibbles.iter().rev() {
+                let [c] = nibble.as_bytes() else { return None };
+                value = (value << 4) | u128::from((*c as char).to_digit(16)?);
+            }
+            Some(IpAddr::V6(Ipv6Addr::from(value)))
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn svc(ns: &str, name: &str, spec: serde_json::Value) -> core::Service {
+        serde_json::from_value(json!({"metadata": {"name": name, "namespace": ns}, "spec": spec})).unwrap()
+    }
+
+    fn slice(ns: &str, svc: &str, endpoints: serde_json::Value) -> discovery::EndpointSlice {
+        serde_json::from_value(json!({
+            "metadata": {"name": format!("{svc}-abc"), "namespace": ns, "labels": {SERVICE_NAME_LABEL: svc}},
+            "addressType": "IPv4",
+            "endpoints": endpoints,
+        }))
+        .unwrap()
+    }
+
+    fn pod(ns: &str, name: &str, ip: &str) -> core::Pod {
+        serde_json::from_value(json!({"metadata": {"name": name, "namespace": ns}, "status": {"podIP": ip, "podIPs": [{"ip": ip}]}})).unwrap()
+    }
+
+    fn namespace(name: &str) -> core::Namespace {
+        serde_json::from_value(json!({"metadata": {"name": name}})).unwrap()
+    }
+
+    fn fixture() -> Snapshot {
+        let services = [
+            svc(
+                "default",
+                "backend",
+                json!({"clusterIP": "10.96.0.20", "clusterIPs": ["10.96.0.20"], "ports": [
+                {"name": "http", "port": 80, "protocol": "TCP"}, {"name": "dns", "port": 53, "protocol": "UDP"}]}),
+            ),
+            svc("default", "unnamed", json!({"clusterIP": "10.96.0.21", "ports": [{"port": 8080}]})),
+            svc("default", "v6", json!({"clusterIP": "fd00::21", "clusterIPs": ["fd00::21"]})),
+            svc("default", "postgres", json!({"clusterIP": "None", "ports": [{"name": "pg", "port": 5432, "protocol": "TCP"}]})),
+            svc("default", "empty", json!({"clusterIP": "None"})),
+            svc("default", "external-database", json!({"type": "ExternalName", "externalName": "db.example.com"})),
+        ];
+        let slices = [
+            slice(
+                "default",
+                "postgres",
+                json!([
+                    {"addresses": ["10.244.0.5"], "hostname": "postgres-0", "conditions": {"ready": true}},
+                    {"addresses": ["10.244.0.6"], "hostname": "postgres-1", "conditions": {"ready": true}},
+                    {"addresses": ["10.244.0.7"], "conditions": {}},
+                    {"addresses": ["10.244.0.8"], "hostname": "postgres-3", "conditions": {"ready": false}},
+                ]),
+            ),
+            slice("default", "empty", json!([{"addresses": ["10.244.0.9"], "conditions": {"ready": false}}])),
+            slice("default", "backend", json!([{"addresses": ["10.244.0.10"], "conditions": {"ready": true}}])),
+        ];
+        let pods = [pod("default", "p", "10.244.0.5")];
+        let namespaces = [namespace("default"), namespace("quiet")];
+        let objects = Objects {
+            services: services.iter().collect(),
+            endpoint_slices: slices.iter().collect(),
+            pods: pods.iter().collect(),
+            namespaces: namespaces.iter().collect(),
+        };
+        Snapshot::build(parse_zone("cluster.local").unwrap(), 5, 42, &objects)
+    }
+
+    fn name(s: &str) -> Name {
+        Name::from_ascii(s).unwrap()
+    }
+
+    /// The answer as `dig +short`-like lines (`TYPE rdata`), answers then `;` additionals.
+    fn show(answer: Answer) -> String {
+        match answer {
+            Answer::Records { answers, additionals } => {
+                let line = |r: &Record| format!("{} {} {} {}", r.name, r.ttl, r.record_type(), r.data);
+                let mut out: Vec<String> = answers.iter().map(line).collect();
+                out.extend(additionals.iter().map(|r| format!("+ {}", line(r))));
+                out.join("\n")
+            }
+            other => format!("{other:?}"),
+        }
+    }
+
+    fn ask(q: &str, t: RecordType) -> String {
+        show(fixture().answer(&name(q), t))
+    }
+
+    #[test]
+    fn cluster_ip_service() {
+        assert_eq!(ask("backend.default.svc.cluster.local.", RecordType::A), "backend.default.svc.cluster.local. 5 A 10.96.0.20");
+        assert_eq!(ask("BackEnd.Default.SVC.cluster.LOCAL.", RecordType::A), "BackEnd.Default.SVC.cluster.LOCAL. 5 A 10.96.0.20");
+        assert_eq!(ask("backend.default.svc.cluster.local.", RecordType::AAAA), "NoData");
+        assert_eq!(ask("backend.default.svc.cluster.local.", RecordType::TXT), "NoData");
+        assert_eq!(ask("v6.default.svc.cluster.local.", RecordType::AAAA), "v6.default.svc.cluster.local. 5 AAAA fd00::21");
+        assert_eq!(ask("v6.default.svc.cluster.local.", RecordType::A), "NoData");
+        // Endpoints of a ClusterIP Service also have names (CoreDNS).
+        assert_eq!(ask("10-244-0-10.backend.default.svc.cluster.local.", RecordType::A), "10-244-0-10.backend.default.svc.cluster.local. 5 A 10.244.0.10");
+    }
+
+    #[test]
+    fn srv_for_named_ports() {
+        assert_eq!(
+            ask("_http._tcp.backend.default.svc.cluster.local.", RecordType::SRV),
+            "_http._tcp.backend.default.svc.cluster.local. 5 SRV 0 100 80 backend.default.svc.cluster.local.\n\
+             + backend.default.svc.cluster.local. 5 A 10.96.0.20"
+        );
+        assert_eq!(
+            ask("backend.default.svc.cluster.local.", RecordType::SRV),
+            "backend.default.svc.cluster.local. 5 SRV 0 50 80 backend.default.svc.cluster.local.\n\
+             backend.default.svc.cluster.local. 5 SRV 0 50 53 backend.default.svc.cluster.local.\n\
+             + backend.default.svc.cluster.local. 5 A 10.96.0.20"
+        );
+        assert_eq!(ask("_http._udp.backend.default.svc.cluster.local.", RecordType::SRV), "NxDomain");
+        assert_eq!(ask("_dns._udp.backend.default.svc.cluster.local.", RecordType::A), "NoData");
+        assert_eq!(ask("http.tcp.backend.default.svc.cluster.local.", RecordType::SRV), "NxDomain");
+        assert_eq!(ask("_._tcp.unnamed.default.svc.cluster.local.", RecordType::SRV), "NxDomain");
+    }
+
+    #[test]
+    fn headless_service() {
+        assert_eq!(
+            ask("postgres.default.svc.cluster.local.", RecordType::A),
+            "postgres.default.svc.cluster.local. 5 A 10.244.0.7\n\
+             postgres.default.svc.cluster.local. 5 A 10.244.0.5\n\
+             postgres.default.svc.cluster.local. 5 A 10.244.0.6"
+        );
+        assert_eq!(ask("postgres-0.postgres.default.svc.cluster.local.", RecordType::A), "postgres-0.postgres.default.svc.cluster.local. 5 A 10.244.0.5");
+        assert_eq!(ask("postgres-0.postgres.default.svc.cluster.local.", RecordType::AAAA), "NoData");
+        assert_eq!(ask("postgres-3.postgres.default.svc.cluster.local.", RecordType::A), "NxDomain");
+        assert_eq!(ask("postgres.default.svc.cluster.local.", RecordType::AAAA), "NoData");
+        assert_eq!(ask("empty.default.svc.cluster.local.", RecordType::A), "NxDomain");
+        assert_eq!(ask("empty.default.svc.cluster.local.", RecordType::TXT), "NxDomain");
+        assert_eq!(
+            ask("_pg._tcp.postgres.default.svc.cluster.local.", RecordType::SRV),
+            "_pg._tcp.postgres.default.svc.cluster.local. 5 SRV 0 33 5432 10-244-0-7.postgres.default.svc.cluster.local.\n\
+             _pg._tcp.postgres.default.svc.cluster.local. 5 SRV 0 33 5432 postgres-0.postgres.default.svc.cluster.local.\n\
+             _pg._tcp.postgres.default.svc.cluster.local. 5 SRV 0 33 5432 postgres-1.postgres.default.svc.cluster.local.\n\
+             + 10-244-0-7.postgres.default.svc.cluster.local. 5 A 10.244.0.7\n\
+             + postgres-0.postgres.default.svc.cluster.local. 5 A 10.244.0.5\n\
+             + postgres-1.postgres.default.svc.cluster.local. 5 A 10.244.0.6"
+        );
+    }
+
+    #[test]
+    fn external_name() {
+        let cname = "external-database.default.svc.cluster.local. 5 CNAME db.example.com.";
+        assert_eq!(ask("external-database.default.svc.cluster.local.", RecordType::A), cname);
+        assert_eq!(ask("external-database.default.svc.cluster.local.", RecordType::CNAME), cname);
+        assert_eq!(ask("x.external-database.default.svc.cluster.local.", RecordType::A), "NxDomain");
+    }
+
+    #[test]
+    fn ptr_for_cluster_ips_and_endpoints() {
+        assert_eq!(ask("20.0.96.10.in-addr.arpa.", RecordType::PTR), "20.0.96.10.in-addr.arpa. 5 PTR backend.default.svc.cluster.local.");
+        assert_eq!(ask("5.0.244.10.in-addr.arpa.", RecordType::PTR), "5.0.244.10.in-addr.arpa. 5 PTR postgres-0.postgres.default.svc.cluster.local.");
+        assert_eq!(
+            ask("1.2.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.d.f.ip6.arpa.", RecordType::PTR),
+            "1.2.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.d.f.ip6.arpa. 5 PTR v6.default.svc.cluster.local."
+        );
+        assert_eq!(ask("8.0.244.10.in-addr.arpa.", RecordType::PTR), "NotOurs");
+        assert_eq!(ask("20.0.96.10.in-addr.arpa.", RecordType::A), "NoData");
+    }
+
+    #[test]
+    fn negative_answers_where_coredns_gives_them() {
+        for (q, want) in [
+            ("cluster.local.", "NoData"),
+            ("svc.cluster.local.", "NoData"),
+            ("default.svc.cluster.local.", "NoData"),
+            ("quiet.svc.cluster.local.", "NoData"),
+            ("nope.svc.cluster.local.", "NxDomain"),
+            ("missing.default.svc.cluster.local.", "NxDomain"),
+            ("backend.nope.svc.cluster.local.", "NxDomain"),
+            ("example.com.default.svc.cluster.local.", "NxDomain"),
+            ("backend.default.foo.cluster.local.", "NxDomain"),
+            ("foo.cluster.local.", "NxDomain"),
+            ("a.b.c.d.backend.default.svc.cluster.local.", "NxDomain"),
+            ("dns-version.cluster.local.", "NoData"),
+        ] {
+            assert_eq!(ask(q, RecordType::A), want, "{q}");
+        }
+        assert_eq!(ask("cluster.local.", RecordType::SOA), "cluster.local. 5 SOA ns.dns.cluster.local. hostmaster.cluster.local. 42 7200 1800 86400 5");
+        assert_eq!(ask("example.com.", RecordType::A), "NotOurs");
+        assert_eq!(ask("local.", RecordType::A), "NotOurs");
+    }
+
+    #[test]
+    fn reverse_names() {
+        let labels = |s: &str| labels_of(&name(s));
+        assert_eq!(reverse_ip(&labels("4.3.2.1.in-addr.arpa.")), Some("1.2.3.4".parse().unwrap()));
+        assert_eq!(reverse_ip(&labels("4.3.2.1.IN-ADDR.ARPA.")), Some("1.2.3.4".parse().unwrap()));
+        assert_eq!(reverse_ip(&labels("04.3.2.1.in-addr.arpa.")), None);
+        assert_eq!(reverse_ip(&labels("3.2.1.in-addr.arpa.")), None);
+        assert_eq!(reverse_ip(&labels("256.3.2.1.in-addr.arpa.")), None);
+        assert_eq!(reverse_ip(&labels("1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.d.f.ip6.arpa.")), Some("fd00::1".parse().unwrap()));
+        assert_eq!(reverse_ip(&labels("10.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.d.f.ip6.arpa.")), None);
+        assert_eq!(undashed("fd00--1"), Some("fd00::1".parse().unwrap()));
+        assert_eq!(dashed("fd00::1".parse().unwrap()), "fd00--1");
+    }
+
+    #[test]
+    fn dns_version() {
+        assert_eq!(ask("dns-version.cluster.local.", RecordType::TXT), "dns-version.cluster.local. 5 TXT 1.1.0");
+    }
+
+    #[test]
+    fn pod_records_are_verified() {
+        assert_eq!(ask("10-244-0-5.default.pod.cluster.local.", RecordType::A), "10-244-0-5.default.pod.cluster.local. 5 A 10.244.0.5");
+        assert_eq!(ask("10-244-0-5.default.pod.cluster.local.", RecordType::AAAA), "NoData");
+        assert_eq!(ask("10-244-0-99.default.pod.cluster.local.", RecordType::A), "NxDomain");
+        assert_eq!(ask("10-244-0-5.quiet.pod.cluster.local.", RecordType::A), "NxDomain");
+        assert_eq!(ask("default.pod.cluster.local.", RecordType::A), "NoData");
+        assert_eq!(ask("not-an-ip.default.pod.cluster.local.", RecordType::A), "NxDomain");
+    }
+
+    #[test]
+    fn unsynced_is_servfail_for_our_names_only() {
+        let snap = Snapshot::unsynced(parse_zone("cluster.local").unwrap(), 5);
+        assert_eq!(snap.answer(&name("backend.default.svc.cluster.local."), RecordType::A), Answer::NotSynced);
+        assert_eq!(snap.answer(&name("1.0.96.10.in-addr.arpa."), RecordType::PTR), Answer::NotSynced);
+        assert_eq!(snap.answer(&name("example.com."), RecordType::A), Answer::NotOurs);
+    }
+
+    #[test]
+    fn other_zone_and_ttl() {
+        let snap = Snapshot::build(parse_zone("Example.Internal.").unwrap(), 30, 1, &Objects { namespaces: vec![&namespace("x")], ..Default::default() });
+        assert_eq!(show(snap.answer(&name("x.svc.example.internal."), RecordType::A)), "NoData");
+        assert_eq!(snap.soa().ttl, 30);
+        assert_eq!(show(snap.answer(&name("x.svc.cluster.local."), RecordType::A)), "NotOurs");
+    }
+}
