@@ -498,7 +498,7 @@ mod tests {
 
     fn with_schema<T>(f: impl FnOnce(KindSchema<'_>) -> T) -> T {
         let (schemas, root) = crate::openapi::kind_schema("", "v1", "Service").unwrap();
-        f(KindSchema { schemas: Schemas { components: schemas }, root: &root })
+        f(KindSchema { schemas: Schemas { components: schemas }, root })
     }
 
     fn writer(manager: &str) -> Writer<'_> {

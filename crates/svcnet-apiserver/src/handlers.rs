@@ -274,7 +274,7 @@ fn apply_patch(pt: PatchType, doc: &Value, patch: &Value, gvk: (&str, &str, &str
             let (group, version, kind) = gvk;
             let (schemas, root) = crate::openapi::kind_schema(group, version, kind)
                 .ok_or_else(|| ApiError::new(415, "UnsupportedMediaType", format!("strategic merge patch is not supported for {kind}")))?;
-            out = crate::strategic::apply(doc, patch, crate::strategic::Schemas { components: schemas }, &root)
+            out = crate::strategic::apply(doc, patch, crate::strategic::Schemas { components: schemas }, root)
                 .map_err(|e| ApiError::new(422, "Invalid", format!("the server rejected our request due to an error in our request: {e}")))?;
         }
     }
@@ -505,7 +505,7 @@ async fn server_side_apply(reg: &Registry, target: &Target, call: &Call<'_>, mut
     }
     let (schemas, root) = crate::openapi::kind_schema(info.group, info.version, info.kind)
         .ok_or_else(|| ApiError::new(415, "UnsupportedMediaType", format!("server-side apply is not supported for {}", info.kind)))?;
-    let schema = KindSchema { schemas: crate::strategic::Schemas { components: schemas }, root: &root };
+    let schema = KindSchema { schemas: crate::strategic::Schemas { components: schemas }, root };
     let now = crate::object::now_rfc3339();
     let api_version = info.api_version();
     let writer = Writer { manager: &manager, api_version: &api_version, subresource: None, now: &now };

@@ -1167,16 +1167,35 @@ fn content_hash(bytes: &[u8]) -> String {
 
 /// The component schemas of the v3 document serving `group/version`, and the definition name of
 /// `kind` in it (for schema-driven work such as strategic merge patch).
-pub fn kind_schema(group: &str, version: &str, kind: &str) -> Option<(&'static Map<String, Value>, String)> {
-    let find = |doc: &'static Document| -> Option<(&'static Map<String, Value>, String)> {
-        let schemas = doc.value.get("components")?.get("schemas")?.as_object()?;
-        let name = schemas.iter().find_map(|(name, s)| {
-            let gvks = s.get("x-kubernetes-group-version-kind")?.as_array()?;
-            gvks.iter().any(|g| g["group"] == group && g["version"] == version && g["kind"] == kind).then(|| name.clone())
-        })?;
-        Some((schemas, name))
-    };
-    let path = if group.is_empty() { format!("api/{version}") } else { format!("apis/{group}/{version}") };
-    // A kind served only as a subresource (autoscaling/v1 Scale) lives in its parent's document.
-    v3_group_version(&path).and_then(find).or_else(|| v3_docs().by_path.values().find_map(find))
+pub fn kind_schema(group: &str, version: &str, kind: &str) -> Option<(&'static Map<String, Value>, &'static str)> {
+    kind_schemas().get(&(group.to_string(), version.to_string(), kind.to_string())).map(|(schemas, name)| (*schemas, name.as_str()))
+}
+
+/// (group, version, kind) → the component schemas holding the kind and its definition name.
+type KindSchemas = std::collections::HashMap<(String, String, String), (&'static Map<String, Value>, String)>;
+
+/// Every kind's schema root, found once: patches and `managedFields` look it up on every write.
+fn kind_schemas() -> &'static KindSchemas {
+    static INDEX: OnceLock<KindSchemas> = OnceLock::new();
+    INDEX.get_or_init(|| {
+        let mut index = std::collections::HashMap::new();
+        // A group-version's own document first, so that a kind served only as a subresource
+        // (autoscaling/v1 Scale) falls back to the first parent document that has it.
+        let mut docs: Vec<(&String, &'static Document)> = v3_docs().by_path.iter().collect();
+        docs.sort_by_key(|(path, _)| path.as_str());
+        for (path, doc) in docs {
+            let Some(schemas) = doc.value.get("components").and_then(|c| c.get("schemas")).and_then(Value::as_object) else { continue };
+            for (name, schema) in schemas {
+                for g in schema.get("x-kubernetes-group-version-kind").and_then(Value::as_array).into_iter().flatten() {
+                    let (Some(group), Some(version), Some(kind)) = (g["group"].as_str(), g["version"].as_str(), g["kind"].as_str()) else { continue };
+                    let own = if group.is_empty() { format!("api/{version}") } else { format!("apis/{group}/{version}") } == *path;
+                    let key = (group.to_string(), version.to_string(), kind.to_string());
+                    if own || !index.contains_key(&key) {
+                        index.insert(key, (schemas, name.clone()));
+                    }
+                }
+            }
+        }
+        index
+    })
 }

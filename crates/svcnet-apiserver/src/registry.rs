@@ -73,7 +73,7 @@ pub fn intern_manager(name: &str) -> &'static str {
 /// Records `new`'s field ownership after a write by `opts.field_manager`.
 fn track_fields(info: &ResourceInfo, old: Option<&Value>, new: &mut Value, opts: &WriteOptions) {
     let Some((schemas, root)) = crate::openapi::kind_schema(info.group, info.version, info.kind) else { return };
-    let schema = crate::apply::KindSchema { schemas: crate::strategic::Schemas { components: schemas }, root: &root };
+    let schema = crate::apply::KindSchema { schemas: crate::strategic::Schemas { components: schemas }, root };
     let now = object::now_rfc3339();
     let writer = crate::apply::Writer { manager: opts.field_manager.unwrap_or("unknown"), api_version: &info.api_version(), subresource: None, now: &now };
     crate::apply::track_update(old, new, schema, &writer);

@@ -219,16 +219,6 @@ pub fn carry_over(new: &mut Value, old: &Value) {
     }
 }
 
-/// The outcome of trying to take a claim.
-enum Claim {
-    /// Newly taken for this Service.
-    Taken,
-    /// This Service already held it.
-    Held,
-    /// Another Service holds it.
-    Busy,
-}
-
 impl ServiceAllocator {
     pub fn new(store: Arc<dyn Storage>, ranges: ServiceRanges) -> Self {
         Self { store, ranges }
@@ -238,15 +228,18 @@ impl ServiceAllocator {
         &self.ranges
     }
 
-    /// Takes `key` for `svc`; `Held` when `svc` already holds it (same uid).
-    async fn claim(&self, key: &str, svc: &Value) -> Result<Claim, ApiError> {
+    /// Takes `key` for `svc`, recording a new claim in `claims` (to roll back if the write
+    /// fails). `false` when another Service holds it; `true` also when `svc` already did.
+    async fn claim(&self, key: &str, svc: &Value, claims: &mut Claims) -> Result<bool, ApiError> {
         let value = serde_json::to_vec(&owner(svc)).expect("json");
         match self.store.create(key, value).await {
-            Ok(_) => Ok(Claim::Taken),
+            Ok(_) => {
+                claims.keys.push(key.to_string());
+                Ok(true)
+            }
             Err(svcnet_store::Error::AlreadyExists { .. }) => {
                 let current = self.store.get(key).await?;
-                let same = current.and_then(|kv| serde_json::from_slice::<Value>(&kv.value).ok()).is_some_and(|o| o["uid"] == svc["metadata"]["uid"]);
-                if same { Ok(Claim::Held) } else { Ok(Claim::Busy) }
+                Ok(current.and_then(|kv| serde_json::from_slice::<Value>(&kv.value).ok()).is_some_and(|o| o["uid"] == svc["metadata"]["uid"]))
             }
             Err(e) => Err(e.into()),
         }
@@ -414,15 +407,9 @@ impl ServiceAllocator {
                 self.ranges.cidr_string()
             )));
         }
-        let key = ip_key(requested);
-        match self.claim(&key, svc).await {
-            Ok(Claim::Taken) => {
-                claims.keys.push(key);
-                Ok(())
-            }
-            Ok(Claim::Held) => Ok(()),
-            Ok(Claim::Busy) => Err(field(format!("failed to allocate IP {requested}: provided IP is already allocated"))),
-            Err(e) => Err(AllocError::Api(e)),
+        match self.claim(&ip_key(requested), svc, claims).await? {
+            true => Ok(()),
+            false => Err(field(format!("failed to allocate IP {requested}: provided IP is already allocated"))),
         }
     }
 
@@ -440,15 +427,9 @@ impl ServiceAllocator {
         if port < i64::from(lo) || port > i64::from(hi) {
             return Err(field(format!("provided port is not in the valid range. The range of valid ports is {lo}-{hi}")));
         }
-        let key = port_key(port);
-        match self.claim(&key, svc).await {
-            Ok(Claim::Taken) => {
-                claims.keys.push(key);
-                Ok(())
-            }
-            Ok(Claim::Held) => Ok(()),
-            Ok(Claim::Busy) => Err(field("provided port is already allocated".into())),
-            Err(e) => Err(AllocError::Api(e)),
+        match self.claim(&port_key(port), svc, claims).await? {
+            true => Ok(()),
+            false => Err(field("provided port is already allocated".into())),
         }
     }
 
@@ -472,14 +453,8 @@ impl ServiceAllocator {
             if self.store.get(&key).await.map_err(|e| AllocError::Api(e.into()))?.is_some() {
                 continue;
             }
-            match self.claim(&key, svc).await {
-                Ok(Claim::Taken) => {
-                    claims.keys.push(key);
-                    return Ok(Some(v));
-                }
-                Ok(Claim::Held) => return Ok(Some(v)),
-                Ok(Claim::Busy) => continue,
-                Err(e) => return Err(AllocError::Api(e)),
+            if self.claim(&key, svc, claims).await? {
+                return Ok(Some(v));
             }
         }
         // Dense: scan the claims for the free values and try them in order.
@@ -491,14 +466,8 @@ impl ServiceAllocator {
             if used.contains(&key) {
                 continue;
             }
-            match self.claim(&key, svc).await {
-                Ok(Claim::Taken) => {
-                    claims.keys.push(key);
-                    return Ok(Some(v));
-                }
-                Ok(Claim::Held) => return Ok(Some(v)),
-                Ok(Claim::Busy) => continue,
-                Err(e) => return Err(AllocError::Api(e)),
+            if self.claim(&key, svc, claims).await? {
+                return Ok(Some(v));
             }
         }
         Ok(None)

@@ -124,7 +124,7 @@ fn merge_map(mut original: Map<String, Value>, patch: &Map<String, Value>, at: A
                     Some(Value::Array(o)) => o,
                     _ => Vec::new(),
                 };
-                let merged = merge_list(base, p, raw, &at.items_of(raw))?;
+                let merged = merge_list(base, p, raw, &at.items(raw))?;
                 original.insert(key.clone(), Value::Array(merged));
             }
             scalar => {
@@ -148,12 +148,6 @@ fn merge_map(mut original: Map<String, Value>, patch: &Map<String, Value>, at: A
         original.retain(|k, _| retain.iter().any(|r| r == k));
     }
     Ok(Some(original))
-}
-
-impl<'a> At<'a> {
-    fn items_of(&self, raw: Option<&'a Value>) -> At<'a> {
-        self.items(raw)
-    }
 }
 
 fn merge_list(original: Vec<Value>, patch: &[Value], raw: Option<&Value>, items: &At<'_>) -> Result<Vec<Value>, PatchError> {

@@ -124,7 +124,7 @@ impl Shape {
 
 /// 10000 -> "10k".
 fn count(n: usize) -> String {
-    if n >= 1000 && n % 1000 == 0 { format!("{}k", n / 1000) } else { n.to_string() }
+    if n >= 1000 && n.is_multiple_of(1000) { format!("{}k", n / 1000) } else { n.to_string() }
 }
 
 pub async fn run(args: EndpointsArgs) -> Result<()> {
@@ -795,7 +795,8 @@ fn print_table(args: &EndpointsArgs, large: &Cluster, small: &Cluster, cores: us
         v
     };
     let ms_of = |d: Duration| d.as_secs_f64() * 1e3;
-    let steps: [(&str, &dyn Fn(&Flip) -> Option<Duration>); 4] = [
+    type Step<'a> = (&'a str, &'a dyn Fn(&Flip) -> Option<Duration>);
+    let steps: [Step; 4] = [
         ("PATCH pods/status: send to response", &|f| Some(f.ack)),
         ("send to the pod's watch event", &|f| f.pod_event),
         ("send to the Endpoints update", &|f| f.endpoints),

@@ -182,6 +182,44 @@ impl SelectorIndex {
     }
 }
 
+/// The keys of the objects a watch has shown, to find those that vanished while it relisted:
+/// their deletion is never sent as a `Delete` event, only noticed by their absence.
+pub(crate) struct Known<K> {
+    known: std::collections::HashSet<K>,
+    relisted: std::collections::HashSet<K>,
+}
+
+impl<K: std::hash::Hash + Eq + Clone> Default for Known<K> {
+    fn default() -> Self {
+        Known { known: Default::default(), relisted: Default::default() }
+    }
+}
+
+impl<K: std::hash::Hash + Eq + Clone> Known<K> {
+    pub(crate) fn applied(&mut self, key: K) {
+        self.known.insert(key);
+    }
+
+    pub(crate) fn deleted(&mut self, key: &K) {
+        self.known.remove(key);
+    }
+
+    pub(crate) fn relist_started(&mut self) {
+        self.relisted.clear();
+    }
+
+    pub(crate) fn relisted(&mut self, key: K) {
+        self.relisted.insert(key);
+    }
+
+    /// The relist is complete: returns what was known before and is gone now.
+    pub(crate) fn relist_done(&mut self) -> Vec<K> {
+        let gone = self.known.difference(&self.relisted).cloned().collect();
+        self.known = std::mem::take(&mut self.relisted);
+        gone
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -223,6 +261,20 @@ mod tests {
         idx.relist_done();
         assert!(idx.selected("a", &sel(&[("app", "db")])).is_empty());
         assert_eq!(names(idx.selected("b", &sel(&[("app", "web")]))), ["p3"]);
+    }
+
+    #[test]
+    fn a_relist_reports_what_vanished_during_it() {
+        let mut known = Known::default();
+        known.applied("a");
+        known.applied("b");
+        known.applied("c");
+        known.deleted(&"c");
+        known.relist_started();
+        known.relisted("a");
+        assert_eq!(known.relist_done(), ["b"]);
+        known.relist_started();
+        assert_eq!(known.relist_done(), ["a"]);
     }
 
     #[test]

@@ -109,36 +109,31 @@ pub async fn run(client: Client) -> Result<()> {
 /// watch was relisting) are remembered: their Endpoints go too.
 async fn handle_services(events: impl Stream<Item = watcher::Event<Service>>, ctx: &Context) -> Result<()> {
     let mut events = std::pin::pin!(events);
-    let mut known: HashSet<ServiceKey> = HashSet::new();
-    let mut relisted: HashSet<ServiceKey> = HashSet::new();
+    let mut known = crate::cache::Known::default();
+    let gone = |key: ServiceKey| {
+        ctx.selectors.set(&key.namespace, &key.name, None);
+        ctx.deleted.lock().unwrap().insert(key.clone());
+        ctx.queue.add(key);
+    };
     while let Some(event) = events.next().await {
         match event {
             watcher::Event::Apply(svc) => {
                 ctx.index_selector(&svc);
-                known.insert(ServiceKey::of(&svc));
+                known.applied(ServiceKey::of(&svc));
                 ctx.queue.add(ServiceKey::of(&svc));
             }
             watcher::Event::Delete(svc) => {
                 let key = ServiceKey::of(&svc);
-                ctx.selectors.set(&key.namespace, &key.name, None);
-                known.remove(&key);
-                ctx.deleted.lock().unwrap().insert(key.clone());
-                ctx.queue.add(key);
+                known.deleted(&key);
+                gone(key);
             }
-            watcher::Event::Init => relisted.clear(),
+            watcher::Event::Init => known.relist_started(),
             watcher::Event::InitApply(svc) => {
                 ctx.index_selector(&svc);
-                relisted.insert(ServiceKey::of(&svc));
+                known.relisted(ServiceKey::of(&svc));
                 ctx.queue.add(ServiceKey::of(&svc));
             }
-            watcher::Event::InitDone => {
-                for gone in known.difference(&relisted) {
-                    ctx.selectors.set(&gone.namespace, &gone.name, None);
-                    ctx.deleted.lock().unwrap().insert(gone.clone());
-                    ctx.queue.add(gone.clone());
-                }
-                known = std::mem::take(&mut relisted);
-            }
+            watcher::Event::InitDone => known.relist_done().into_iter().for_each(gone),
         }
     }
     Err(Error::WatchEnded("Service"))

@@ -338,29 +338,23 @@ pub async fn run(client: Client) -> Result<()> {
 /// watch was relisting), which frees its address.
 async fn handle_services(events: impl Stream<Item = watcher::Event<Service>>, ctx: &Context) -> Result<()> {
     let mut events = std::pin::pin!(events);
-    let mut known: HashSet<ServiceKey> = HashSet::new();
-    let mut relisted: HashSet<ServiceKey> = HashSet::new();
+    let mut known = crate::cache::Known::default();
     while let Some(event) = events.next().await {
         match event {
             watcher::Event::Apply(svc) => {
-                known.insert(key_of(&svc));
+                known.applied(key_of(&svc));
                 ctx.queue.add(key_of(&svc));
             }
             watcher::Event::Delete(svc) => {
-                known.remove(&key_of(&svc));
+                known.deleted(&key_of(&svc));
                 ctx.queue.add(key_of(&svc));
             }
-            watcher::Event::Init => relisted.clear(),
+            watcher::Event::Init => known.relist_started(),
             watcher::Event::InitApply(svc) => {
-                relisted.insert(key_of(&svc));
+                known.relisted(key_of(&svc));
                 ctx.queue.add(key_of(&svc));
             }
-            watcher::Event::InitDone => {
-                for gone in known.difference(&relisted) {
-                    ctx.queue.add(gone.clone());
-                }
-                known = std::mem::take(&mut relisted);
-            }
+            watcher::Event::InitDone => known.relist_done().into_iter().for_each(|gone| ctx.queue.add(gone)),
         }
     }
     Err(Error::WatchEnded("Service"))

@@ -4,14 +4,7 @@
 mod common;
 
 use common::Svcnet;
-use serde_json::{Value, json};
-
-fn get(s: &Svcnet, what: &[&str]) -> Value {
-    let mut args = vec!["get"];
-    args.extend_from_slice(what);
-    args.extend_from_slice(&["-o", "json"]);
-    serde_json::from_str(&s.ok(&args)).unwrap()
-}
+use serde_json::json;
 
 #[test]
 fn reapplying_an_edited_service_updates_and_prunes() {
@@ -19,13 +12,13 @@ fn reapplying_an_edited_service_updates_and_prunes() {
     s.apply(
         "apiVersion: v1\nkind: Service\nmetadata:\n  name: web\n  labels:\n    team: a\nspec:\n  selector:\n    app: web\n  ports:\n  - name: http\n    port: 80\n    targetPort: 8080\n  - name: metrics\n    port: 9000\n",
     );
-    let before = get(&s, &["svc", "web"]);
+    let before = s.get_json(&["svc", "web"]);
     // Edited file: selector changed, the metrics port removed, https added, the label removed.
     let out = s.apply(
         "apiVersion: v1\nkind: Service\nmetadata:\n  name: web\nspec:\n  selector:\n    app: web2\n  ports:\n  - name: http\n    port: 80\n    targetPort: 8080\n  - name: https\n    port: 443\n    targetPort: 8443\n",
     );
     assert!(out.contains("service/web configured"), "{out}");
-    let after = get(&s, &["svc", "web"]);
+    let after = s.get_json(&["svc", "web"]);
     assert_eq!(after["spec"]["selector"], json!({"app": "web2"}));
     let ports: Vec<(i64, &str)> =
         after["spec"]["ports"].as_array().unwrap().iter().map(|p| (p["port"].as_i64().unwrap(), p["name"].as_str().unwrap())).collect();
@@ -55,7 +48,7 @@ fn kubectl_patch_merges_lists_by_key() {
         "-p",
         r#"{"spec":{"template":{"spec":{"containers":[{"name":"app","image":"backend:2","env":[{"name":"B","value":"2"}]}]}}}}"#,
     ]);
-    let d = get(&s, &["deployment", "backend"]);
+    let d = s.get_json(&["deployment", "backend"]);
     let containers = d["spec"]["template"]["spec"]["containers"].as_array().unwrap();
     assert_eq!(containers.len(), 2, "the sidecar is kept");
     assert_eq!(containers[0]["image"], "backend:2");
@@ -64,13 +57,13 @@ fn kubectl_patch_merges_lists_by_key() {
 
     // `$patch: delete` removes one element by its key.
     s.ok(&["patch", "deployment", "backend", "-p", r#"{"spec":{"template":{"spec":{"containers":[{"name":"sidecar","$patch":"delete"}]}}}}"#]);
-    let d = get(&s, &["deployment", "backend"]);
+    let d = s.get_json(&["deployment", "backend"]);
     assert_eq!(d["spec"]["template"]["spec"]["containers"].as_array().unwrap().len(), 1);
 
     // `kubectl set image` and `kubectl label` ride on the same patch.
     s.ok(&["set", "image", "deployment/backend", "app=backend:3"]);
     s.ok(&["label", "deployment", "backend", "tier=api"]);
-    let d = get(&s, &["deployment", "backend"]);
+    let d = s.get_json(&["deployment", "backend"]);
     assert_eq!(d["spec"]["template"]["spec"]["containers"][0]["image"], "backend:3");
     assert_eq!(d["metadata"]["labels"]["tier"], "api");
 
@@ -94,7 +87,7 @@ fn server_side_apply_owns_fields_and_reports_conflicts() {
     let out = apply_as("alice", &manifest("web", two_ports), &[]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("service/ssa serverside-applied"));
-    let svc = get(&s, &["svc", "ssa", "--show-managed-fields"]);
+    let svc = s.get_json(&["svc", "ssa", "--show-managed-fields"]);
     let managers: Vec<&str> = svc["metadata"]["managedFields"].as_array().unwrap().iter().map(|m| m["manager"].as_str().unwrap()).collect();
     assert_eq!(managers, ["alice"]);
     assert_eq!(svc["metadata"]["managedFields"][0]["operation"], "Apply");
@@ -105,16 +98,16 @@ fn server_side_apply_owns_fields_and_reports_conflicts() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(err.contains("Apply failed with 1 conflict: conflict with \"alice\": .spec.selector"), "{err}");
-    assert_eq!(get(&s, &["svc", "ssa"])["spec"]["selector"]["app"], "web");
+    assert_eq!(s.get_json(&["svc", "ssa"])["spec"]["selector"]["app"], "web");
     // Forced, bob takes the field over.
     let out = apply_as("bob", &manifest("api", ""), &["--force-conflicts"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(get(&s, &["svc", "ssa"])["spec"]["selector"]["app"], "api");
+    assert_eq!(s.get_json(&["svc", "ssa"])["spec"]["selector"]["app"], "api");
 
     // Alice drops the metrics port (and the selector, which is bob's now): the port goes.
     let out = apply_as("alice", "apiVersion: v1\nkind: Service\nmetadata:\n  name: ssa\nspec:\n  ports:\n  - name: http\n    port: 80\n", &[]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let svc = get(&s, &["svc", "ssa"]);
+    let svc = s.get_json(&["svc", "ssa"]);
     let ports: Vec<i64> = svc["spec"]["ports"].as_array().unwrap().iter().map(|p| p["port"].as_i64().unwrap()).collect();
     assert_eq!(ports, [80]);
     assert_eq!(svc["spec"]["selector"]["app"], "api", "bob's field stays");

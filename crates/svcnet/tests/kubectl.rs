@@ -10,74 +10,8 @@ use std::{
     time::Duration,
 };
 
+use common::seed::{SEED_BACKEND, SEED_EXTERNAL, SEED_FRONTEND, SEED_HEADLESS, SEED_NODEPORT};
 use common::{Svcnet, wait_for};
-
-const SEED_BACKEND: &str = "
-apiVersion: v1
-kind: Service
-metadata:
-  name: backend
-spec:
-  type: ClusterIP        # Default
-  selector:
-    app: backend         # Finds pods with this label
-  ports:
-  - port: 8000           # Service port
-    targetPort: 8000     # Pod port
-";
-
-/// The seed's NodePort Service, under another name because it shares `backend`'s.
-const SEED_NODEPORT: &str = "
-apiVersion: v1
-kind: Service
-metadata:
-  name: backend-nodeport
-spec:
-  type: NodePort
-  selector:
-    app: backend
-  ports:
-  - port: 8000
-    targetPort: 8000
-    nodePort: 30001      # Optional, auto-assigned if omitted
-";
-
-const SEED_FRONTEND: &str = "
-apiVersion: v1
-kind: Service
-metadata:
-  name: frontend
-spec:
-  type: LoadBalancer
-  selector:
-    app: frontend
-  ports:
-  - port: 80
-    targetPort: 80
-";
-
-const SEED_EXTERNAL: &str = "
-apiVersion: v1
-kind: Service
-metadata:
-  name: external-database
-spec:
-  type: ExternalName
-  externalName: my-db.rds.amazonaws.com
-";
-
-const SEED_HEADLESS: &str = "
-apiVersion: v1
-kind: Service
-metadata:
-  name: postgres
-spec:
-  clusterIP: None          # Headless!
-  selector:
-    app: postgres
-  ports:
-  - port: 5432
-";
 
 fn stderr(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stderr).to_string()

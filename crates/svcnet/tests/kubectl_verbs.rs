@@ -8,18 +8,12 @@ use serde_json::Value;
 
 const DEPLOYMENT: &str = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  replicas: 0\n  selector:\n    matchLabels:\n      app: web\n  template:\n    metadata:\n      labels:\n        app: web\n    spec:\n      containers:\n      - name: web\n        image: web:1\n        ports:\n        - containerPort: 8080\n";
 
-fn json(s: &Svcnet, args: &[&str]) -> Value {
-    let mut a = args.to_vec();
-    a.extend_from_slice(&["-o", "json"]);
-    serde_json::from_str(&s.ok(&a)).unwrap()
-}
-
 #[test]
 fn scale_label_annotate_and_patch_types() {
     let s = Svcnet::start();
     s.apply(DEPLOYMENT);
     assert!(s.ok(&["scale", "deployment", "web", "--replicas=4"]).contains("deployment.apps/web scaled"));
-    assert_eq!(json(&s, &["get", "deployment", "web"])["spec"]["replicas"], 4);
+    assert_eq!(s.get_json(&["deployment", "web"])["spec"]["replicas"], 4);
     assert_eq!(s.ok(&["get", "deployment", "web", "-o", "jsonpath={.spec.replicas}"]), "4");
     // The scale subresource itself.
     let scale: Value = serde_json::from_str(&s.ok(&["get", "--raw", "/apis/apps/v1/namespaces/default/deployments/web/scale"])).unwrap();
@@ -29,11 +23,11 @@ fn scale_label_annotate_and_patch_types() {
 
     s.ok(&["label", "deployment", "web", "team=a"]);
     s.ok(&["annotate", "deployment", "web", "note=hello"]);
-    let d = json(&s, &["get", "deployment", "web"]);
+    let d = s.get_json(&["deployment", "web"]);
     assert_eq!(d["metadata"]["labels"]["team"], "a");
     assert_eq!(d["metadata"]["annotations"]["note"], "hello");
     s.ok(&["label", "deployment", "web", "team-"]);
-    assert!(json(&s, &["get", "deployment", "web"])["metadata"]["labels"].get("team").is_none());
+    assert!(s.get_json(&["deployment", "web"])["metadata"]["labels"].get("team").is_none());
     let e = s.fails(&["label", "deployment", "web", "team=b", "--overwrite=false", "--resource-version=1"]);
     assert!(e.contains("Conflict") || e.contains("the object has been modified"), "{e}");
 
@@ -47,7 +41,7 @@ fn scale_label_annotate_and_patch_types() {
         "-p",
         r#"{"spec":{"template":{"spec":{"containers":[{"name":"web","env":[{"name":"A","value":"1"}]}]}}}}"#,
     ]);
-    let d = json(&s, &["get", "deployment", "web"]);
+    let d = s.get_json(&["deployment", "web"]);
     assert_eq!(d["spec"]["template"]["spec"]["containers"][0]["image"], "web:2");
     assert_eq!(d["spec"]["template"]["spec"]["containers"][0]["env"][0]["name"], "A");
     assert_eq!(d["spec"]["minReadySeconds"], 5);
@@ -74,7 +68,7 @@ fn edit_and_expose() {
     // `kubectl expose` builds a Service from the Deployment's selector and ports.
     let out = s.ok(&["expose", "deployment", "web", "--port=80", "--target-port=8080"]);
     assert!(out.contains("service/web exposed"), "{out}");
-    let svc = json(&s, &["get", "svc", "web"]);
+    let svc = s.get_json(&["svc", "web"]);
     assert_eq!(svc["spec"]["selector"]["app"], "web");
     assert_eq!(svc["spec"]["ports"][0]["port"], 80);
     assert_eq!(svc["spec"]["ports"][0]["targetPort"], 8080);

@@ -5,24 +5,11 @@ mod common;
 
 use std::time::Duration;
 
+use common::seed::SEED_FRONTEND;
 use common::{Svcnet, wait_for};
 
 const TIMEOUT: Duration = Duration::from_secs(30);
 const POOL: &str = "172.30.255.200-172.30.255.250";
-
-const SEED_FRONTEND: &str = "
-apiVersion: v1
-kind: Service
-metadata:
-  name: frontend
-spec:
-  type: LoadBalancer
-  selector:
-    app: frontend
-  ports:
-  - port: 80
-    targetPort: 80
-";
 
 fn start_with_pool(range: &str) -> Svcnet {
     Svcnet::start_with(tempfile::tempdir().unwrap(), &["--lb-pool", range])

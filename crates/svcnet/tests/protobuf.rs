@@ -7,27 +7,20 @@ mod common;
 use common::Svcnet;
 use serde_json::{Value, json};
 
-fn get(s: &Svcnet, what: &[&str]) -> Value {
-    let mut args = vec!["get"];
-    args.extend_from_slice(what);
-    args.extend_from_slice(&["-o", "json"]);
-    serde_json::from_str(&s.ok(&args)).unwrap()
-}
-
 #[test]
 fn kubectl_create_with_protobuf_bodies() {
     let s = Svcnet::start();
 
     let out = s.ok(&["create", "namespace", "pb"]);
     assert!(out.contains("namespace/pb created"), "{out}");
-    let ns = get(&s, &["namespace", "pb"]);
+    let ns = s.get_json(&["namespace", "pb"]);
     assert_eq!(ns["metadata"]["name"], "pb");
     assert_eq!(ns["status"]["phase"], "Active");
     assert!(ns["metadata"]["uid"].as_str().is_some_and(|u| !u.is_empty()), "{ns}");
 
     let out = s.ok(&["create", "service", "clusterip", "web", "--tcp=80:8080"]);
     assert!(out.contains("service/web created"), "{out}");
-    let web = get(&s, &["service", "web"]);
+    let web = s.get_json(&["service", "web"]);
     assert_eq!(web["spec"]["type"], "ClusterIP");
     assert_eq!(web["spec"]["selector"], json!({"app": "web"}));
     assert_eq!(web["spec"]["ports"], json!([{"name": "80-8080", "port": 80, "protocol": "TCP", "targetPort": 8080}]));
@@ -35,18 +28,18 @@ fn kubectl_create_with_protobuf_bodies() {
 
     let out = s.ok(&["create", "service", "nodeport", "np", "--tcp=80:8080", "--node-port=30080"]);
     assert!(out.contains("service/np created"), "{out}");
-    let np = get(&s, &["service", "np"]);
+    let np = s.get_json(&["service", "np"]);
     assert_eq!(np["spec"]["type"], "NodePort");
     assert_eq!(np["spec"]["ports"], json!([{"name": "80-8080", "nodePort": 30080, "port": 80, "protocol": "TCP", "targetPort": 8080}]));
 
     let out = s.ok(&["create", "configmap", "c", "--from-literal=a=b"]);
     assert!(out.contains("configmap/c created"), "{out}");
-    let cm = get(&s, &["configmap", "c"]);
+    let cm = s.get_json(&["configmap", "c"]);
     assert_eq!(cm["data"], json!({"a": "b"}));
 
     let out = s.ok(&["create", "deployment", "d", "--image=nginx", "--replicas=2"]);
     assert!(out.contains("deployment.apps/d created"), "{out}");
-    let d = get(&s, &["deployment", "d"]);
+    let d = s.get_json(&["deployment", "d"]);
     assert_eq!(d["spec"]["replicas"], 2);
     assert_eq!(d["spec"]["selector"], json!({"matchLabels": {"app": "d"}}));
     assert_eq!(d["spec"]["template"]["metadata"]["labels"], json!({"app": "d"}));
@@ -58,7 +51,7 @@ fn kubectl_create_with_protobuf_bodies() {
     // In a namespace other than the default, and an existing name is still a 409 kubectl renders.
     let out = s.ok(&["-n", "pb", "create", "configmap", "c", "--from-literal=x=y"]);
     assert!(out.contains("configmap/c created"), "{out}");
-    assert_eq!(get(&s, &["-n", "pb", "configmap", "c"])["data"], json!({"x": "y"}));
+    assert_eq!(s.get_json(&["-n", "pb", "configmap", "c"])["data"], json!({"x": "y"}));
     let err = s.fails(&["create", "namespace", "pb"]);
     assert!(err.contains(r#"namespaces "pb" already exists"#), "{err}");
 }

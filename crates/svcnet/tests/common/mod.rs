@@ -2,6 +2,8 @@
 //! and drives it with the real `kubectl` (fresh discovery cache per test).
 #![allow(dead_code)]
 
+pub mod seed;
+
 use std::{
     io::{BufRead, BufReader},
     path::{Path, PathBuf},
@@ -84,6 +86,14 @@ impl Svcnet {
             child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
         }
         child.wait_with_output().expect("kubectl")
+    }
+
+    /// `kubectl get <what> -o json`, parsed.
+    pub fn get_json(&self, what: &[&str]) -> serde_json::Value {
+        let mut args = vec!["get"];
+        args.extend_from_slice(what);
+        args.extend_from_slice(&["-o", "json"]);
+        serde_json::from_str(&self.ok(&args)).unwrap()
     }
 
     /// Runs kubectl and returns stdout, panicking with stderr when it fails.
