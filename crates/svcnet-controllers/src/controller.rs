@@ -66,7 +66,6 @@ pub async fn run(client: Client) -> Result<()> {
         pod_index: crate::cache::PodIndex::default(),
         selectors: crate::cache::SelectorIndex::default(),
         expectations: Mutex::new(HashMap::new()),
-        failures: Mutex::new(HashMap::new()),
     });
 
     let service_events = crate::cache::watch(Api::<Service>::all(client.clone()), services_writer, watcher::Config::default());
@@ -233,8 +232,6 @@ struct Context {
     /// Writes not yet seen in the caches, per Service. Reconciling from a cache that lacks them
     /// would, for instance, create a second slice for the same pods.
     expectations: Mutex<HashMap<ServiceKey, Vec<Expectation>>>,
-    /// Consecutive failures per Service, for the retry backoff.
-    failures: Mutex<HashMap<ServiceKey, u32>>,
 }
 
 /// A write the caches must reflect before the Service is reconciled again.
@@ -339,25 +336,18 @@ async fn worker(ctx: Arc<Context>) {
         ctx.queue.done(&key);
         match result {
             Ok(Next::Done) => {
-                ctx.failures.lock().unwrap().remove(&key);
+                ctx.queue.forget(&key);
             }
             Ok(Next::WaitForCache) => ctx.queue.add_after(key, Duration::from_millis(200)),
             Err(error) if error.is_namespace_terminating() => {
                 // Nothing can be created there any more, and all of it is about to go.
                 tracing::debug!(service = %key, %error, "namespace terminating, not retrying");
-                ctx.failures.lock().unwrap().remove(&key);
+                ctx.queue.forget(&key);
             }
             Err(error) => {
-                let failures = {
-                    let mut all = ctx.failures.lock().unwrap();
-                    let n = all.entry(key.clone()).or_insert(0);
-                    *n += 1;
-                    *n
-                };
                 // 100ms doubling up to a minute, like client-go's rate limiter (which starts lower).
-                let delay = Duration::from_millis(100).saturating_mul(1 << failures.min(10)).min(Duration::from_secs(60));
+                let delay = ctx.queue.retry(key.clone(), Duration::from_millis(100));
                 tracing::warn!(service = %key, %error, retry_in = ?delay, "reconcile failed");
-                ctx.queue.add_after(key, delay);
             }
         }
     }

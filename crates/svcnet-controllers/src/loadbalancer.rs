@@ -307,7 +307,6 @@ pub async fn run(client: Client) -> Result<()> {
         events: Mutex::new(HashMap::new()),
         attempts: Mutex::new(HashMap::new()),
         epoch: Mutex::new(0),
-        failures: Mutex::new(HashMap::new()),
     });
     let service_events = crate::cache::watch(Api::<Service>::all(client.clone()), services_writer, watcher::Config::default());
     let pool_events = crate::cache::watch(Api::<IPAddressPool>::all(client), pools_writer, watcher::Config::default());
@@ -388,8 +387,6 @@ struct Context {
     attempts: Mutex<HashMap<ServiceKey, (u64, String)>>,
     /// Bumped when the pools change or an address is freed: what a pending Service waits for.
     epoch: Mutex<u64>,
-    /// Consecutive failures per Service, for the retry backoff.
-    failures: Mutex<HashMap<ServiceKey, u32>>,
 }
 
 /// An Event this controller created.
@@ -426,19 +423,12 @@ async fn worker(ctx: Arc<Context>) {
         ctx.queue.done(&key);
         match result {
             Ok(Next::Done) => {
-                ctx.failures.lock().unwrap().remove(&key);
+                ctx.queue.forget(&key);
             }
             Ok(Next::Stale) => ctx.queue.add_after(key, Duration::from_millis(200)),
             Err(error) => {
-                let failures = {
-                    let mut all = ctx.failures.lock().unwrap();
-                    let n = all.entry(key.clone()).or_insert(0);
-                    *n += 1;
-                    *n
-                };
-                let delay = Duration::from_millis(100).saturating_mul(1 << failures.min(10)).min(Duration::from_secs(60));
+                let delay = ctx.queue.retry(key.clone(), Duration::from_millis(100));
                 tracing::warn!(service = %key, %error, retry_in = ?delay, "reconcile failed");
-                ctx.queue.add_after(key, delay);
             }
         }
     }

@@ -89,7 +89,6 @@ pub async fn run(client: Client) -> Result<()> {
         nodes,
         queue: WorkQueue::new(),
         expectations: Mutex::new(HashMap::new()),
-        failures: Mutex::new(HashMap::new()),
         assumed: Mutex::new(HashMap::new()),
     });
 
@@ -155,8 +154,6 @@ pub struct Context {
     queue: Arc<WorkQueue<Key>>,
     /// Writes not yet seen in the caches, per key.
     expectations: Mutex<HashMap<Key, Vec<Expectation>>>,
-    /// Consecutive failures per key, for the retry backoff.
-    failures: Mutex<HashMap<Key, u32>>,
     /// Pods bound by the scheduler whose binding the pod cache does not show yet (upstream's
     /// "assumed pods"), so that spreading counts them.
     assumed: Mutex<HashMap<(String, String), (String, Instant)>>,
@@ -373,7 +370,7 @@ async fn worker(ctx: Arc<Context>) {
         ctx.queue.done(&key);
         match result {
             Ok(next) => {
-                ctx.failures.lock().unwrap().remove(&key);
+                ctx.queue.forget(&key);
                 match next {
                     Next::Done => {}
                     Next::WaitForCache => ctx.queue.add_after(key, Duration::from_millis(100)),
@@ -382,23 +379,16 @@ async fn worker(ctx: Arc<Context>) {
             }
             Err(error) if is_namespace_terminating(&error) => {
                 tracing::debug!(%key, %error, "namespace terminating, not retrying");
-                ctx.failures.lock().unwrap().remove(&key);
+                ctx.queue.forget(&key);
             }
             Err(error) => {
-                let failures = {
-                    let mut all = ctx.failures.lock().unwrap();
-                    let n = all.entry(key.clone()).or_insert(0);
-                    *n += 1;
-                    *n
-                };
                 // 50ms doubling up to a minute; conflicts are the common case and resolve at once.
-                let delay = Duration::from_millis(50).saturating_mul(1 << failures.min(11)).min(Duration::from_secs(60));
+                let delay = ctx.queue.retry(key.clone(), Duration::from_millis(50));
                 if is_conflict(&error) {
                     tracing::debug!(%key, %error, retry_in = ?delay, "reconcile conflicted");
                 } else {
                     tracing::warn!(%key, %error, retry_in = ?delay, "reconcile failed");
                 }
-                ctx.queue.add_after(key, delay);
             }
         }
     }
