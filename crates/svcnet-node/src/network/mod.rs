@@ -1,0 +1,1 @@
+//! The node's network plumbing (being written).
