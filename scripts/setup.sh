@@ -9,6 +9,8 @@ command -v ip >/dev/null || need_apt+=(iproute2)
 command -v dig >/dev/null || need_apt+=(bind9-dnsutils)
 command -v curl >/dev/null || need_apt+=(curl)
 command -v etcd >/dev/null || need_apt+=(etcd-server)
+command -v dnsperf >/dev/null || need_apt+=(dnsperf)
+command -v knotd >/dev/null || need_apt+=(knot)
 if [ ${#need_apt[@]} -gt 0 ]; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
