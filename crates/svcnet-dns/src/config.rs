@@ -19,8 +19,6 @@ pub struct DnsConfig {
     pub upstreams: Vec<SocketAddr>,
     /// How long one forwarded question may take across all upstreams before it gets SERVFAIL.
     pub upstream_timeout: Duration,
-    /// How long to wait after a change before rebuilding the snapshot, to batch bursts.
-    pub debounce: Duration,
 }
 
 impl Default for DnsConfig {
@@ -32,7 +30,6 @@ impl Default for DnsConfig {
             ttl: 5,
             upstreams: system_upstreams(),
             upstream_timeout: Duration::from_millis(1500),
-            debounce: Duration::from_millis(5),
         }
     }
 }

@@ -5,7 +5,7 @@
 use std::{
     collections::HashMap,
     net::SocketAddr,
-    sync::Mutex,
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
@@ -18,7 +18,10 @@ use tokio::{
     net::{TcpStream, UdpSocket},
 };
 
-use crate::message::{MAX_UDP_PAYLOAD, response_to};
+use crate::{
+    message::{MAX_UDP_PAYLOAD, response_to},
+    metrics::Metrics,
+};
 
 /// Entries kept at most; when full, expired entries go, and if that is not enough, all of them.
 const CACHE_CAPACITY: usize = 10_000;
@@ -32,20 +35,33 @@ type CacheKey = (Name, RecordType, DNSClass, bool);
 struct Cached {
     expires: Instant,
     response: Message,
+    /// NXDOMAIN or NODATA (CoreDNS's `denial` cache).
+    denial: bool,
+}
+
+#[derive(Default)]
+struct Cache {
+    entries: HashMap<CacheKey, Cached>,
+    /// How many entries are denials (for `coredns_cache_entries`).
+    denials: usize,
 }
 
 /// Forwards questions to upstream resolvers.
 pub(crate) struct Forwarder {
-    upstreams: Vec<SocketAddr>,
+    upstreams: Vec<(SocketAddr, Arc<str>)>,
     timeout: Duration,
-    cache: Mutex<HashMap<CacheKey, Cached>>,
+    cache: Mutex<Cache>,
+    metrics: Arc<Metrics>,
+    /// The `server` label of the cache metrics.
+    server: Arc<str>,
 }
 
 // === impl Forwarder ===
 
 impl Forwarder {
-    pub(crate) fn new(upstreams: Vec<SocketAddr>, timeout: Duration) -> Self {
-        Forwarder { upstreams, timeout, cache: Mutex::new(HashMap::new()) }
+    pub(crate) fn new(upstreams: Vec<SocketAddr>, timeout: Duration, metrics: Arc<Metrics>, server: Arc<str>) -> Self {
+        let upstreams = upstreams.into_iter().map(|u| (u, Arc::from(u.to_string()))).collect();
+        Forwarder { upstreams, timeout, cache: Mutex::default(), metrics, server }
     }
 
     /// The response to `request` from the cache or an upstream; SERVFAIL when none answers in time.
@@ -55,14 +71,17 @@ impl Forwarder {
         if let Some(cached) = self.cached(&key) {
             return to_client(request, cached);
         }
+        self.metrics.cache_miss(&self.server);
         let deadline = Instant::now() + self.timeout;
         let per_upstream = self.timeout / u32::try_from(self.upstreams.len().max(1)).unwrap_or(1);
-        for upstream in &self.upstreams {
+        for (upstream, label) in &self.upstreams {
             let remaining = deadline.saturating_duration_since(Instant::now());
             if remaining.is_zero() {
                 break;
             }
-            match tokio::time::timeout(per_upstream.min(remaining), exchange(*upstream, request)).await {
+            let result = tokio::time::timeout(per_upstream.min(remaining), exchange(*upstream, request)).await;
+            self.metrics.forwarded(label, result.as_ref().ok().and_then(|r| r.as_ref().ok()).map(|r| r.metadata.response_code));
+            match result {
                 Ok(Ok(response)) if response.metadata.response_code != ResponseCode::ServFail => {
                     self.store(key, &response);
                     return to_client(request, response);
@@ -77,11 +96,12 @@ impl Forwarder {
 
     fn cached(&self, key: &CacheKey) -> Option<Message> {
         let cache = self.cache.lock().unwrap();
-        let entry = cache.get(key)?;
+        let entry = cache.entries.get(key)?;
         let now = Instant::now();
         if entry.expires <= now {
             return None;
         }
+        self.metrics.cache_hit(&self.server, entry.denial);
         let left = u32::try_from(entry.expires.duration_since(now).as_secs()).unwrap_or(u32::MAX).max(1);
         let mut response = entry.response.clone();
         for record in response.answers.iter_mut().chain(response.authorities.iter_mut()).chain(response.additionals.iter_mut()) {
@@ -93,14 +113,21 @@ impl Forwarder {
     fn store(&self, key: CacheKey, response: &Message) {
         let Some(ttl) = cache_ttl(response) else { return };
         let mut cache = self.cache.lock().unwrap();
-        if cache.len() >= CACHE_CAPACITY {
+        if cache.entries.len() >= CACHE_CAPACITY {
             let now = Instant::now();
-            cache.retain(|_, c| c.expires > now);
-            if cache.len() >= CACHE_CAPACITY {
-                cache.clear();
+            cache.entries.retain(|_, c| c.expires > now);
+            if cache.entries.len() >= CACHE_CAPACITY {
+                cache.entries.clear();
             }
+            cache.denials = cache.entries.values().filter(|c| c.denial).count();
         }
-        cache.insert(key, Cached { expires: Instant::now() + Duration::from_secs(u64::from(ttl)), response: response.clone() });
+        let denial = response.answers.is_empty();
+        let entry = Cached { expires: Instant::now() + Duration::from_secs(u64::from(ttl)), response: response.clone(), denial };
+        cache.denials += usize::from(denial);
+        if let Some(old) = cache.entries.insert(key, entry) {
+            cache.denials -= usize::from(old.denial);
+        }
+        self.metrics.cache_entries(&self.server, cache.entries.len() - cache.denials, cache.denials);
     }
 }
 

@@ -8,7 +8,11 @@
 //!   ours" for one question.
 //! - [`message`]: requests to responses (flags, SOA in negative answers, EDNS0, truncation).
 //! - `forward`: names outside the zone go to upstream resolvers, with a small cache.
-//! - `watch`: reflectors that rebuild the snapshot on every change (debounced) and swap it in.
+//! - [`index`]: the incremental builder: each watch event changes only the snapshot keys its
+//!   object touches; snapshots are persistent maps, so publishing one is O(1).
+//! - `watch`: watches of the four kinds feeding the index; a snapshot is published after each
+//!   batch of ready events.
+//! - [`metrics`]: Prometheus metrics under CoreDNS's names.
 //! - `server`: the UDP and TCP listeners.
 //!
 //! To run it: [`DnsServer::bind`] with a [`DnsConfig`], read the bound addresses, then
@@ -16,7 +20,9 @@
 
 pub mod config;
 mod forward;
+pub mod index;
 pub mod message;
+pub mod metrics;
 mod server;
 pub mod snapshot;
 mod watch;
@@ -24,6 +30,8 @@ mod watch;
 use std::{io, net::SocketAddr};
 
 pub use config::DnsConfig;
+pub use index::Index;
+pub use metrics::Metrics;
 pub use server::{DnsServer, SnapshotHandle};
 pub use snapshot::{Answer, Snapshot};
 

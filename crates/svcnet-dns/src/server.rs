@@ -1,7 +1,11 @@
 //! The I/O edge: UDP and TCP listeners that decode requests, answer them from the current
 //! snapshot (or forward them), and encode responses, truncating for UDP.
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{
+    net::SocketAddr,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use arc_swap::ArcSwap;
 use hickory_proto::{
@@ -18,6 +22,7 @@ use crate::{
     DnsConfig, Error, Result,
     forward::Forwarder,
     message::{Reply, encode_udp, format_error, respond, udp_limit},
+    metrics::{Metrics, Observation},
     snapshot::{Answer, Snapshot, parse_zone},
 };
 
@@ -50,11 +55,23 @@ pub struct DnsServer {
     local_addrs: Vec<SocketAddr>,
     snapshots: SnapshotHandle,
     forwarder: Arc<Forwarder>,
+    metrics: Arc<Metrics>,
 }
 
 struct Shared {
     snapshots: SnapshotHandle,
     forwarder: Arc<Forwarder>,
+    metrics: Arc<Metrics>,
+    /// `zone` label values: the cluster zone, the reverse zones, and the root for the rest.
+    zone_label: Arc<str>,
+    in_addr_label: Arc<str>,
+    ip6_label: Arc<str>,
+    root_label: Arc<str>,
+}
+
+/// One socket's `server` label, `dns://<address>`.
+fn server_label(addr: SocketAddr) -> Arc<str> {
+    format!("dns://{addr}").into()
 }
 
 // === impl DnsServer ===
@@ -82,8 +99,9 @@ impl DnsServer {
         if upstreams.len() < config.upstreams.len() {
             tracing::warn!(?config.upstreams, "ignoring upstream DNS servers that are this server");
         }
-        let forwarder = Arc::new(Forwarder::new(upstreams, config.upstream_timeout));
-        Ok(DnsServer { config, udp, tcp, local_addrs, snapshots, forwarder })
+        let metrics = Arc::new(Metrics::default());
+        let forwarder = Arc::new(Forwarder::new(upstreams, config.upstream_timeout, Arc::clone(&metrics), server_label(local_addrs[0])));
+        Ok(DnsServer { config, udp, tcp, local_addrs, snapshots, forwarder, metrics })
     }
 
     /// The first bound address (UDP and TCP share it).
@@ -101,10 +119,16 @@ impl DnsServer {
         self.snapshots.clone()
     }
 
+    /// The server's metrics (counting from [`DnsServer::bind`] on); register them with a
+    /// `prometheus_client` registry to expose them.
+    pub fn metrics(&self) -> Arc<Metrics> {
+        Arc::clone(&self.metrics)
+    }
+
     /// Serves until a listener fails, answering from list+watch through `client`.
     pub async fn serve(self, client: kube::Client) -> Result<()> {
         let zone = self.snapshots.current().zone().clone();
-        let watch = crate::watch::run(client, zone, self.config.ttl, self.config.debounce, self.snapshots.clone());
+        let watch = crate::watch::run(client, zone, self.config.ttl, self.snapshots.clone(), Arc::clone(&self.metrics));
         tokio::select! {
             r = watch => r,
             r = self.serve_snapshots() => r,
@@ -113,17 +137,27 @@ impl DnsServer {
 
     /// Serves only what is published through [`DnsServer::snapshots`] (no API server).
     pub async fn serve_snapshots(self) -> Result<()> {
-        let shared = Arc::new(Shared { snapshots: self.snapshots, forwarder: self.forwarder });
+        let zone_label: Arc<str> = self.snapshots.current().zone().to_string().into();
+        let shared = Arc::new(Shared {
+            snapshots: self.snapshots,
+            forwarder: self.forwarder,
+            metrics: self.metrics,
+            zone_label,
+            in_addr_label: "in-addr.arpa.".into(),
+            ip6_label: "ip6.arpa.".into(),
+            root_label: ".".into(),
+        });
         let mut tasks = JoinSet::new();
         // Several receivers per socket, so that one core's worth of answering is not the limit.
         let receivers = std::thread::available_parallelism().map_or(1, |n| n.get());
-        for socket in self.udp {
+        for (socket, addr) in self.udp.into_iter().zip(&self.local_addrs) {
+            let server = server_label(*addr);
             for _ in 0..receivers {
-                tasks.spawn(serve_udp(Arc::clone(&socket), Arc::clone(&shared)));
+                tasks.spawn(serve_udp(Arc::clone(&socket), server.clone(), Arc::clone(&shared)));
             }
         }
-        for listener in self.tcp {
-            tasks.spawn(serve_tcp(listener, Arc::clone(&shared)));
+        for (listener, addr) in self.tcp.into_iter().zip(&self.local_addrs) {
+            tasks.spawn(serve_tcp(listener, server_label(*addr), Arc::clone(&shared)));
         }
         match tasks.join_next().await {
             Some(Ok(r)) => r,
@@ -148,7 +182,7 @@ async fn bind_pair(addr: SocketAddr) -> Result<(UdpSocket, TcpListener, SocketAd
     Err(bind_err(std::io::Error::new(std::io::ErrorKind::AddrInUse, "no port free for both UDP and TCP")))
 }
 
-async fn serve_udp(socket: Arc<UdpSocket>, shared: Arc<Shared>) -> Result<()> {
+async fn serve_udp(socket: Arc<UdpSocket>, server: Arc<str>, shared: Arc<Shared>) -> Result<()> {
     let mut buf = vec![0u8; 65535];
     loop {
         let (n, peer) = match socket.recv_from(&mut buf).await {
@@ -157,36 +191,60 @@ async fn serve_udp(socket: Arc<UdpSocket>, shared: Arc<Shared>) -> Result<()> {
             Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => continue,
             Err(e) => return Err(e.into()),
         };
+        let started = Instant::now();
         let Ok(request) = Message::from_vec(&buf[..n]) else {
             if let Some(bytes) = format_error(&buf[..n]) {
                 let _ = socket.send_to(&bytes, peer).await;
+                shared.observe(&server, None, false, peer, false, ResponseCode::FormErr, started);
             }
             continue;
         };
         let limit = udp_limit(&request);
         match respond(&shared.snapshots.current(), &request) {
+            Reply::Respond(response) if needs_chase(&response) => {
+                // The CNAME's target may need an upstream: off the receive loop.
+                let (socket, server, shared) = (Arc::clone(&socket), server.clone(), Arc::clone(&shared));
+                tokio::spawn(async move {
+                    let response = chase_cname(&shared, &request, response).await;
+                    send_udp(&socket, peer, &response, limit).await;
+                    shared.observe(&server, Some(&request), false, peer, false, response.metadata.response_code, started);
+                });
+            }
             Reply::Respond(response) => {
-                let response = if needs_chase(&response) {
-                    // The CNAME's target may need an upstream: off the receive loop.
-                    let (socket, shared) = (Arc::clone(&socket), Arc::clone(&shared));
-                    tokio::spawn(async move {
-                        let response = chase_cname(&shared, &request, response).await;
-                        send_udp(&socket, peer, &response, limit).await;
-                    });
-                    continue;
-                } else {
-                    response
-                };
                 send_udp(&socket, peer, &response, limit).await;
+                shared.observe(&server, Some(&request), false, peer, false, response.metadata.response_code, started);
             }
             Reply::Forward => {
-                let (socket, shared) = (Arc::clone(&socket), Arc::clone(&shared));
+                let (socket, server, shared) = (Arc::clone(&socket), server.clone(), Arc::clone(&shared));
                 tokio::spawn(async move {
                     let response = shared.forwarder.forward(&request).await;
                     send_udp(&socket, peer, &response, limit).await;
+                    shared.observe(&server, Some(&request), false, peer, true, response.metadata.response_code, started);
                 });
             }
         }
+    }
+}
+
+// === impl Shared ===
+
+impl Shared {
+    /// Counts one answered request.
+    fn observe(&self, server: &Arc<str>, request: Option<&Message>, tcp: bool, peer: SocketAddr, forwarded: bool, rcode: ResponseCode, started: Instant) {
+        let query = request.and_then(|r| r.queries.first());
+        let zone = match query {
+            Some(_) if forwarded => &self.root_label,
+            Some(q) if self.snapshots.current().zone().zone_of(q.name()) => &self.zone_label,
+            Some(q) if q.name().iter().last().is_some_and(|l| l.eq_ignore_ascii_case(b"arpa")) => {
+                if q.name().num_labels() > 2 && q.name().iter().rev().nth(1).is_some_and(|l| l.eq_ignore_ascii_case(b"ip6")) {
+                    &self.ip6_label
+                } else {
+                    &self.in_addr_label
+                }
+            }
+            _ => &self.root_label,
+        };
+        self.metrics.observe(Observation { server, zone, tcp, ipv6: peer.is_ipv6(), qtype: query.map(|q| q.query_type()), rcode, duration: started.elapsed() });
     }
 }
 
@@ -201,9 +259,9 @@ async fn send_udp(socket: &UdpSocket, peer: SocketAddr, response: &Message, limi
     }
 }
 
-async fn serve_tcp(listener: TcpListener, shared: Arc<Shared>) -> Result<()> {
+async fn serve_tcp(listener: TcpListener, server: Arc<str>, shared: Arc<Shared>) -> Result<()> {
     loop {
-        let (stream, _) = match listener.accept().await {
+        let (stream, peer) = match listener.accept().await {
             Ok(x) => x,
             Err(error) => {
                 // Out of file descriptors and the like: keep serving the connections we have.
@@ -212,28 +270,31 @@ async fn serve_tcp(listener: TcpListener, shared: Arc<Shared>) -> Result<()> {
                 continue;
             }
         };
-        tokio::spawn(serve_tcp_connection(stream, Arc::clone(&shared)));
+        tokio::spawn(serve_tcp_connection(stream, peer, server.clone(), Arc::clone(&shared)));
     }
 }
 
-async fn serve_tcp_connection(mut stream: TcpStream, shared: Arc<Shared>) {
+async fn serve_tcp_connection(mut stream: TcpStream, peer: SocketAddr, server: Arc<str>, shared: Arc<Shared>) {
     loop {
         let Ok(Ok(len)) = tokio::time::timeout(TCP_IDLE, stream.read_u16()).await else { return };
         let mut buf = vec![0u8; usize::from(len)];
         if stream.read_exact(&mut buf).await.is_err() {
             return;
         }
+        let started = Instant::now();
         let bytes = match Message::from_vec(&buf) {
             Ok(request) => {
-                let response = match respond(&shared.snapshots.current(), &request) {
-                    Reply::Respond(response) => chase_cname(&shared, &request, response).await,
-                    Reply::Forward => shared.forwarder.forward(&request).await,
+                let (response, forwarded) = match respond(&shared.snapshots.current(), &request) {
+                    Reply::Respond(response) => (chase_cname(&shared, &request, response).await, false),
+                    Reply::Forward => (shared.forwarder.forward(&request).await, true),
                 };
+                shared.observe(&server, Some(&request), true, peer, forwarded, response.metadata.response_code, started);
                 let Ok(bytes) = response.to_vec() else { return };
                 bytes
             }
             Err(_) => {
                 let Some(bytes) = format_error(&buf) else { return };
+                shared.observe(&server, None, true, peer, false, ResponseCode::FormErr, started);
                 bytes
             }
         };

@@ -3,8 +3,9 @@
 //! Kubernetes DNS specification (schema 1.1.0) and CoreDNS's kubernetes plugin do. No I/O here.
 
 use std::{
-    collections::{BTreeMap, HashMap, HashSet},
+    collections::BTreeMap,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    sync::Arc,
 };
 
 use hickory_proto::rr::{
@@ -13,11 +14,10 @@ use hickory_proto::rr::{
 };
 use k8s_openapi::api::{core::v1 as core, discovery::v1 as discovery};
 
+use crate::index::Index;
+
 /// The schema version answered at `dns-version.<zone>`.
 pub const SCHEMA_VERSION: &str = "1.1.0";
-
-/// The label EndpointSlices name their Service with.
-const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
 /// What the cluster zone says about one question. NXDOMAIN and NODATA are distinct results.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -39,50 +39,64 @@ pub enum Answer {
     NotOurs,
 }
 
+/// `(namespace, name)`, lowercased.
+pub(crate) type Key = (String, String);
+
 /// One Service as DNS sees it.
 #[derive(Clone, Debug)]
-struct ServiceEntry {
+pub(crate) struct ServiceEntry {
     /// `<svc>.<ns>.svc.<zone>.`
-    fqdn: Name,
-    kind: Kind,
-    ports: Vec<Port>,
+    pub(crate) fqdn: Name,
+    pub(crate) kind: Kind,
+    pub(crate) ports: Vec<Port>,
     /// Ready endpoints by hostname (the pod's hostname, or the address with dashes as CoreDNS
     /// names endpoints without one). Sorted for stable answers.
-    endpoints: BTreeMap<String, Vec<IpAddr>>,
+    pub(crate) endpoints: BTreeMap<String, Vec<IpAddr>>,
 }
 
-#[derive(Clone, Debug)]
-enum Kind {
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Kind {
     ClusterIp(Vec<IpAddr>),
     Headless,
     ExternalName(Name),
 }
 
-#[derive(Clone, Debug)]
-struct Port {
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Port {
     /// Lowercased; empty for an unnamed port.
-    name: String,
+    pub(crate) name: String,
     /// `tcp`, `udp` or `sctp`.
-    protocol: String,
-    port: u16,
+    pub(crate) protocol: String,
+    pub(crate) port: u16,
 }
 
-/// An immutable index of the cluster's DNS names. Build a new one on every change and swap it in.
+/// One claim on an address's PTR record. When several Services claim one address, the lowest
+/// wins: ClusterIPs (rank 0) before headless endpoints (rank 1), then by Service key.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct ReverseClaim {
+    pub(crate) rank: u8,
+    pub(crate) owner: Key,
+    pub(crate) target: Name,
+}
+
+/// An immutable view of the cluster's DNS names. Its maps are persistent (structurally shared),
+/// so the [`crate::index::Index`] that keeps it current makes the next one by changing only the
+/// keys an event touched, and a clone costs O(1).
 #[derive(Clone, Debug)]
 pub struct Snapshot {
     /// Lowercased labels of the zone, e.g. `["cluster", "local"]`.
     zone_labels: Vec<String>,
     zone: Name,
     ttl: u32,
-    serial: u32,
-    synced: bool,
-    namespaces: HashSet<String>,
-    /// Keyed by `(namespace, name)`.
-    services: HashMap<(String, String), ServiceEntry>,
-    /// PTR targets of ClusterIPs and ready endpoint addresses.
-    reverse: HashMap<IpAddr, Name>,
-    /// Pod IPs by namespace, for `a-b-c-d.<ns>.pod.<zone>` in `verified` mode.
-    pod_ips: HashMap<String, HashSet<IpAddr>>,
+    pub(crate) serial: u32,
+    pub(crate) synced: bool,
+    /// Namespaces that exist: a Namespace object, or any Service or Pod in it.
+    pub(crate) namespaces: imbl::HashSet<String>,
+    pub(crate) services: imbl::HashMap<Key, Arc<ServiceEntry>>,
+    /// PTR claims on ClusterIPs and ready endpoint addresses, sorted (the first answers).
+    pub(crate) reverse: imbl::HashMap<IpAddr, Arc<Vec<ReverseClaim>>>,
+    /// How many pods of a namespace have an IP, for `a-b-c-d.<ns>.pod.<zone>` in `verified` mode.
+    pub(crate) pod_ips: imbl::HashMap<(String, IpAddr), u32>,
 }
 
 /// The objects a snapshot is built from (what the reflectors hold).
@@ -109,7 +123,7 @@ fn labels_of(name: &Name) -> Vec<String> {
     name.iter().map(|l| String::from_utf8_lossy(l).to_ascii_lowercase()).collect()
 }
 
-fn child(parent: &Name, label: &str) -> Option<Name> {
+pub(crate) fn child(parent: &Name, label: &str) -> Option<Name> {
     Name::from_ascii(label).ok()?.append_domain(parent).ok()
 }
 
@@ -124,118 +138,29 @@ impl Snapshot {
             ttl,
             serial: 0,
             synced: false,
-            namespaces: HashSet::new(),
-            services: HashMap::new(),
-            reverse: HashMap::new(),
-            pod_ips: HashMap::new(),
+            namespaces: imbl::HashSet::new(),
+            services: imbl::HashMap::new(),
+            reverse: imbl::HashMap::new(),
+            pod_ips: imbl::HashMap::new(),
         }
     }
 
-    /// Builds the index from the cluster's objects. `serial` becomes the SOA serial.
+    /// Builds the index from the cluster's objects at once. `serial` becomes the SOA serial.
     pub fn build(zone: Name, ttl: u32, serial: u32, objects: &Objects<'_>) -> Self {
-        let mut snap = Snapshot::unsynced(zone, ttl);
-        snap.synced = true;
-        snap.serial = serial;
+        let mut index = Index::new(zone, ttl);
         for ns in &objects.namespaces {
-            if let Some(name) = &ns.metadata.name {
-                snap.namespaces.insert(name.to_ascii_lowercase());
-            }
+            index.apply_namespace(ns);
         }
-        let svc_zone = child(&snap.zone, "svc").expect("svc.<zone> is a valid name");
-
-        // Ready endpoints per Service, from all its slices.
-        let mut endpoints: HashMap<(String, String), BTreeMap<String, Vec<IpAddr>>> = HashMap::new();
-        for slice in &objects.endpoint_slices {
-            let (Some(ns), Some(svc)) = (&slice.metadata.namespace, slice.metadata.labels.as_ref().and_then(|l| l.get(SERVICE_NAME_LABEL))) else {
-                continue;
-            };
-            let by_host = endpoints.entry((ns.to_ascii_lowercase(), svc.to_ascii_lowercase())).or_default();
-            for ep in &slice.endpoints {
-                // A missing `ready` condition means ready (EndpointSlice API semantics).
-                if ep.conditions.as_ref().and_then(|c| c.ready) == Some(false) {
-                    continue;
-                }
-                for addr in &ep.addresses {
-                    let Ok(ip) = addr.parse::<IpAddr>() else { continue };
-                    let host = match &ep.hostname {
-                        Some(h) if !h.is_empty() => h.to_ascii_lowercase(),
-                        _ => dashed(ip),
-                    };
-                    let ips = by_host.entry(host).or_default();
-                    if !ips.contains(&ip) {
-                        ips.push(ip);
-                    }
-                }
-            }
-        }
-
         for svc in &objects.services {
-            let (Some(ns), Some(name), Some(spec)) = (&svc.metadata.namespace, &svc.metadata.name, &svc.spec) else { continue };
-            let (ns, name) = (ns.to_ascii_lowercase(), name.to_ascii_lowercase());
-            snap.namespaces.insert(ns.clone());
-            let Some(fqdn) = Name::from_ascii(&ns).ok().and_then(|n| n.append_domain(&svc_zone).ok()).and_then(|n| child(&n, &name)) else {
-                continue;
-            };
-            let kind = if spec.type_.as_deref() == Some("ExternalName") {
-                let Some(target) = spec.external_name.as_deref().and_then(|t| parse_zone(t).ok()) else { continue };
-                Kind::ExternalName(target)
-            } else if spec.cluster_ip.as_deref() == Some("None") {
-                Kind::Headless
-            } else {
-                let ips: Vec<IpAddr> = match &spec.cluster_ips {
-                    Some(ips) if !ips.is_empty() => ips.iter().filter_map(|ip| ip.parse().ok()).collect(),
-                    _ => spec.cluster_ip.iter().filter_map(|ip| ip.parse().ok()).collect(),
-                };
-                Kind::ClusterIp(ips)
-            };
-            let ports = spec
-                .ports
-                .iter()
-                .flatten()
-                .filter_map(|p| {
-                    Some(Port {
-                        name: p.name.clone().unwrap_or_default().to_ascii_lowercase(),
-                        protocol: p.protocol.as_deref().unwrap_or("TCP").to_ascii_lowercase(),
-                        port: u16::try_from(p.port).ok()?,
-                    })
-                })
-                .collect();
-            let eps = match kind {
-                Kind::ExternalName(_) => BTreeMap::new(),
-                _ => endpoints.remove(&(ns.clone(), name.clone())).unwrap_or_default(),
-            };
-            match &kind {
-                Kind::ClusterIp(ips) => {
-                    for ip in ips {
-                        snap.reverse.insert(*ip, fqdn.clone());
-                    }
-                }
-                Kind::Headless => {
-                    for (host, ips) in &eps {
-                        if let Some(target) = child(&fqdn, host) {
-                            for ip in ips {
-                                snap.reverse.entry(*ip).or_insert_with(|| target.clone());
-                            }
-                        }
-                    }
-                }
-                Kind::ExternalName(_) => {}
-            }
-            snap.services.insert((ns, name), ServiceEntry { fqdn, kind, ports, endpoints: eps });
+            index.apply_service(svc);
         }
-
+        for slice in &objects.endpoint_slices {
+            index.apply_endpoint_slice(slice);
+        }
         for pod in &objects.pods {
-            let (Some(ns), Some(status)) = (&pod.metadata.namespace, &pod.status) else { continue };
-            let ns = ns.to_ascii_lowercase();
-            snap.namespaces.insert(ns.clone());
-            let ips = snap.pod_ips.entry(ns).or_default();
-            for ip in status.pod_ips.iter().flatten().map(|p| p.ip.as_str()).chain(status.pod_ip.as_deref()) {
-                if let Ok(ip) = ip.parse() {
-                    ips.insert(ip);
-                }
-            }
+            index.apply_pod(pod);
         }
-        snap
+        index.snapshot(serial)
     }
 
     /// The zone this snapshot is authoritative for.
@@ -273,9 +198,9 @@ impl Snapshot {
             return self.in_zone(qname, &labels[..labels.len() - z], qtype);
         }
         if let Some(ip) = reverse_ip(&labels) {
-            return match self.reverse.get(&ip) {
+            return match self.reverse.get(&ip).and_then(|claims| claims.first()) {
                 _ if !self.synced => Answer::NotSynced,
-                Some(target) if qtype == RecordType::PTR => records(vec![self.record(qname, RData::PTR(PTR(target.clone())))], vec![]),
+                Some(claim) if qtype == RecordType::PTR => records(vec![self.record(qname, RData::PTR(PTR(claim.target.clone())))], vec![]),
                 Some(_) => Answer::NoData,
                 None => Answer::NotOurs,
             };
@@ -417,7 +342,7 @@ impl Snapshot {
             [] => Answer::NoData,
             [ip] => {
                 let Some(ip) = undashed(ip) else { return Answer::NxDomain };
-                if !self.pod_ips.get(ns).is_some_and(|ips| ips.contains(&ip)) {
+                if !self.pod_ips.contains_key(&(ns.clone(), ip)) {
                     return Answer::NxDomain;
                 }
                 records(self.address_records(qname, &[ip], qtype), vec![])
@@ -438,7 +363,7 @@ fn srv_weight(n: usize) -> u16 {
 }
 
 /// `10.0.0.1` → `10-0-0-1`, `fd00::1` → `fd00--1`: CoreDNS's name for an endpoint without hostname.
-fn dashed(ip: IpAddr) -> String {
+pub(crate) fn dashed(ip: IpAddr) -> String {
     ip.to_string().replace(['.', ':'], "-")
 }
 
@@ -480,7 +405,7 @@ mod tests {
 
     fn slice(ns: &str, svc: &str, endpoints: serde_json::Value) -> discovery::EndpointSlice {
         serde_json::from_value(json!({
-            "metadata": {"name": format!("{svc}-abc"), "namespace": ns, "labels": {SERVICE_NAME_LABEL: svc}},
+            "metadata": {"name": format!("{svc}-abc"), "namespace": ns, "labels": {crate::index::SERVICE_NAME_LABEL: svc}},
             "addressType": "IPv4",
             "endpoints": endpoints,
         }))

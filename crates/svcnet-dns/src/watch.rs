@@ -1,95 +1,144 @@
-//! Keeps the snapshot current: reflectors of Services, EndpointSlices, Pods and Namespaces, and a
-//! builder that, once all four have listed, rebuilds the snapshot after every change (debounced)
-//! and swaps it in. Before that the unsynced snapshot answers SERVFAIL for the zone.
+//! Keeps the snapshot current: watches of Services, EndpointSlices, Pods and Namespaces feed one
+//! [`Index`], event by event; after each batch of events that are ready at once, the index's
+//! snapshot (an O(1) clone of persistent maps) is published. Before every watch has listed once,
+//! the unsynced snapshot stays in place and the zone answers SERVFAIL.
 
 use std::{
+    collections::HashSet,
     fmt,
     sync::Arc,
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::{Instant, SystemTime, UNIX_EPOCH},
 };
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt, stream::BoxStream};
 use hickory_proto::rr::Name;
 use k8s_openapi::api::{
     core::v1::{Namespace, Pod, Service},
     discovery::v1::EndpointSlice,
 };
 use kube::{
-    Api, Client, Resource,
-    runtime::{
-        WatchStreamExt,
-        reflector::{self, Store},
-        watcher,
-    },
+    Api, Client, Resource, ResourceExt,
+    runtime::{WatchStreamExt, watcher},
 };
-use tokio::sync::Notify;
 
 use crate::{
-    Error, Result,
+    Result,
+    index::{Index, ObjectKind},
+    metrics::Metrics,
     server::SnapshotHandle,
-    snapshot::{Objects, Snapshot},
+    snapshot::Key,
 };
 
-/// Runs the reflectors and the snapshot builder; returns only if a store ends.
-pub(crate) async fn run(client: Client, zone: Name, ttl: u32, debounce: Duration, snapshots: SnapshotHandle) -> Result<()> {
-    let changed = Arc::new(Notify::new());
-    let (services, services_watch) = cache::<Service>(Api::all(client.clone()), &changed);
-    let (slices, slices_watch) = cache::<EndpointSlice>(Api::all(client.clone()), &changed);
-    let (pods, pods_watch) = cache::<Pod>(Api::all(client.clone()), &changed);
-    let (namespaces, namespaces_watch) = cache::<Namespace>(Api::all(client), &changed);
-
-    let builder = async {
-        for (what, ready) in [
-            ("Service", services.wait_until_ready().await),
-            ("EndpointSlice", slices.wait_until_ready().await),
-            ("Pod", pods.wait_until_ready().await),
-            ("Namespace", namespaces.wait_until_ready().await),
-        ] {
-            ready.map_err(|_| Error::CacheEnded(what))?;
-        }
-        tracing::info!("DNS caches synced");
-        loop {
-            let (s, e, p, n) = (services.state(), slices.state(), pods.state(), namespaces.state());
-            let objects = Objects {
-                services: s.iter().map(|o| o.as_ref()).collect(),
-                endpoint_slices: e.iter().map(|o| o.as_ref()).collect(),
-                pods: p.iter().map(|o| o.as_ref()).collect(),
-                namespaces: n.iter().map(|o| o.as_ref()).collect(),
-            };
-            let serial = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as u32).unwrap_or(0);
-            snapshots.publish(Snapshot::build(zone.clone(), ttl, serial, &objects));
-            // A change during the build leaves a permit, so it is never lost.
-            changed.notified().await;
-            tokio::time::sleep(debounce).await;
-        }
-    };
-
-    tokio::select! {
-        r = builder => r,
-        () = services_watch => Err(Error::CacheEnded("Service")),
-        () = slices_watch => Err(Error::CacheEnded("EndpointSlice")),
-        () = pods_watch => Err(Error::CacheEnded("Pod")),
-        () = namespaces_watch => Err(Error::CacheEnded("Namespace")),
-    }
+/// One watch event of one of the four kinds.
+enum Event {
+    Service(watcher::Event<Service>),
+    EndpointSlice(watcher::Event<EndpointSlice>),
+    Pod(watcher::Event<Pod>),
+    Namespace(watcher::Event<Namespace>),
 }
 
-/// A reflector store of every `K`, and the future that keeps it current (retrying failed watches
-/// with backoff) and signals `changed` on every event.
-fn cache<K>(api: Api<K>, changed: &Arc<Notify>) -> (Store<K>, impl Future<Output = ()> + use<K>)
+/// Runs the watches and publishes snapshots; returns only if every watch stream ends.
+pub(crate) async fn run(client: Client, zone: Name, ttl: u32, snapshots: SnapshotHandle, metrics: Arc<Metrics>) -> Result<()> {
+    let streams: Vec<BoxStream<'static, Event>> = vec![
+        events(Api::<Service>::all(client.clone()), Event::Service),
+        events(Api::<EndpointSlice>::all(client.clone()), Event::EndpointSlice),
+        events(Api::<Pod>::all(client.clone()), Event::Pod),
+        events(Api::<Namespace>::all(client), Event::Namespace),
+    ];
+    let mut merged = futures::stream::select_all(streams);
+    let mut syncer = Syncer::new(zone, ttl);
+    while let Some(event) = merged.next().await {
+        let started = Instant::now();
+        syncer.apply(event);
+        // Everything already waiting goes into the same snapshot.
+        while let Some(Some(event)) = merged.next().now_or_never() {
+            syncer.apply(event);
+        }
+        if syncer.synced() {
+            if !syncer.announced {
+                tracing::info!("DNS caches synced");
+                syncer.announced = true;
+            }
+            let serial = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as u32).unwrap_or(0);
+            snapshots.publish(syncer.index.snapshot(serial));
+            metrics.snapshot_published(started.elapsed());
+        }
+    }
+    Ok(())
+}
+
+/// The watch events of every `K`, retried with backoff (errors are logged, never the end).
+fn events<K>(api: Api<K>, wrap: fn(watcher::Event<K>) -> Event) -> BoxStream<'static, Event>
 where
     K: Resource<DynamicType = ()> + Clone + k8s_openapi::serde::de::DeserializeOwned + fmt::Debug + Send + Sync + 'static,
 {
-    let (store, writer) = reflector::store::<K>();
-    let changed = Arc::clone(changed);
     let kind = K::kind(&());
-    let events = reflector::reflector(writer, watcher(api, watcher::Config::default()).default_backoff());
-    let drive = events.for_each(move |event| {
+    watcher(api, watcher::Config::default())
+        .default_backoff()
+        .filter_map(move |event| {
+            futures::future::ready(match event {
+                Ok(event) => Some(wrap(event)),
+                Err(error) => {
+                    tracing::warn!(%kind, %error, "DNS watch failed, retrying");
+                    None
+                }
+            })
+        })
+        .boxed()
+}
+
+/// The index, and each kind's (re)list in progress.
+struct Syncer {
+    index: Index,
+    /// Kinds that have completed a list at least once.
+    listed: HashSet<ObjectKind>,
+    /// Keys seen so far in each kind's current relist.
+    relisting: std::collections::HashMap<ObjectKind, HashSet<Key>>,
+    announced: bool,
+}
+
+impl Syncer {
+    fn new(zone: Name, ttl: u32) -> Self {
+        Syncer { index: Index::new(zone, ttl), listed: HashSet::new(), relisting: Default::default(), announced: false }
+    }
+
+    fn synced(&self) -> bool {
+        self.listed.len() == 4
+    }
+
+    fn apply(&mut self, event: Event) {
         match event {
-            Ok(watcher::Event::Init | watcher::Event::InitApply(_)) => {}
-            Ok(_) => changed.notify_one(),
-            Err(error) => tracing::warn!(%kind, %error, "DNS watch failed, retrying"),
+            Event::Service(e) => self.kind(ObjectKind::Service, e, Index::apply_service),
+            Event::EndpointSlice(e) => self.kind(ObjectKind::EndpointSlice, e, Index::apply_endpoint_slice),
+            Event::Pod(e) => self.kind(ObjectKind::Pod, e, Index::apply_pod),
+            Event::Namespace(e) => self.kind(ObjectKind::Namespace, e, Index::apply_namespace),
         }
-        futures::future::ready(())
-    });
-    (store, drive)
+    }
+
+    /// A relist applies objects as they come (the index stays answerable) and, once done,
+    /// deletes what it did not see.
+    fn kind<K: Resource>(&mut self, kind: ObjectKind, event: watcher::Event<K>, apply: fn(&mut Index, &K)) {
+        let key = |o: &K| {
+            let ns = if kind == ObjectKind::Namespace { String::new() } else { o.namespace().unwrap_or_default().to_ascii_lowercase() };
+            (ns, o.name_any().to_ascii_lowercase())
+        };
+        match event {
+            watcher::Event::Init => {
+                self.relisting.insert(kind, HashSet::new());
+            }
+            watcher::Event::InitApply(o) => {
+                self.relisting.entry(kind).or_default().insert(key(&o));
+                apply(&mut self.index, &o);
+            }
+            watcher::Event::InitDone => {
+                let seen = self.relisting.remove(&kind).unwrap_or_default();
+                for stale in self.index.keys(kind).into_iter().filter(|k| !seen.contains(k)) {
+                    self.index.delete(kind, &stale);
+                }
+                self.listed.insert(kind);
+            }
+            watcher::Event::Apply(o) => apply(&mut self.index, &o),
+            watcher::Event::Delete(o) => self.index.delete(kind, &key(&o)),
+        }
+    }
 }
