@@ -14,6 +14,7 @@ pub mod endpoints;
 pub mod endpointslice;
 pub mod gc;
 pub mod loadbalancer;
+pub mod nodes;
 pub mod pod;
 mod queue;
 #[cfg(test)]
@@ -46,8 +47,26 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// Runs every controller; returns only on a fatal error (which it also logs, since `svcnet up`
 /// runs this in a task of its own).
 pub async fn run(client: kube::Client) -> Result<()> {
-    let result =
-        tokio::try_join!(controller::run(client.clone()), workloads::run(client.clone()), loadbalancer::run(client.clone()), gc::run(client)).map(|_| ());
+    run_with(client, Config::default()).await
+}
+
+/// What `svcnet up` configures.
+#[derive(Clone, Debug, Default)]
+pub struct Config {
+    /// `--cluster-cidr`: nodes get their podCIDR from it ([`nodes`]); `None` leaves podCIDRs alone.
+    pub cluster_cidr: Option<nodes::ClusterCidr>,
+}
+
+/// [`run`] with configuration.
+pub async fn run_with(client: kube::Client, config: Config) -> Result<()> {
+    let result = tokio::try_join!(
+        controller::run(client.clone()),
+        workloads::run(client.clone()),
+        loadbalancer::run(client.clone()),
+        nodes::run(client.clone(), config.cluster_cidr),
+        gc::run(client)
+    )
+    .map(|_| ());
     if let Err(error) = &result {
         tracing::error!(%error, "the Service controllers stopped");
     }
