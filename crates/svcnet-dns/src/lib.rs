@@ -20,6 +20,7 @@
 
 pub mod config;
 mod forward;
+pub mod fuzzing;
 pub mod index;
 pub mod message;
 pub mod metrics;

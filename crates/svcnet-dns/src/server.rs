@@ -74,6 +74,13 @@ fn server_label(addr: SocketAddr) -> Arc<str> {
     format!("dns://{addr}").into()
 }
 
+/// The socket a request came in on, for the metrics.
+#[derive(Clone)]
+struct Via {
+    server: Arc<str>,
+    tcp: bool,
+}
+
 // === impl DnsServer ===
 
 impl DnsServer {
@@ -183,6 +190,7 @@ async fn bind_pair(addr: SocketAddr) -> Result<(UdpSocket, TcpListener, SocketAd
 }
 
 async fn serve_udp(socket: Arc<UdpSocket>, server: Arc<str>, shared: Arc<Shared>) -> Result<()> {
+    let via = Via { server, tcp: false };
     let mut buf = vec![0u8; 65535];
     loop {
         let (n, peer) = match socket.recv_from(&mut buf).await {
@@ -195,7 +203,7 @@ async fn serve_udp(socket: Arc<UdpSocket>, server: Arc<str>, shared: Arc<Shared>
         let Ok(request) = Message::from_vec(&buf[..n]) else {
             if let Some(bytes) = format_error(&buf[..n]) {
                 let _ = socket.send_to(&bytes, peer).await;
-                shared.observe(&server, None, false, peer, false, ResponseCode::FormErr, started);
+                shared.observe(&via, None, peer, false, ResponseCode::FormErr, started);
             }
             continue;
         };
@@ -203,23 +211,23 @@ async fn serve_udp(socket: Arc<UdpSocket>, server: Arc<str>, shared: Arc<Shared>
         match respond(&shared.snapshots.current(), &request) {
             Reply::Respond(response) if needs_chase(&response) => {
                 // The CNAME's target may need an upstream: off the receive loop.
-                let (socket, server, shared) = (Arc::clone(&socket), server.clone(), Arc::clone(&shared));
+                let (socket, via, shared) = (Arc::clone(&socket), via.clone(), Arc::clone(&shared));
                 tokio::spawn(async move {
                     let response = chase_cname(&shared, &request, response).await;
                     send_udp(&socket, peer, &response, limit).await;
-                    shared.observe(&server, Some(&request), false, peer, false, response.metadata.response_code, started);
+                    shared.observe(&via, Some(&request), peer, false, response.metadata.response_code, started);
                 });
             }
             Reply::Respond(response) => {
                 send_udp(&socket, peer, &response, limit).await;
-                shared.observe(&server, Some(&request), false, peer, false, response.metadata.response_code, started);
+                shared.observe(&via, Some(&request), peer, false, response.metadata.response_code, started);
             }
             Reply::Forward => {
-                let (socket, server, shared) = (Arc::clone(&socket), server.clone(), Arc::clone(&shared));
+                let (socket, via, shared) = (Arc::clone(&socket), via.clone(), Arc::clone(&shared));
                 tokio::spawn(async move {
                     let response = shared.forwarder.forward(&request).await;
                     send_udp(&socket, peer, &response, limit).await;
-                    shared.observe(&server, Some(&request), false, peer, true, response.metadata.response_code, started);
+                    shared.observe(&via, Some(&request), peer, true, response.metadata.response_code, started);
                 });
             }
         }
@@ -230,12 +238,12 @@ async fn serve_udp(socket: Arc<UdpSocket>, server: Arc<str>, shared: Arc<Shared>
 
 impl Shared {
     /// Counts one answered request.
-    fn observe(&self, server: &Arc<str>, request: Option<&Message>, tcp: bool, peer: SocketAddr, forwarded: bool, rcode: ResponseCode, started: Instant) {
+    fn observe(&self, via: &Via, request: Option<&Message>, peer: SocketAddr, forwarded: bool, rcode: ResponseCode, started: Instant) {
         let query = request.and_then(|r| r.queries.first());
         let zone = match query {
             Some(_) if forwarded => &self.root_label,
             Some(q) if self.snapshots.current().zone().zone_of(q.name()) => &self.zone_label,
-            Some(q) if q.name().iter().last().is_some_and(|l| l.eq_ignore_ascii_case(b"arpa")) => {
+            Some(q) if q.name().iter().next_back().is_some_and(|l| l.eq_ignore_ascii_case(b"arpa")) => {
                 if q.name().num_labels() > 2 && q.name().iter().rev().nth(1).is_some_and(|l| l.eq_ignore_ascii_case(b"ip6")) {
                     &self.ip6_label
                 } else {
@@ -244,7 +252,15 @@ impl Shared {
             }
             _ => &self.root_label,
         };
-        self.metrics.observe(Observation { server, zone, tcp, ipv6: peer.is_ipv6(), qtype: query.map(|q| q.query_type()), rcode, duration: started.elapsed() });
+        self.metrics.observe(Observation {
+            server: &via.server,
+            zone,
+            tcp: via.tcp,
+            ipv6: peer.is_ipv6(),
+            qtype: query.map(|q| q.query_type()),
+            rcode,
+            duration: started.elapsed(),
+        });
     }
 }
 
@@ -275,6 +291,7 @@ async fn serve_tcp(listener: TcpListener, server: Arc<str>, shared: Arc<Shared>)
 }
 
 async fn serve_tcp_connection(mut stream: TcpStream, peer: SocketAddr, server: Arc<str>, shared: Arc<Shared>) {
+    let via = Via { server, tcp: true };
     loop {
         let Ok(Ok(len)) = tokio::time::timeout(TCP_IDLE, stream.read_u16()).await else { return };
         let mut buf = vec![0u8; usize::from(len)];
@@ -288,13 +305,13 @@ async fn serve_tcp_connection(mut stream: TcpStream, peer: SocketAddr, server: A
                     Reply::Respond(response) => (chase_cname(&shared, &request, response).await, false),
                     Reply::Forward => (shared.forwarder.forward(&request).await, true),
                 };
-                shared.observe(&server, Some(&request), true, peer, forwarded, response.metadata.response_code, started);
+                shared.observe(&via, Some(&request), peer, forwarded, response.metadata.response_code, started);
                 let Ok(bytes) = response.to_vec() else { return };
                 bytes
             }
             Err(_) => {
                 let Some(bytes) = format_error(&buf) else { return };
-                shared.observe(&server, None, true, peer, false, ResponseCode::FormErr, started);
+                shared.observe(&via, None, peer, false, ResponseCode::FormErr, started);
                 bytes
             }
         };

@@ -30,6 +30,7 @@ use crate::{
 };
 
 /// One watch event of one of the four kinds.
+#[allow(clippy::large_enum_variant, reason = "moved once from the stream into the index")]
 enum Event {
     Service(watcher::Event<Service>),
     EndpointSlice(watcher::Event<EndpointSlice>),
