@@ -11,7 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-/// A running `svcnet up`, killed (SIGKILL) when dropped.
+/// A running `svcnet up`, stopped when dropped (SIGTERM, then SIGKILL after 20 s).
 pub struct Svcnet {
     child: Option<Child>,
     pub dir: tempfile::TempDir,
@@ -37,10 +37,14 @@ impl Svcnet {
     }
 
     /// Starts `svcnet up` on `dir` with extra flags (e.g. `--watch-history 10`).
+    /// Without `--nodes` in `extra`, no node agent runs (`--nodes 0`): most tests need only the
+    /// control plane, and nodes need a bridge of their own ([`NodeNet`]).
     pub fn start_with(dir: tempfile::TempDir, extra: &[&str]) -> Self {
+        let nodes: &[&str] = if extra.contains(&"--nodes") { &[] } else { &["--nodes", "0"] };
         let mut child = Command::new(svcnet_bin())
             .args(["up", "--api-addr", "127.0.0.1:0", "--data-dir"])
             .arg(dir.path())
+            .args(nodes)
             .args(extra)
             .stdout(Stdio::piped())
             .stderr(std::fs::OpenOptions::new().create(true).append(true).open(dir.path().join("svcnet.log")).expect("log file"))
@@ -166,11 +170,92 @@ impl Svcnet {
 }
 
 impl Drop for Svcnet {
+    /// SIGTERM first, so that svcnet removes what it made in the kernel; SIGKILL after 20 s.
     fn drop(&mut self) {
         if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
+            let start = Instant::now();
+            while start.elapsed() < Duration::from_secs(20) {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+}
+
+/// A node network of its own for one test: a bridge name and a /24 that no other test (in any
+/// test process) uses at the same time, claimed with a lock file. Dropping it removes whatever
+/// `svcnet up` may have left in the kernel under that name (namespaces `<bridge>-*`, the bridge),
+/// then releases the claim.
+pub struct NodeNet {
+    pub bridge: String,
+    /// `172.31.K.0/24`.
+    pub cidr: String,
+    /// `172.31.K.` (append the host part).
+    pub prefix: String,
+    claim: PathBuf,
+}
+
+impl NodeNet {
+    pub fn claim() -> NodeNet {
+        let dir = Path::new("/tmp/svcnet-test-nodenets");
+        std::fs::create_dir_all(dir).unwrap();
+        for k in 1..=250u32 {
+            let claim = dir.join(k.to_string());
+            if std::fs::OpenOptions::new().write(true).create_new(true).open(&claim).is_ok() {
+                let net = NodeNet { bridge: format!("snt{k}"), cidr: format!("172.31.{k}.0/24"), prefix: format!("172.31.{k}."), claim };
+                net.remove_leftovers();
+                return net;
+            }
+        }
+        panic!("no free test node network (remove stale claims in {})", dir.display());
+    }
+
+    /// `svcnet up` flags for this network.
+    pub fn flags(&self) -> Vec<String> {
+        vec!["--bridge".into(), self.bridge.clone(), "--node-cidr".into(), self.cidr.clone()]
+    }
+
+    /// The network namespace of node `node` (e.g. `node-1`).
+    pub fn node_netns(&self, node: &str) -> String {
+        format!("{}-{node}", self.bridge)
+    }
+
+    /// Runs a command in node `node`'s network namespace.
+    pub fn in_node(&self, node: &str, args: &[&str]) -> Output {
+        Command::new("ip").args(["netns", "exec", &self.node_netns(node)]).args(args).output().expect("ip netns exec")
+    }
+
+    /// The namespaces that exist under this network's prefix.
+    pub fn namespaces(&self) -> Vec<String> {
+        let out = Command::new("ip").args(["netns", "list"]).output().expect("ip netns list");
+        let prefix = format!("{}-", self.bridge);
+        String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| l.split_whitespace().next()).filter(|n| n.starts_with(&prefix)).map(str::to_string).collect()
+    }
+
+    /// Whether the bridge exists on the host.
+    pub fn bridge_exists(&self) -> bool {
+        Path::new("/sys/class/net").join(&self.bridge).exists()
+    }
+
+    fn remove_leftovers(&self) {
+        for ns in self.namespaces() {
+            let _ = Command::new("ip").args(["netns", "del", &ns]).status();
+        }
+        if self.bridge_exists() {
+            let _ = Command::new("ip").args(["link", "del", &self.bridge]).status();
+        }
+    }
+}
+
+impl Drop for NodeNet {
+    fn drop(&mut self) {
+        self.remove_leftovers();
+        let _ = std::fs::remove_file(&self.claim);
     }
 }
 
