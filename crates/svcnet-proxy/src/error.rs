@@ -1,0 +1,28 @@
+//! The proxy's errors.
+
+use std::path::PathBuf;
+
+/// What can go wrong while programming the node.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A command (`nft`, `conntrack`, `ip`, `arping`) could not be started.
+    #[error("starting {command}: {source}")]
+    Spawn { command: String, source: std::io::Error },
+    /// A command exited with an error.
+    #[error("{command} failed ({status}): {stderr}")]
+    Command { command: String, status: std::process::ExitStatus, stderr: String },
+    /// Entering the node's network namespace failed.
+    #[error("network namespace: {0}")]
+    Netns(#[from] svcnet_netns::Error),
+    /// Binding a listener (metrics, health check) failed.
+    #[error("binding {addr}: {source}")]
+    Bind { addr: String, source: std::io::Error },
+    /// The Kubernetes API failed.
+    #[error("kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    /// A file could not be read.
+    #[error("reading {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,200 @@
+//! Snapshot tests of the pure core: Services and EndpointSlices (YAML fixtures) in, nft script
+//! out. The expected scripts under `tests/fixtures/*.nft` were checked by hand; run with
+//! `UPDATE_SNAPSHOTS=1` to rewrite them after a deliberate change, and review the diff.
+//! `tests/e2e.rs` loads the same kind of scripts into a real kernel.
+
+use std::path::{Path, PathBuf};
+
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use svcnet_proxy::model::{ServiceKey, plan_service};
+use svcnet_proxy::ruleset::{Ruleset, RulesetConfig, StaleConntrack};
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Fixture {
+    node: String,
+    #[serde(rename = "nodeIPs")]
+    node_ips: Vec<String>,
+    #[serde(rename = "clusterCIDRs")]
+    cluster_cidrs: Vec<String>,
+    services: Vec<Service>,
+    #[serde(default)]
+    endpoint_slices: Vec<EndpointSlice>,
+}
+
+fn fixture_path(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+}
+
+fn load(name: &str) -> Fixture {
+    let text = std::fs::read_to_string(fixture_path(name)).unwrap();
+    serde_saphyr::from_str(&text).unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+fn ruleset_of(fixture: &Fixture) -> Ruleset {
+    let config = RulesetConfig {
+        node_ips: fixture.node_ips.iter().map(|ip| ip.parse().unwrap()).collect(),
+        cluster_cidrs: fixture.cluster_cidrs.iter().map(|c| c.parse().unwrap()).collect(),
+    };
+    let mut ruleset = Ruleset::new(config);
+    apply(&mut ruleset, fixture);
+    ruleset.clear_pending();
+    ruleset
+}
+
+fn apply(ruleset: &mut Ruleset, fixture: &Fixture) -> Vec<StaleConntrack> {
+    let mut stale = Vec::new();
+    for service in &fixture.services {
+        let key = ServiceKey::of_service(service);
+        stale.extend(ruleset.set_service(&key, plan_service(service, &fixture.endpoint_slices, &fixture.node).ok()));
+    }
+    stale
+}
+
+/// Compares with `tests/fixtures/NAME`, or writes it when `UPDATE_SNAPSHOTS` is set.
+fn check_snapshot(name: &str, actual: &str) {
+    let path = fixture_path(name);
+    if std::env::var_os("UPDATE_SNAPSHOTS").is_some() {
+        std::fs::write(&path, actual).unwrap();
+        return;
+    }
+    let expected = std::fs::read_to_string(&path).unwrap_or_default();
+    if expected != actual {
+        panic!("{} differs (UPDATE_SNAPSHOTS=1 rewrites it):\n--- expected\n{expected}\n--- actual\n{actual}", path.display());
+    }
+}
+
+#[test]
+fn cluster_ip_full_script() {
+    let ruleset = ruleset_of(&load("cluster-ip.yaml"));
+    check_snapshot("cluster-ip.nft", &ruleset.full_script());
+}
+
+#[test]
+fn external_full_script() {
+    let fixture = load("external.yaml");
+    let ruleset = ruleset_of(&fixture);
+    check_snapshot("external.nft", &ruleset.full_script());
+    let lb = ruleset.plan(&ServiceKey::new("shop", "lb")).unwrap();
+    assert_eq!(lb.health_check.as_ref().map(|h| (h.node_port, h.local_endpoints)), Some((32000, 1)));
+}
+
+#[test]
+fn selection_full_script() {
+    let ruleset = ruleset_of(&load("selection.yaml"));
+    check_snapshot("selection.nft", &ruleset.full_script());
+}
+
+#[test]
+fn skipped_services_have_no_plan() {
+    let fixture = load("cluster-ip.yaml");
+    use svcnet_proxy::model::Skip;
+    let plans: Vec<_> = fixture.services.iter().map(|s| plan_service(s, &fixture.endpoint_slices, "node-1").err()).collect();
+    assert_eq!(plans, vec![None, None, Some(Skip::Headless), Some(Skip::ExternalName), Some(Skip::OtherProxy)]);
+}
+
+/// One endpoint replaced: the transaction deletes and adds only that Service's endpoint elements
+/// (the buckets of all three are re-cut, since each owns a third) and nothing else; no flush, no
+/// table or chain touched.
+#[test]
+fn endpoint_change_touches_only_its_elements() {
+    let mut fixture = load("cluster-ip.yaml");
+    let mut ruleset = ruleset_of(&fixture);
+    assert_eq!(ruleset.take_transaction(), None);
+    let slice = &mut fixture.endpoint_slices[0];
+    slice.endpoints[1].addresses = vec!["10.244.2.99".into()];
+    apply(&mut ruleset, &fixture);
+    let diff = ruleset.take_transaction().unwrap();
+    assert_eq!(
+        diff,
+        "delete element inet svcnet-proxy endpoints-v4 { 1 . 21845-43689, 2 . 21845-43689 }\n\
+         add element inet svcnet-proxy endpoints-v4 { 1 . 21845-43689 : 10.244.2.99 . 8080, 2 . 21845-43689 : 10.244.2.99 . 9100 }\n"
+    );
+    assert!(!diff.contains("flush") && !diff.contains("table inet svcnet-proxy {"));
+    // Nothing more to do the second time.
+    apply(&mut ruleset, &fixture);
+    assert_eq!(ruleset.take_transaction(), None);
+}
+
+/// An endpoint added: the three ranges become four.
+#[test]
+fn endpoint_added_recuts_buckets() {
+    let mut fixture = load("cluster-ip.yaml");
+    let mut ruleset = ruleset_of(&fixture);
+    let slice = &mut fixture.endpoint_slices[0];
+    slice.endpoints[3].conditions.as_mut().unwrap().ready = Some(true);
+    apply(&mut ruleset, &fixture);
+    let diff = ruleset.take_transaction().unwrap();
+    assert_eq!(
+        diff,
+        "delete element inet svcnet-proxy endpoints-v4 { 1 . 0-21844, 1 . 21845-43689, 1 . 43690-65535, 2 . 0-21844, 2 . 21845-43689, 2 . 43690-65535 }\n\
+         add element inet svcnet-proxy endpoints-v4 { 1 . 0-16383 : 10.244.1.10 . 8080, 1 . 16384-32767 : 10.244.2.10 . 8080, 1 . 32768-49151 : 10.244.3.10 . 8080, 1 . 49152-65535 : 10.244.3.11 . 8080, \
+2 . 0-16383 : 10.244.1.10 . 9100, 2 . 16384-32767 : 10.244.2.10 . 9100, 2 . 32768-49151 : 10.244.3.10 . 9100, 2 . 49152-65535 : 10.244.3.11 . 9100 }\n"
+    );
+}
+
+/// The UDP Service gets its first endpoint: the reject goes, the endpoint comes, and flows to the
+/// ClusterIP (undNATed while rejected) are flushed from conntrack. Then the endpoint is replaced:
+/// its flows are flushed.
+#[test]
+fn udp_endpoint_changes_flush_conntrack() {
+    let mut fixture = load("cluster-ip.yaml");
+    let mut ruleset = ruleset_of(&fixture);
+    let slice: EndpointSlice = serde_json::from_value(serde_json::json!({
+        "metadata": {"namespace": "default", "name": "dns-1", "labels": {"kubernetes.io/service-name": "dns"}},
+        "addressType": "IPv4",
+        "ports": [{"name": "dns", "port": 5353, "protocol": "UDP"}],
+        "endpoints": [{"addresses": ["10.244.1.53"], "nodeName": "node-1"}],
+    }))
+    .unwrap();
+    fixture.endpoint_slices.push(slice);
+    let stale = apply(&mut ruleset, &fixture);
+    assert_eq!(stale, vec![StaleConntrack::Frontend { ip: "10.96.0.53".parse().unwrap(), port: 53 }]);
+    assert_eq!(
+        ruleset.take_transaction().unwrap(),
+        "delete element inet svcnet-proxy no-endpoint-services-v4 { 10.96.0.53 . udp . 53 }\n\
+         add element inet svcnet-proxy endpoints-v4 { 3 . 0-65535 : 10.244.1.53 . 5353 }\n\
+         add element inet svcnet-proxy hairpin-v4 { 10.244.1.53 . 10.244.1.53 }\n"
+    );
+    fixture.endpoint_slices.last_mut().unwrap().endpoints[0].addresses = vec!["10.244.1.54".into()];
+    let stale = apply(&mut ruleset, &fixture);
+    assert_eq!(stale, vec![StaleConntrack::Endpoint(svcnet_proxy::model::Endpoint { ip: "10.244.1.53".parse().unwrap(), port: 5353 })]);
+}
+
+/// Session affinity: losing an endpoint gives the path a new id (a fresh affinity table), so
+/// no client stays pinned to the endpoint that left; gaining one keeps the id.
+#[test]
+fn affinity_path_renumbered_when_an_endpoint_leaves() {
+    let mut fixture = load("external.yaml");
+    let mut ruleset = ruleset_of(&fixture);
+    // web: internal id 1, external id 2; the next free ids are 7 and 8.
+    let slice = &mut fixture.endpoint_slices[0];
+    slice.endpoints.truncate(1);
+    apply(&mut ruleset, &fixture);
+    let diff = ruleset.take_transaction().unwrap();
+    assert!(diff.contains("add element inet svcnet-proxy service-ips-v4 { 10.96.1.1 . tcp . 80 : 7, 192.0.2.10 . tcp . 80 : 8 }"), "{diff}");
+    assert!(diff.contains("add element inet svcnet-proxy node-ports { tcp . 30001 : 8 }"), "{diff}");
+    assert!(diff.contains("add element inet svcnet-proxy affinity-ids { 7 : jump affinity-60, 8 : jump affinity-60 }"), "{diff}");
+    // The affinity chain is shared and stays.
+    assert!(!diff.contains("chain"), "{diff}");
+}
+
+/// Removing the last Service with a timeout removes its affinity chain, after its references.
+#[test]
+fn affinity_chain_follows_its_users() {
+    let fixture = load("external.yaml");
+    let mut ruleset = ruleset_of(&fixture);
+    ruleset.set_service(&ServiceKey::new("shop", "web"), None);
+    let diff = ruleset.take_transaction().unwrap();
+    let delete_element = diff.find("delete element inet svcnet-proxy affinity-ids").unwrap();
+    let delete_chain = diff.find("delete chain inet svcnet-proxy affinity-60").unwrap();
+    assert!(delete_element < delete_chain, "{diff}");
+    // And back: the chain comes before the elements that jump to it.
+    let web = fixture.services.iter().find(|s| s.metadata.name.as_deref() == Some("web")).unwrap();
+    ruleset.set_service(&ServiceKey::new("shop", "web"), plan_service(web, &fixture.endpoint_slices, "node-1").ok());
+    let diff = ruleset.take_transaction().unwrap();
+    let add_chain = diff.find("add chain inet svcnet-proxy affinity-60").unwrap();
+    let add_element = diff.find("add element inet svcnet-proxy affinity-ids").unwrap();
+    assert!(add_chain < add_element, "{diff}");
+}
