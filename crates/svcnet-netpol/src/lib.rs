@@ -15,12 +15,13 @@ pub mod matrix;
 pub mod metrics;
 pub mod model;
 pub mod nft;
+pub mod objects;
 pub mod runner;
 pub mod selector;
 
 pub use engine::{Cluster, Endpoint, Miss, RuleRef, SideVerdict, Verdict};
 pub use model::{Direction, NamespaceInfo, ObjectKey, PodInfo, PodKey, Policy, PolicyKey, PortProtocol, Protocol};
-pub use runner::{NetpolConfig, run};
+pub use runner::{Applied, NetpolConfig, run, run_observed};
 
 /// What can go wrong in this crate.
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +47,9 @@ pub enum Error {
     /// Not `namespace/name`.
     #[error("{0:?} is not namespace/name")]
     InvalidKey(String),
+    /// A file of objects that does not decode.
+    #[error("decoding {0}")]
+    Decode(String),
     /// `nft` could not be run or rejected a script.
     #[error("nft: {0}")]
     Nft(String),
