@@ -274,7 +274,15 @@ impl Cluster {
 
     /// Judges one side of a flow: `direction` of `subject` (the pod whose policies apply), with
     /// the other end `peer_pod`/`peer_ip`, and `dest` the destination pod for port names.
-    fn side(&self, direction: Direction, subject: Option<&PodInfo>, peer_pod: Option<&PodInfo>, peer_ip: Option<IpAddr>, dest: Option<&PodInfo>, port: PortProtocol) -> SideVerdict {
+    fn side(
+        &self,
+        direction: Direction,
+        subject: Option<&PodInfo>,
+        peer_pod: Option<&PodInfo>,
+        peer_ip: Option<IpAddr>,
+        dest: Option<&PodInfo>,
+        port: PortProtocol,
+    ) -> SideVerdict {
         let Some(subject) = subject else { return SideVerdict::NotAPod };
         let mut isolated_by = Vec::new();
         let mut rules = Vec::new();
@@ -372,4 +380,3 @@ pub fn parse_endpoint(s: &str) -> Result<Endpoint> {
         Err(_) => Ok(Endpoint::Pod(ObjectKey::parse(s)?)),
     }
 }
-

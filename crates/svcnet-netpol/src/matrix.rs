@@ -18,7 +18,8 @@ pub struct Matrix {
 impl Matrix {
     /// The table for the pods of `namespaces` (all when empty) that have an IP, and `ports`.
     pub fn compute(cluster: &Cluster, namespaces: &[String], ports: &[PortProtocol]) -> Matrix {
-        let pods: Vec<PodKey> = cluster.pods().filter(|p| p.ip.is_some() && (namespaces.is_empty() || namespaces.contains(&p.key.namespace))).map(|p| p.key.clone()).collect();
+        let pods: Vec<PodKey> =
+            cluster.pods().filter(|p| p.ip.is_some() && (namespaces.is_empty() || namespaces.contains(&p.key.namespace))).map(|p| p.key.clone()).collect();
         let allowed = ports
             .iter()
             .map(|port| {
@@ -45,7 +46,9 @@ impl Matrix {
     }
 
     pub fn set(&mut self, port: PortProtocol, from: &PodKey, to: &PodKey, value: bool) {
-        if let (Some(p), Some(f), Some(t)) = (self.ports.iter().position(|x| *x == port), self.pods.iter().position(|x| x == from), self.pods.iter().position(|x| x == to)) {
+        if let (Some(p), Some(f), Some(t)) =
+            (self.ports.iter().position(|x| *x == port), self.pods.iter().position(|x| x == from), self.pods.iter().position(|x| x == to))
+        {
             self.allowed[p][f][t] = value;
         }
     }

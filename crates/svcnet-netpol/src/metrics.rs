@@ -38,7 +38,13 @@ pub fn parse_counters(json: &str) -> Result<Vec<DropCounter>> {
             _ => continue,
         };
         let Some((namespace, pod)) = rest.split_once('_') else { continue };
-        out.push(DropCounter { direction, namespace: namespace.into(), pod: pod.into(), packets: c["packets"].as_u64().unwrap_or(0), bytes: c["bytes"].as_u64().unwrap_or(0) });
+        out.push(DropCounter {
+            direction,
+            namespace: namespace.into(),
+            pod: pod.into(),
+            packets: c["packets"].as_u64().unwrap_or(0),
+            bytes: c["bytes"].as_u64().unwrap_or(0),
+        });
     }
     Ok(out)
 }
@@ -47,7 +53,11 @@ pub fn parse_counters(json: &str) -> Result<Vec<DropCounter>> {
 pub fn render(counters: &[DropCounter]) -> String {
     let mut s = String::new();
     for (metric, help, value) in [
-        ("svcnet_netpol_dropped_packets_total", "Packets dropped by NetworkPolicy, by isolated pod and direction.", (|c: &DropCounter| c.packets) as fn(&DropCounter) -> u64),
+        (
+            "svcnet_netpol_dropped_packets_total",
+            "Packets dropped by NetworkPolicy, by isolated pod and direction.",
+            (|c: &DropCounter| c.packets) as fn(&DropCounter) -> u64,
+        ),
         ("svcnet_netpol_dropped_bytes_total", "Bytes dropped by NetworkPolicy, by isolated pod and direction.", |c: &DropCounter| c.bytes),
     ] {
         let _ = writeln!(s, "# HELP {metric} {help}\n# TYPE {metric} counter");

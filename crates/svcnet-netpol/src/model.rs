@@ -235,7 +235,10 @@ pub struct Rule {
 pub enum Peer {
     /// `podSelector` and/or `namespaceSelector` (ANDed). `namespaces: None` is the policy's own
     /// namespace (no `namespaceSelector`); a missing `podSelector` is every pod.
-    Pods { namespaces: Option<Selector>, pods: Selector },
+    Pods {
+        namespaces: Option<Selector>,
+        pods: Selector,
+    },
     IpBlock(IpBlock),
 }
 

@@ -53,7 +53,13 @@ impl AllowElement {
     /// Whether the element admits a packet.
     pub fn contains(&self, pod: Ipv4Addr, peer: Ipv4Addr, proto: u8, port: u16) -> bool {
         let peer = u32::from(peer);
-        self.pod == pod && self.peer.0 <= peer && peer <= self.peer.1 && self.proto.0 <= proto && proto <= self.proto.1 && self.port.0 <= port && port <= self.port.1
+        self.pod == pod
+            && self.peer.0 <= peer
+            && peer <= self.peer.1
+            && self.proto.0 <= proto
+            && proto <= self.proto.1
+            && self.port.0 <= port
+            && port <= self.port.1
     }
 }
 
@@ -61,8 +67,16 @@ impl std::fmt::Display for AllowElement {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let (a, z) = (Ipv4Addr::from(self.peer.0), Ipv4Addr::from(self.peer.1));
         write!(f, "{} . ", self.pod)?;
-        if a == z { write!(f, "{a}")? } else { write!(f, "{a}-{z}")? }
-        if self.proto.0 == self.proto.1 { write!(f, " . {}", self.proto.0)? } else { write!(f, " . {}-{}", self.proto.0, self.proto.1)? }
+        if a == z {
+            write!(f, "{a}")?
+        } else {
+            write!(f, "{a}-{z}")?
+        }
+        if self.proto.0 == self.proto.1 {
+            write!(f, " . {}", self.proto.0)?
+        } else {
+            write!(f, " . {}-{}", self.proto.0, self.proto.1)?
+        }
         if self.port.0 == self.port.1 { write!(f, " . {}", self.port.0) } else { write!(f, " . {}-{}", self.port.0, self.port.1) }
     }
 }
@@ -439,7 +453,9 @@ mod tests {
 
     fn overlap(x: &(V4Range, ProtoPort), y: &(V4Range, ProtoPort)) -> bool {
         let o = |a: (u32, u32), b: (u32, u32)| a.0 <= b.1 && b.0 <= a.1;
-        o(x.0, y.0) && o((u32::from(x.1.0.0), u32::from(x.1.0.1)), (u32::from(y.1.0.0), u32::from(y.1.0.1))) && o((u32::from(x.1.1.0), u32::from(x.1.1.1)), (u32::from(y.1.1.0), u32::from(y.1.1.1)))
+        o(x.0, y.0)
+            && o((u32::from(x.1.0.0), u32::from(x.1.0.1)), (u32::from(y.1.0.0), u32::from(y.1.0.1)))
+            && o((u32::from(x.1.1.0), u32::from(x.1.1.1)), (u32::from(y.1.1.0), u32::from(y.1.1.1)))
     }
 
     fn arb_box() -> impl Strategy<Value = (V4Range, ProtoPort)> {
@@ -465,7 +481,12 @@ mod tests {
 
     #[test]
     fn element_syntax() {
-        let e = AllowElement { pod: Ipv4Addr::new(10, 0, 0, 2), peer: (u32::from(Ipv4Addr::new(10, 0, 0, 0)), u32::from(Ipv4Addr::new(10, 0, 0, 255))), proto: (6, 6), port: (80, 81) };
+        let e = AllowElement {
+            pod: Ipv4Addr::new(10, 0, 0, 2),
+            peer: (u32::from(Ipv4Addr::new(10, 0, 0, 0)), u32::from(Ipv4Addr::new(10, 0, 0, 255))),
+            proto: (6, 6),
+            port: (80, 81),
+        };
         assert_eq!(e.to_string(), "10.0.0.2 . 10.0.0.0-10.0.0.255 . 6 . 80-81");
         let e = AllowElement { pod: Ipv4Addr::new(10, 0, 0, 2), peer: (1, 1), proto: (0, 255), port: (0, 65535) };
         assert_eq!(e.to_string(), "10.0.0.2 . 0.0.0.1 . 0-255 . 0-65535");

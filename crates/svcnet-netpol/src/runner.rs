@@ -47,6 +47,8 @@ pub struct Applied {
     pub elements: usize,
     /// Isolated pod chains (both directions).
     pub chains: usize,
+    /// The state the table is in.
+    pub state: Arc<NodeState>,
 }
 
 /// Runs until the API watches end (never, normally) or the task is dropped.
@@ -100,6 +102,7 @@ pub async fn run_observed(client: kube::Client, config: NetpolConfig, applied: w
                 generation,
                 elements: desired.ingress_allow.len() + desired.egress_allow.len(),
                 chains: desired.ingress_pods.len() + desired.egress_pods.len(),
+                state: Arc::new(desired),
             });
             changed.notified().await;
         }

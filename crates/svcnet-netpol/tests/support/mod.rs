@@ -4,6 +4,8 @@
 //! to the cluster) with the reachability upstream expects after each.
 #![allow(dead_code)]
 
+pub mod topo;
+
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
@@ -116,7 +118,10 @@ pub struct State {
 pub enum Change {
     /// Create or replace a NetworkPolicy (JSON).
     Apply(Value),
-    Delete { namespace: String, name: String },
+    Delete {
+        namespace: String,
+        name: String,
+    },
     /// Extra labels of a pod (beyond `pod=<name>`), replacing earlier extras.
     PodLabels(PodKey, Vec<(String, String)>),
     /// Extra labels of a namespace (beyond `ns=<name>`).
@@ -209,39 +214,59 @@ pub fn cases(env: &Env) -> Vec<Case> {
         },
         Case {
             name: "should support a 'default-deny-all' policy",
-            steps: vec![step(vec![apply("x", "deny-all", json!({"podSelector": {}, "policyTypes": ["Ingress", "Egress"], "ingress": [], "egress": []}))], |_, f, t| {
-                f.namespace != "x" && t.namespace != "x"
-            })],
+            steps: vec![step(
+                vec![apply("x", "deny-all", json!({"podSelector": {}, "policyTypes": ["Ingress", "Egress"], "ingress": [], "egress": []}))],
+                |_, f, t| f.namespace != "x" && t.namespace != "x",
+            )],
         },
         Case {
             name: "should enforce policy to allow traffic from pods within server namespace based on PodSelector",
             steps: vec![step(
-                vec![apply("x", "allow-b", json!({"podSelector": {"matchLabels": {"pod": "a"}}, "ingress": [{"from": [{"podSelector": {"matchLabels": {"pod": "b"}}}]}]}))],
+                vec![apply(
+                    "x",
+                    "allow-b",
+                    json!({"podSelector": {"matchLabels": {"pod": "a"}}, "ingress": [{"from": [{"podSelector": {"matchLabels": {"pod": "b"}}}]}]}),
+                )],
                 move |_, f, t| !is(t, xa) || is(f, "x/b"),
             )],
         },
         Case {
             name: "should enforce policy to allow ingress traffic from pods in all namespaces",
-            steps: vec![step(vec![apply("x", "allow-all-ns", json!({"podSelector": {"matchLabels": {"pod": "a"}}, "ingress": [{"from": [{"namespaceSelector": {}}]}]}))], |_, _, _| true)],
+            steps: vec![step(
+                vec![apply("x", "allow-all-ns", json!({"podSelector": {"matchLabels": {"pod": "a"}}, "ingress": [{"from": [{"namespaceSelector": {}}]}]}))],
+                |_, _, _| true,
+            )],
         },
         Case {
             name: "should enforce policy to allow traffic only from a different namespace, based on NamespaceSelector",
             steps: vec![step(
-                vec![apply("x", "allow-y", json!({"podSelector": {"matchLabels": {"pod": "a"}}, "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {"ns": "y"}}}]}]}))],
+                vec![apply(
+                    "x",
+                    "allow-y",
+                    json!({"podSelector": {"matchLabels": {"pod": "a"}}, "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {"ns": "y"}}}]}]}),
+                )],
                 move |_, f, t| !is(t, xa) || f.namespace == "y",
             )],
         },
         Case {
             name: "should enforce policy based on PodSelector with MatchExpressions",
             steps: vec![step(
-                vec![apply("x", "allow-b-expr", json!({"podSelector": {"matchExpressions": [{"key": "pod", "operator": "In", "values": ["a"]}]}, "ingress": [{"from": [{"podSelector": {"matchExpressions": [{"key": "pod", "operator": "In", "values": ["b"]}]}}]}]}))],
+                vec![apply(
+                    "x",
+                    "allow-b-expr",
+                    json!({"podSelector": {"matchExpressions": [{"key": "pod", "operator": "In", "values": ["a"]}]}, "ingress": [{"from": [{"podSelector": {"matchExpressions": [{"key": "pod", "operator": "In", "values": ["b"]}]}}]}]}),
+                )],
                 move |_, f, t| !is(t, xa) || is(f, "x/b"),
             )],
         },
         Case {
             name: "should enforce policy based on NamespaceSelector with MatchExpressions",
             steps: vec![step(
-                vec![apply("x", "allow-not-x", json!({"podSelector": {"matchLabels": {"pod": "a"}}, "ingress": [{"from": [{"namespaceSelector": {"matchExpressions": [{"key": "ns", "operator": "NotIn", "values": ["x", "z"]}]}}]}]}))],
+                vec![apply(
+                    "x",
+                    "allow-not-x",
+                    json!({"podSelector": {"matchLabels": {"pod": "a"}}, "ingress": [{"from": [{"namespaceSelector": {"matchExpressions": [{"key": "ns", "operator": "NotIn", "values": ["x", "z"]}]}}]}]}),
+                )],
                 move |_, f, t| !is(t, xa) || f.namespace == "y",
             )],
         },
@@ -292,14 +317,22 @@ pub fn cases(env: &Env) -> Vec<Case> {
         Case {
             name: "should enforce policy to allow traffic only from a pod in a different namespace based on PodSelector and NamespaceSelector",
             steps: vec![step(
-                vec![apply("x", "ya", json!({"podSelector": {"matchLabels": {"pod": "a"}}, "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {"ns": "y"}}, "podSelector": {"matchLabels": {"pod": "a"}}}]}]}))],
+                vec![apply(
+                    "x",
+                    "ya",
+                    json!({"podSelector": {"matchLabels": {"pod": "a"}}, "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {"ns": "y"}}, "podSelector": {"matchLabels": {"pod": "a"}}}]}]}),
+                )],
                 move |_, f, t| !is(t, xa) || is(f, "y/a"),
             )],
         },
         Case {
             name: "should enforce policy based on Ports",
             steps: vec![step(
-                vec![apply("x", "port-81", json!({"podSelector": {"matchLabels": {"pod": "a"}}, "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {"ns": "y"}}}], "ports": [{"port": 81, "protocol": "TCP"}]}]}))],
+                vec![apply(
+                    "x",
+                    "port-81",
+                    json!({"podSelector": {"matchLabels": {"pod": "a"}}, "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {"ns": "y"}}}], "ports": [{"port": 81, "protocol": "TCP"}]}]}),
+                )],
                 move |p, f, t| !is(t, xa) || (f.namespace == "y" && tcp(p, 81)),
             )],
         },
@@ -307,11 +340,19 @@ pub fn cases(env: &Env) -> Vec<Case> {
             name: "should enforce multiple, stacked policies with overlapping podSelectors",
             steps: vec![
                 step(
-                    vec![apply("x", "port-81", json!({"podSelector": {"matchLabels": {"pod": "a"}}, "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {"ns": "y"}}}], "ports": [{"port": 81, "protocol": "TCP"}]}]}))],
+                    vec![apply(
+                        "x",
+                        "port-81",
+                        json!({"podSelector": {"matchLabels": {"pod": "a"}}, "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {"ns": "y"}}}], "ports": [{"port": 81, "protocol": "TCP"}]}]}),
+                    )],
                     move |p, f, t| !is(t, xa) || (f.namespace == "y" && tcp(p, 81)),
                 ),
                 step(
-                    vec![apply("x", "port-80", json!({"podSelector": {"matchLabels": {"pod": "a"}}, "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {"ns": "y"}}}], "ports": [{"port": 80, "protocol": "TCP"}]}]}))],
+                    vec![apply(
+                        "x",
+                        "port-80",
+                        json!({"podSelector": {"matchLabels": {"pod": "a"}}, "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {"ns": "y"}}}], "ports": [{"port": 80, "protocol": "TCP"}]}]}),
+                    )],
                     move |p, f, t| !is(t, xa) || (f.namespace == "y" && p.protocol == Protocol::Tcp),
                 ),
             ],
@@ -322,12 +363,18 @@ pub fn cases(env: &Env) -> Vec<Case> {
         },
         Case {
             name: "should allow ingress access on one named port",
-            steps: vec![step(vec![apply("x", "named", json!({"podSelector": {}, "ingress": [{"ports": [{"port": "serve-81-tcp"}]}]}))], |p, _, t| t.namespace != "x" || tcp(p, 81))],
+            steps: vec![step(vec![apply("x", "named", json!({"podSelector": {}, "ingress": [{"ports": [{"port": "serve-81-tcp"}]}]}))], |p, _, t| {
+                t.namespace != "x" || tcp(p, 81)
+            })],
         },
         Case {
             name: "should allow ingress access from namespace on one named port",
             steps: vec![step(
-                vec![apply("x", "named-ns", json!({"podSelector": {}, "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {"ns": "y"}}}], "ports": [{"port": "serve-80-tcp"}]}]}))],
+                vec![apply(
+                    "x",
+                    "named-ns",
+                    json!({"podSelector": {}, "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {"ns": "y"}}}], "ports": [{"port": "serve-80-tcp"}]}]}),
+                )],
                 |p, f, t| t.namespace != "x" || (f.namespace == "y" && tcp(p, 80)),
             )],
         },
@@ -341,15 +388,23 @@ pub fn cases(env: &Env) -> Vec<Case> {
         Case {
             name: "should enforce updated policy",
             steps: vec![
-                step(vec![apply("x", "upd", json!({"podSelector": {}, "ingress": [{"ports": [{"port": "serve-81-tcp"}]}]}))], |p, _, t| t.namespace != "x" || tcp(p, 81)),
-                step(vec![apply("x", "upd", json!({"podSelector": {}, "ingress": [{"ports": [{"port": "serve-80-tcp"}]}]}))], |p, _, t| t.namespace != "x" || tcp(p, 80)),
+                step(vec![apply("x", "upd", json!({"podSelector": {}, "ingress": [{"ports": [{"port": "serve-81-tcp"}]}]}))], |p, _, t| {
+                    t.namespace != "x" || tcp(p, 81)
+                }),
+                step(vec![apply("x", "upd", json!({"podSelector": {}, "ingress": [{"ports": [{"port": "serve-80-tcp"}]}]}))], |p, _, t| {
+                    t.namespace != "x" || tcp(p, 80)
+                }),
             ],
         },
         Case {
             name: "should allow ingress access from updated namespace",
             steps: vec![
                 step(
-                    vec![apply("x", "from-ns2", json!({"podSelector": {"matchLabels": {"pod": "a"}}, "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {"ns2": "updated"}}}]}]}))],
+                    vec![apply(
+                        "x",
+                        "from-ns2",
+                        json!({"podSelector": {"matchLabels": {"pod": "a"}}, "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {"ns2": "updated"}}}]}]}),
+                    )],
                     move |_, _, t| !is(t, xa),
                 ),
                 step(vec![Change::NamespaceLabels("y".into(), vec![("ns2".into(), "updated".into())])], move |_, f, t| !is(t, xa) || f.namespace == "y"),
@@ -359,7 +414,11 @@ pub fn cases(env: &Env) -> Vec<Case> {
             name: "should allow ingress access from updated pod",
             steps: vec![
                 step(
-                    vec![apply("x", "from-pod2", json!({"podSelector": {"matchLabels": {"pod": "a"}}, "ingress": [{"from": [{"podSelector": {"matchLabels": {"pod2": "updated"}}}]}]}))],
+                    vec![apply(
+                        "x",
+                        "from-pod2",
+                        json!({"podSelector": {"matchLabels": {"pod": "a"}}, "ingress": [{"from": [{"podSelector": {"matchLabels": {"pod2": "updated"}}}]}]}),
+                    )],
                     move |_, _, t| !is(t, xa),
                 ),
                 step(vec![Change::PodLabels(key("x/b"), vec![("pod2".into(), "updated".into())])], move |_, f, t| !is(t, xa) || is(f, "x/b")),
@@ -367,7 +426,9 @@ pub fn cases(env: &Env) -> Vec<Case> {
         },
         Case {
             name: "should deny ingress from pods on other namespaces",
-            steps: vec![step(vec![apply("x", "same-ns", json!({"podSelector": {}, "ingress": [{"from": [{"podSelector": {}}]}]}))], |_, f, t| t.namespace != "x" || f.namespace == "x")],
+            steps: vec![step(vec![apply("x", "same-ns", json!({"podSelector": {}, "ingress": [{"from": [{"podSelector": {}}]}]}))], |_, f, t| {
+                t.namespace != "x" || f.namespace == "x"
+            })],
         },
         Case {
             name: "should deny ingress access to updated pod",
@@ -378,7 +439,10 @@ pub fn cases(env: &Env) -> Vec<Case> {
         },
         Case {
             name: "should deny egress from pods based on PodSelector",
-            steps: vec![step(vec![apply("x", "deny-egress-a", json!({"podSelector": {"matchLabels": {"pod": "a"}}, "policyTypes": ["Egress"]}))], move |_, f, _| !is(f, xa))],
+            steps: vec![step(
+                vec![apply("x", "deny-egress-a", json!({"podSelector": {"matchLabels": {"pod": "a"}}, "policyTypes": ["Egress"]}))],
+                move |_, f, _| !is(f, xa),
+            )],
         },
         Case {
             name: "should deny egress from all pods in a namespace",
@@ -401,9 +465,21 @@ pub fn cases(env: &Env) -> Vec<Case> {
             name: "should support denying of egress traffic on the client side (even if the server explicitly allows this traffic)",
             steps: vec![step(
                 vec![
-                    apply("x", "eg-to-y-a", json!({"podSelector": {"matchLabels": {"pod": "a"}}, "policyTypes": ["Egress"], "egress": [{"to": [{"namespaceSelector": {"matchLabels": {"ns": "y"}}, "podSelector": {"matchLabels": {"pod": "a"}}}]}]})),
-                    apply("y", "allow-from-x-a", json!({"podSelector": {"matchLabels": {"pod": "a"}}, "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {"ns": "x"}}, "podSelector": {"matchLabels": {"pod": "a"}}}]}]})),
-                    apply("z", "allow-from-x-a", json!({"podSelector": {"matchLabels": {"pod": "b"}}, "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {"ns": "x"}}, "podSelector": {"matchLabels": {"pod": "a"}}}]}]})),
+                    apply(
+                        "x",
+                        "eg-to-y-a",
+                        json!({"podSelector": {"matchLabels": {"pod": "a"}}, "policyTypes": ["Egress"], "egress": [{"to": [{"namespaceSelector": {"matchLabels": {"ns": "y"}}, "podSelector": {"matchLabels": {"pod": "a"}}}]}]}),
+                    ),
+                    apply(
+                        "y",
+                        "allow-from-x-a",
+                        json!({"podSelector": {"matchLabels": {"pod": "a"}}, "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {"ns": "x"}}, "podSelector": {"matchLabels": {"pod": "a"}}}]}]}),
+                    ),
+                    apply(
+                        "z",
+                        "allow-from-x-a",
+                        json!({"podSelector": {"matchLabels": {"pod": "b"}}, "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {"ns": "x"}}, "podSelector": {"matchLabels": {"pod": "a"}}}]}]}),
+                    ),
                 ],
                 move |_, f, t| (!is(f, xa) || is(t, "y/a")) && (!is(t, "y/a") || is(f, xa)) && (!is(t, "z/b") || is(f, xa)),
             )],
@@ -411,43 +487,69 @@ pub fn cases(env: &Env) -> Vec<Case> {
         Case {
             name: "should enforce egress policy allowing traffic to a server in a different namespace based on PodSelector and NamespaceSelector",
             steps: vec![step(
-                vec![apply("x", "eg-y-a", json!({"podSelector": {"matchLabels": {"pod": "a"}}, "policyTypes": ["Egress"], "egress": [{"to": [{"namespaceSelector": {"matchLabels": {"ns": "y"}}, "podSelector": {"matchLabels": {"pod": "a"}}}]}]}))],
+                vec![apply(
+                    "x",
+                    "eg-y-a",
+                    json!({"podSelector": {"matchLabels": {"pod": "a"}}, "policyTypes": ["Egress"], "egress": [{"to": [{"namespaceSelector": {"matchLabels": {"ns": "y"}}, "podSelector": {"matchLabels": {"pod": "a"}}}]}]}),
+                )],
                 move |_, f, t| !is(f, xa) || is(t, "y/a"),
             )],
         },
         Case {
             name: "should enforce ingress policy allowing any port traffic to a server on a specific protocol",
-            steps: vec![step(vec![apply("x", "tcp-any", json!({"podSelector": {"matchLabels": {"pod": "a"}}, "ingress": [{"ports": [{"protocol": "TCP"}]}]}))], move |p, _, t| {
-                !is(t, xa) || p.protocol == Protocol::Tcp
-            })],
+            steps: vec![step(
+                vec![apply("x", "tcp-any", json!({"podSelector": {"matchLabels": {"pod": "a"}}, "ingress": [{"ports": [{"protocol": "TCP"}]}]}))],
+                move |p, _, t| !is(t, xa) || p.protocol == Protocol::Tcp,
+            )],
         },
         Case {
             name: "should enforce multiple ingress policies with ingress allow-all policy taking precedence",
             steps: vec![
-                step(vec![apply("x", "only-81", json!({"podSelector": {"matchLabels": {"pod": "a"}}, "ingress": [{"ports": [{"port": 81, "protocol": "TCP"}]}]}))], move |p, _, t| !is(t, xa) || tcp(p, 81)),
+                step(
+                    vec![apply(
+                        "x",
+                        "only-81",
+                        json!({"podSelector": {"matchLabels": {"pod": "a"}}, "ingress": [{"ports": [{"port": 81, "protocol": "TCP"}]}]}),
+                    )],
+                    move |p, _, t| !is(t, xa) || tcp(p, 81),
+                ),
                 step(vec![apply("x", "allow-all", json!({"podSelector": {"matchLabels": {"pod": "a"}}, "ingress": [{}]}))], |_, _, _| true),
             ],
         },
         Case {
             name: "should enforce multiple egress policies with egress allow-all policy taking precedence",
             steps: vec![
-                step(vec![apply("x", "eg-only-80", json!({"podSelector": {"matchLabels": {"pod": "a"}}, "policyTypes": ["Egress"], "egress": [{"ports": [{"port": 80, "protocol": "TCP"}]}]}))], move |p, f, _| {
-                    !is(f, xa) || tcp(p, 80)
-                }),
-                step(vec![apply("x", "eg-all", json!({"podSelector": {"matchLabels": {"pod": "a"}}, "policyTypes": ["Egress"], "egress": [{}]}))], |_, _, _| true),
+                step(
+                    vec![apply(
+                        "x",
+                        "eg-only-80",
+                        json!({"podSelector": {"matchLabels": {"pod": "a"}}, "policyTypes": ["Egress"], "egress": [{"ports": [{"port": 80, "protocol": "TCP"}]}]}),
+                    )],
+                    move |p, f, _| !is(f, xa) || tcp(p, 80),
+                ),
+                step(
+                    vec![apply("x", "eg-all", json!({"podSelector": {"matchLabels": {"pod": "a"}}, "policyTypes": ["Egress"], "egress": [{}]}))],
+                    |_, _, _| true,
+                ),
             ],
         },
         Case {
             name: "should stop enforcing policies after they are deleted",
             steps: vec![
-                step(vec![apply("x", "deny-all", json!({"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}))], |_, f, t| f.namespace != "x" && t.namespace != "x"),
+                step(vec![apply("x", "deny-all", json!({"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}))], |_, f, t| {
+                    f.namespace != "x" && t.namespace != "x"
+                }),
                 step(vec![Change::Delete { namespace: "x".into(), name: "deny-all".into() }], |_, _, _| true),
             ],
         },
         Case {
             name: "should allow egress access to server in CIDR block",
             steps: vec![step(
-                vec![apply("x", "cidr", json!({"podSelector": {"matchLabels": {"pod": "a"}}, "policyTypes": ["Egress"], "egress": [{"to": [{"ipBlock": {"cidr": format!("{}/32", env.ip("y/b"))}}]}]}))],
+                vec![apply(
+                    "x",
+                    "cidr",
+                    json!({"podSelector": {"matchLabels": {"pod": "a"}}, "policyTypes": ["Egress"], "egress": [{"to": [{"ipBlock": {"cidr": format!("{}/32", env.ip("y/b"))}}]}]}),
+                )],
                 move |_, f, t| !is(f, xa) || is(t, "y/b"),
             )],
         },
@@ -474,7 +576,11 @@ pub fn cases(env: &Env) -> Vec<Case> {
                     move |_, f, t| !is(f, xa) || !is(t, "x/b"),
                 ),
                 step(
-                    vec![apply("x", "cidr-b", json!({"podSelector": {"matchLabels": {"pod": "a"}}, "policyTypes": ["Egress"], "egress": [{"to": [{"ipBlock": {"cidr": format!("{}/32", env.ip("x/b"))}}]}]}))],
+                    vec![apply(
+                        "x",
+                        "cidr-b",
+                        json!({"podSelector": {"matchLabels": {"pod": "a"}}, "policyTypes": ["Egress"], "egress": [{"to": [{"ipBlock": {"cidr": format!("{}/32", env.ip("x/b"))}}]}]}),
+                    )],
                     |_, _, _| true,
                 ),
             ],
@@ -482,24 +588,35 @@ pub fn cases(env: &Env) -> Vec<Case> {
         Case {
             name: "should enforce policies to check ingress and egress policies can be controlled independently based on PodSelector",
             steps: vec![
-                step(vec![apply("x", "allow-egress-a", json!({"podSelector": {"matchLabels": {"pod": "a"}}, "policyTypes": ["Egress"], "egress": [{}]}))], |_, _, _| true),
+                step(
+                    vec![apply("x", "allow-egress-a", json!({"podSelector": {"matchLabels": {"pod": "a"}}, "policyTypes": ["Egress"], "egress": [{}]}))],
+                    |_, _, _| true,
+                ),
                 step(vec![apply("x", "deny-ingress-b", json!({"podSelector": {"matchLabels": {"pod": "b"}}, "ingress": []}))], |_, _, t| !is(t, "x/b")),
             ],
         },
         Case {
             name: "should not allow access by TCP when a policy specifies only UDP",
-            steps: vec![step(vec![apply("x", "udp-81", json!({"podSelector": {"matchLabels": {"pod": "a"}}, "ingress": [{"ports": [{"port": 81, "protocol": "UDP"}]}]}))], move |p, _, t| {
-                !is(t, xa) || (p.protocol == Protocol::Udp && p.port == 81)
-            })],
+            steps: vec![step(
+                vec![apply("x", "udp-81", json!({"podSelector": {"matchLabels": {"pod": "a"}}, "ingress": [{"ports": [{"port": 81, "protocol": "UDP"}]}]}))],
+                move |p, _, t| !is(t, xa) || (p.protocol == Protocol::Udp && p.port == 81),
+            )],
         },
         Case {
             name: "should not mistakenly treat 'protocol: SCTP' as 'protocol: TCP'",
-            steps: vec![step(vec![apply("x", "sctp-80", json!({"podSelector": {"matchLabels": {"pod": "a"}}, "ingress": [{"ports": [{"port": 80, "protocol": "SCTP"}]}]}))], move |_, _, t| !is(t, xa))],
+            steps: vec![step(
+                vec![apply("x", "sctp-80", json!({"podSelector": {"matchLabels": {"pod": "a"}}, "ingress": [{"ports": [{"port": 80, "protocol": "SCTP"}]}]}))],
+                move |_, _, t| !is(t, xa),
+            )],
         },
         Case {
             name: "should enforce policy to allow traffic based on NamespaceSelector with MatchLabels using default ns label",
             steps: vec![step(
-                vec![apply("x", "default-label", json!({"podSelector": {"matchLabels": {"pod": "a"}}, "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "y"}}}]}]}))],
+                vec![apply(
+                    "x",
+                    "default-label",
+                    json!({"podSelector": {"matchLabels": {"pod": "a"}}, "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "y"}}}]}]}),
+                )],
                 move |_, f, t| !is(t, xa) || f.namespace == "y",
             )],
         },
@@ -517,7 +634,11 @@ pub fn cases(env: &Env) -> Vec<Case> {
         Case {
             name: "should enforce policy based on Ports range (endPort)",
             steps: vec![step(
-                vec![apply("x", "range", json!({"podSelector": {"matchLabels": {"pod": "a"}}, "ingress": [{"ports": [{"port": 79, "endPort": 80, "protocol": "TCP"}, {"port": 81, "endPort": 90, "protocol": "UDP"}]}]}))],
+                vec![apply(
+                    "x",
+                    "range",
+                    json!({"podSelector": {"matchLabels": {"pod": "a"}}, "ingress": [{"ports": [{"port": 79, "endPort": 80, "protocol": "TCP"}, {"port": 81, "endPort": 90, "protocol": "UDP"}]}]}),
+                )],
                 move |p, _, t| !is(t, xa) || tcp(p, 80) || (p.protocol == Protocol::Udp && p.port == 81),
             )],
         },
