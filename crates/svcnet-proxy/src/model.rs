@@ -244,7 +244,8 @@ pub fn plan_service<'a>(service: &Service, slices: impl IntoIterator<Item = &'a 
             local: external_local,
             target: target(if external_local { &local } else { &cluster }, external_local, &cluster),
         });
-        let local_endpoints = candidates.iter().filter(|c| c.local && (c.ready || c.serving)).map(|c| c.endpoint).collect::<BTreeSet<_>>().into_iter().collect();
+        let local_endpoints =
+            candidates.iter().filter(|c| c.local && (c.ready || c.serving)).map(|c| c.endpoint).collect::<BTreeSet<_>>().into_iter().collect();
         ports.push(PortPlan { name, protocol, port: port_number, cluster_ips: cluster_ips.clone(), internal, external, affinity_timeout, local_endpoints });
     }
     let health_check = (external_local && service_type == "LoadBalancer")
@@ -280,7 +281,8 @@ fn endpoints_for_port(slices: &[&EndpointSlice], port_name: &str, protocol: Prot
         if !matches!(slice.address_type.as_str(), "IPv4" | "IPv6") {
             continue;
         }
-        let slice_port = slice.ports.iter().flatten().find(|p| p.name.as_deref().unwrap_or("") == port_name && Protocol::parse(p.protocol.as_deref()) == Some(protocol));
+        let slice_port =
+            slice.ports.iter().flatten().find(|p| p.name.as_deref().unwrap_or("") == port_name && Protocol::parse(p.protocol.as_deref()) == Some(protocol));
         let Some(port) = slice_port.and_then(|p| p.port).and_then(|p| u16::try_from(p).ok()) else { continue };
         for endpoint in &slice.endpoints {
             let conditions = endpoint.conditions.as_ref();

@@ -110,7 +110,11 @@ impl NodeNamespace {
         if output.status.success() || String::from_utf8_lossy(&output.stderr).contains("File exists") {
             Ok(())
         } else {
-            Err(Error::Command { command: format!("ip addr add {cidr} dev {device}"), status: output.status, stderr: String::from_utf8_lossy(&output.stderr).into_owned() })
+            Err(Error::Command {
+                command: format!("ip addr add {cidr} dev {device}"),
+                status: output.status,
+                stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+            })
         }
     }
 

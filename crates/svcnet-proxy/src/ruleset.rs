@@ -21,7 +21,7 @@
 //!    (`masquerade-ids`), for hairpin (`hairpin-v4`: source = endpoint), and for ClusterIP
 //!    traffic from outside the cluster CIDR.
 //! 4. Filter chains before everyone else's: `filter-prerouting` drops LoadBalancer traffic not
-//!    from `loadBalancerSourceRanges`; `endpoints-check` (input, forward, output) rejects traffic
+//!    from `loadBalancerSourceRanges`; `endpoints-check` (prerouting, output) rejects traffic
 //!    to Services with no endpoint (connection refused) and drops traffic to `Local`-policy paths
 //!    with no local endpoint.
 //!
@@ -564,7 +564,8 @@ fn skeleton_chains(config: &RulesetConfig) -> String {
     }
     for f in Family::ALL {
         let (ip, v) = (f.ip(), f.suffix());
-        services.push(format!("{ip} daddr @node-ips-{v} meta l4proto . th dport @node-ports meta mark set meta l4proto . th dport map @node-ports goto pick-{v}"));
+        services
+            .push(format!("{ip} daddr @node-ips-{v} meta l4proto . th dport @node-ports meta mark set meta l4proto . th dport map @node-ports goto pick-{v}"));
     }
     chain("services", None, services);
     for f in Family::ALL {
@@ -580,10 +581,8 @@ fn skeleton_chains(config: &RulesetConfig) -> String {
     }
     chain("nat-prerouting", Some("type nat hook prerouting priority dstnat; policy accept;"), vec!["jump services".into()]);
     chain("nat-output", Some("type nat hook output priority -100; policy accept;"), vec!["jump services".into()]);
-    let mut post = vec![
-        "ct status dnat meta mark vmap @affinity-ids".to_string(),
-        "ct status dnat meta mark @masquerade-ids masquerade fully-random".to_string(),
-    ];
+    let mut post =
+        vec!["ct status dnat meta mark vmap @affinity-ids".to_string(), "ct status dnat meta mark @masquerade-ids masquerade fully-random".to_string()];
     for f in Family::ALL {
         post.push(format!("ct status dnat {ip} saddr . {ip} daddr @hairpin-{v} masquerade fully-random", ip = f.ip(), v = f.suffix()));
     }
@@ -601,6 +600,8 @@ fn skeleton_chains(config: &RulesetConfig) -> String {
             "ct state new {ip} daddr . meta l4proto . th dport @firewall-{v} {ip} daddr . meta l4proto . th dport . {ip} saddr != @firewall-allow-{v} drop"
         ));
     }
+    // Rejecting in prerouting (not forward) also covers ClusterIPs the node has no route for.
+    firewall.push("ct state new jump endpoints-check".into());
     chain("filter-prerouting", Some("type filter hook prerouting priority dstnat - 10; policy accept;"), firewall);
     let mut check = Vec::new();
     for f in Family::ALL {
@@ -610,9 +611,7 @@ fn skeleton_chains(config: &RulesetConfig) -> String {
         check.push(format!("{ip} daddr @node-ips-{v} meta l4proto . th dport vmap @no-endpoint-node-ports", ip = f.ip(), v = f.suffix()));
     }
     chain("endpoints-check", None, check);
-    for hook in ["input", "forward", "output"] {
-        chain(&format!("filter-{hook}"), Some(&format!("type filter hook {hook} priority filter - 10; policy accept;")), vec!["ct state new jump endpoints-check".into()]);
-    }
+    chain("filter-output", Some("type filter hook output priority -110; policy accept;"), vec!["ct state new jump endpoints-check".into()]);
     // `reject` in an inet table: ICMP(v6) port unreachable, which a TCP client sees as
     // "connection refused" at once.
     chain("reject-service", None, vec!["reject".into()]);

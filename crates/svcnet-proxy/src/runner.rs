@@ -415,11 +415,14 @@ impl Announcer {
     }
 }
 
+/// What one health-check server answers: its Service and the number of local endpoints.
+type HealthState = Arc<Mutex<(ServiceKey, usize)>>;
+
 /// The `healthCheckNodePort` servers, one per port, answering as kube-proxy does: 200 with the
 /// number of local endpoints when there is one, 503 otherwise.
 struct HealthServers {
     netns: Option<Arc<NetNs>>,
-    servers: HashMap<u16, (AbortOnDrop, Arc<Mutex<(ServiceKey, usize)>>)>,
+    servers: HashMap<u16, (AbortOnDrop, HealthState)>,
 }
 
 impl HealthServers {
@@ -463,5 +466,6 @@ fn health_response((key, local): &(ServiceKey, usize)) -> axum::response::Respon
         "serviceProxyHealthy": true,
     });
     let status = if *local > 0 { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    (status, [(header::CONTENT_TYPE, "application/json"), (header::HeaderName::from_static("x-content-type-options"), "nosniff")], body.to_string()).into_response()
+    (status, [(header::CONTENT_TYPE, "application/json"), (header::HeaderName::from_static("x-content-type-options"), "nosniff")], body.to_string())
+        .into_response()
 }
