@@ -57,7 +57,7 @@ mod netns;
 mod sandbox;
 
 pub use error::{Error, Result};
-pub use link::{Link, LinkKind, LinkState, Netlink};
+pub use link::{FdbEntry, Link, LinkKind, LinkState, Neighbour, Netlink, Route, VxlanConfig};
 pub use netns::{NETNS_RUN_DIR, NetNs, enable_ip_forward_in_current_netns, validate_link_name};
 pub use nix::sys::signal::Signal;
 pub use sandbox::{DEFAULT_PATH, PodCommand, PodProcess, Sandbox, SandboxConfig};

@@ -6,10 +6,12 @@ use std::sync::Arc;
 
 use futures::TryStreamExt;
 use nix::errno::Errno;
+use rtnetlink::packet_route::AddressFamily;
 use rtnetlink::packet_route::address::AddressAttribute;
-use rtnetlink::packet_route::link::{InfoData, InfoVeth, LinkAttribute, LinkFlags, LinkMessage};
-use rtnetlink::packet_route::route::RouteScope;
-use rtnetlink::{LinkBridge, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder};
+use rtnetlink::packet_route::link::{InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage};
+use rtnetlink::packet_route::neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState};
+use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteFlags, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType};
+use rtnetlink::{LinkBridge, LinkBridgePort, LinkMessageBuilder, LinkUnspec, LinkVeth, LinkVxlan, RouteMessageBuilder};
 
 use crate::netns::{run_in_fd, validate_link_name};
 use crate::{Error, NetNs, Result};
@@ -32,6 +34,8 @@ pub enum LinkKind {
     Bridge,
     /// One end of a veth pair; deleting it deletes the other end, wherever that is.
     Veth,
+    /// A VXLAN tunnel device.
+    Vxlan,
 }
 
 /// A link created through a [`Netlink`] handle, deleted when dropped (or by [`Link::delete`]).
@@ -327,4 +331,299 @@ fn delete_link_blocking(ns: &OwnedFd, index: u32, name: &str) -> Result<()> {
             }
         })
     })?
+}
+
+/// A VXLAN device as [`Netlink::create_vxlan`] makes it (flannel's `vxlan` backend shape:
+/// unicast only, no learning; peers are programmed with fdb and neighbour entries).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VxlanConfig {
+    /// The VXLAN network identifier.
+    pub vni: u32,
+    /// The UDP destination port (flannel's is 8472, the IANA one 4789).
+    pub port: u16,
+    /// The local tunnel endpoint address.
+    pub local: Ipv4Addr,
+    /// The index of the underlay device the tunnel sends through.
+    pub dev: u32,
+    /// The device's MTU (the underlay's minus 50 bytes of encapsulation).
+    pub mtu: u32,
+    /// The device's MAC address.
+    pub mac: [u8; 6],
+}
+
+/// An IPv4 route of the main table, as [`Netlink::routes`] lists it and [`Netlink::replace_route`]
+/// and [`Netlink::delete_route`] take it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Route {
+    /// The destination network.
+    pub destination: Ipv4Addr,
+    /// Its prefix length (0 for the default route).
+    pub prefix_len: u8,
+    /// The next hop, if any.
+    pub gateway: Option<Ipv4Addr>,
+    /// The output device's index, if any.
+    pub dev: Option<u32>,
+    /// The next hop is on the device even though no address of the device covers it (`onlink`).
+    pub onlink: bool,
+    /// The routing protocol number (`ip route ... proto N`), which says who owns the route.
+    pub protocol: u8,
+}
+
+/// A permanent neighbour (ARP) entry: `ip neigh replace IP lladdr MAC dev DEV nud permanent`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Neighbour {
+    /// The IPv4 address.
+    pub ip: Ipv4Addr,
+    /// The link-layer address.
+    pub mac: [u8; 6],
+}
+
+/// A forwarding database entry of a VXLAN device: `bridge fdb append MAC dev DEV dst IP`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FdbEntry {
+    /// The link-layer address.
+    pub mac: [u8; 6],
+    /// The remote tunnel endpoint.
+    pub dst: Ipv4Addr,
+}
+
+// === impl Netlink: tunnels, bridge ports, neighbours, routes ===
+
+impl Netlink {
+    /// Creates a VXLAN device named `name`, down, with learning off (`ip link add NAME type vxlan
+    /// id VNI local LOCAL dev DEV dstport PORT nolearning`, with `mtu` and `address` set).
+    pub async fn create_vxlan(&self, name: &str, config: &VxlanConfig) -> Result<Link> {
+        validate_link_name(name)?;
+        let message = LinkVxlan::new(name, config.vni)
+            .dev(config.dev)
+            .local(config.local)
+            .port(config.port)
+            .learning(false)
+            .mtu(config.mtu)
+            .address(config.mac.to_vec())
+            .build();
+        self.add_link(name, LinkKind::Vxlan, message).await
+    }
+
+    /// A guard for an existing link named `name` (one this process or an earlier run of it
+    /// created), which deletes it on drop like a created one; `None` if there is no such link.
+    pub async fn adopt_link(&self, name: &str, kind: LinkKind) -> Result<Option<Link>> {
+        Ok(self.link_index(name).await?.map(|index| Link { netlink: self.clone(), name: name.to_owned(), index, kind, armed: true }))
+    }
+
+    /// The kind of the link with index `index` as `ip -d link` names it (`bridge`, `veth`,
+    /// `vxlan`, ...), or `None` for a device without one (a physical NIC, `lo`).
+    pub async fn link_kind(&self, index: u32) -> Result<Option<String>> {
+        let mut links = self.handle.link().get().match_index(index).execute();
+        let message = links.try_next().await.map_err(Error::netlink(format!("get link {index}")))?.ok_or_else(|| Error::LinkNotFound(index.to_string()))?;
+        Ok(message.attributes.iter().find_map(|attribute| match attribute {
+            LinkAttribute::LinkInfo(infos) => infos.iter().find_map(|info| match info {
+                LinkInfo::Kind(kind) => Some(match kind {
+                    InfoKind::Other(other) => other.clone(),
+                    kind => kind.to_string(),
+                }),
+                _ => None,
+            }),
+            _ => None,
+        }))
+    }
+
+    /// Makes a bridge port isolated or not (`ip link set DEV type bridge_slave isolated on|off`):
+    /// an isolated port exchanges frames only with non-isolated ports and the bridge itself, never
+    /// with another isolated port.
+    pub async fn set_bridge_port_isolated(&self, index: u32, isolated: bool) -> Result<()> {
+        let message = LinkBridgePort::new(index).isolated(isolated).build();
+        self.handle.link().change(message).execute().await.map_err(Error::netlink(format!("set link {index} isolated {isolated}")))
+    }
+
+    /// Adds or replaces a permanent forwarding entry of a VXLAN device (`bridge fdb replace MAC dev
+    /// DEV dst DST self permanent`).
+    pub async fn replace_fdb(&self, index: u32, entry: &FdbEntry) -> Result<()> {
+        self.handle
+            .neighbours()
+            .add_bridge(index, &entry.mac)
+            .destination(IpAddr::V4(entry.dst))
+            .flags(NeighbourFlags::Own)
+            .state(NeighbourState::Permanent)
+            .replace()
+            .execute()
+            .await
+            .map_err(Error::netlink(format!("replace fdb {} dst {} dev {index}", format_mac(&entry.mac), entry.dst)))
+    }
+
+    /// The forwarding entries of device `index` that have a remote IPv4 destination.
+    pub async fn fdb_entries(&self, index: u32) -> Result<Vec<FdbEntry>> {
+        let messages = self.neighbour_dump(AddressFamily::Bridge).await?;
+        Ok(messages.iter().filter(|m| m.header.ifindex == index).filter_map(|m| Some(FdbEntry { mac: neighbour_mac(m)?, dst: neighbour_ip(m)? })).collect())
+    }
+
+    /// Deletes a forwarding entry of device `index` (`bridge fdb del MAC dev DEV dst DST self`).
+    pub async fn delete_fdb(&self, index: u32, entry: &FdbEntry) -> Result<()> {
+        let mut message = NeighbourMessage::default();
+        message.header.family = AddressFamily::Bridge;
+        message.header.ifindex = index;
+        message.header.flags = NeighbourFlags::Own;
+        message.attributes.push(NeighbourAttribute::LinkLayerAddress(entry.mac.to_vec()));
+        message.attributes.push(NeighbourAttribute::Destination(NeighbourAddress::Inet(entry.dst)));
+        self.ignore_missing(self.handle.neighbours().del(message).execute().await, format!("delete fdb {} dev {index}", format_mac(&entry.mac)))
+    }
+
+    /// Adds or replaces a permanent neighbour entry (`ip neigh replace IP lladdr MAC dev DEV nud
+    /// permanent`).
+    pub async fn replace_neighbour(&self, index: u32, neighbour: &Neighbour) -> Result<()> {
+        self.handle
+            .neighbours()
+            .add(index, IpAddr::V4(neighbour.ip))
+            .link_layer_address(&neighbour.mac)
+            .state(NeighbourState::Permanent)
+            .replace()
+            .execute()
+            .await
+            .map_err(Error::netlink(format!("replace neighbour {} lladdr {} dev {index}", neighbour.ip, format_mac(&neighbour.mac))))
+    }
+
+    /// The permanent IPv4 neighbour entries of device `index`.
+    pub async fn permanent_neighbours(&self, index: u32) -> Result<Vec<Neighbour>> {
+        let messages = self.neighbour_dump(AddressFamily::Inet).await?;
+        Ok(messages
+            .iter()
+            .filter(|m| m.header.ifindex == index && m.header.state == NeighbourState::Permanent)
+            .filter_map(|m| Some(Neighbour { ip: neighbour_ip(m)?, mac: neighbour_mac(m)? }))
+            .collect())
+    }
+
+    /// Deletes the neighbour entry of `ip` on device `index` (`ip neigh del IP dev DEV`).
+    pub async fn delete_neighbour(&self, index: u32, ip: Ipv4Addr) -> Result<()> {
+        let mut message = NeighbourMessage::default();
+        message.header.family = AddressFamily::Inet;
+        message.header.ifindex = index;
+        message.attributes.push(NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)));
+        self.ignore_missing(self.handle.neighbours().del(message).execute().await, format!("delete neighbour {ip} dev {index}"))
+    }
+
+    async fn neighbour_dump(&self, family: AddressFamily) -> Result<Vec<NeighbourMessage>> {
+        let mut request = self.handle.neighbours().get();
+        request = request.set_address_family(family);
+        request.execute().try_collect().await.map_err(Error::netlink("list neighbours"))
+    }
+
+    /// The IPv4 unicast routes of the main table.
+    pub async fn routes(&self) -> Result<Vec<Route>> {
+        let request = RouteMessageBuilder::<Ipv4Addr>::new().build();
+        let messages: Vec<RouteMessage> = self.handle.route().get(request).execute().try_collect().await.map_err(Error::netlink("list routes"))?;
+        Ok(messages
+            .iter()
+            .filter(|m| route_table(m) == u32::from(RouteHeader::RT_TABLE_MAIN) && m.header.kind == RouteType::Unicast)
+            .map(route_from_message)
+            .collect())
+    }
+
+    /// Adds the route, or replaces the main table's route to the same destination
+    /// (`ip route replace DEST/LEN [via GATEWAY] [dev DEV] [onlink] proto N`).
+    pub async fn replace_route(&self, route: &Route) -> Result<()> {
+        self.handle.route().add(route_message(route)).replace().execute().await.map_err(Error::netlink(format!("replace route {}", format_route(route))))
+    }
+
+    /// Deletes the route (`ip route del DEST/LEN [via GATEWAY] [dev DEV] proto N`); a route that
+    /// is already gone is not an error.
+    pub async fn delete_route(&self, route: &Route) -> Result<()> {
+        let result = self.handle.route().del(route_message(route)).execute().await;
+        match result {
+            Err(e) => {
+                let e = Error::netlink(format!("delete route {}", format_route(route)))(e);
+                if e.errno() == Some(Errno::ESRCH) { Ok(()) } else { Err(e) }
+            }
+            Ok(()) => Ok(()),
+        }
+    }
+
+    fn ignore_missing(&self, result: std::result::Result<(), rtnetlink::Error>, op: String) -> Result<()> {
+        match result {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                let e = Error::netlink(op)(e);
+                if matches!(e.errno(), Some(Errno::ENOENT | Errno::ESRCH)) { Ok(()) } else { Err(e) }
+            }
+        }
+    }
+}
+
+fn neighbour_mac(message: &NeighbourMessage) -> Option<[u8; 6]> {
+    message.attributes.iter().find_map(|attribute| match attribute {
+        NeighbourAttribute::LinkLayerAddress(mac) => mac.as_slice().try_into().ok(),
+        _ => None,
+    })
+}
+
+fn neighbour_ip(message: &NeighbourMessage) -> Option<Ipv4Addr> {
+    message.attributes.iter().find_map(|attribute| match attribute {
+        NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => Some(*ip),
+        // Bridge (fdb) entries carry their remote's address untyped.
+        NeighbourAttribute::Destination(NeighbourAddress::Other(bytes)) => <[u8; 4]>::try_from(bytes.as_slice()).ok().map(Ipv4Addr::from),
+        _ => None,
+    })
+}
+
+fn route_table(message: &RouteMessage) -> u32 {
+    message
+        .attributes
+        .iter()
+        .find_map(|attribute| match attribute {
+            RouteAttribute::Table(table) => Some(*table),
+            _ => None,
+        })
+        .unwrap_or(u32::from(message.header.table))
+}
+
+fn route_from_message(message: &RouteMessage) -> Route {
+    let mut route = Route {
+        destination: Ipv4Addr::UNSPECIFIED,
+        prefix_len: message.header.destination_prefix_length,
+        gateway: None,
+        dev: None,
+        onlink: message.header.flags.contains(RouteFlags::Onlink),
+        protocol: message.header.protocol.into(),
+    };
+    for attribute in &message.attributes {
+        match attribute {
+            RouteAttribute::Destination(RouteAddress::Inet(address)) => route.destination = *address,
+            RouteAttribute::Gateway(RouteAddress::Inet(address)) => route.gateway = Some(*address),
+            RouteAttribute::Oif(index) => route.dev = Some(*index),
+            _ => {}
+        }
+    }
+    route
+}
+
+fn route_message(route: &Route) -> RouteMessage {
+    let mut builder =
+        RouteMessageBuilder::<Ipv4Addr>::new().destination_prefix(route.destination, route.prefix_len).protocol(RouteProtocol::from(route.protocol));
+    match route.gateway {
+        Some(gateway) => builder = builder.gateway(gateway),
+        None => builder = builder.scope(RouteScope::Link),
+    }
+    if let Some(index) = route.dev {
+        builder = builder.output_interface(index);
+    }
+    if route.onlink {
+        builder = builder.onlink();
+    }
+    builder.build()
+}
+
+fn format_route(route: &Route) -> String {
+    format!(
+        "{}/{}{}{}{} proto {}",
+        route.destination,
+        route.prefix_len,
+        route.gateway.map(|g| format!(" via {g}")).unwrap_or_default(),
+        route.dev.map(|d| format!(" dev {d}")).unwrap_or_default(),
+        if route.onlink { " onlink" } else { "" },
+        route.protocol
+    )
+}
+
+/// `aa:bb:cc:dd:ee:ff`.
+fn format_mac(mac: &[u8; 6]) -> String {
+    mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
 }

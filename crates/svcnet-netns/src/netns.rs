@@ -140,6 +140,70 @@ impl NetNs {
         self.run_in(read_ip_forward)?
     }
 
+    /// Sets the sysctl `key` (a path below `/proc/sys`, e.g. `net/ipv4/ip_forward`) to `value`
+    /// inside this namespace. Only for namespaces this process created ([`Error::NotOwned`]
+    /// otherwise), so the node's own settings are never changed here.
+    pub fn set_sysctl(&self, key: &str, value: &str) -> Result<()> {
+        if !self.owned {
+            return Err(Error::NotOwned(self.name.clone()));
+        }
+        self.write_sysctl(key, value)
+    }
+
+    /// Sets a per-device IPv4 sysctl of `link` inside this namespace, whoever created it: `key`
+    /// is `conf/NAME` (`net/ipv4/conf/LINK/NAME`, e.g. `conf/proxy_arp`) or `neigh/NAME`
+    /// (`net/ipv4/neigh/LINK/NAME`, e.g. `neigh/proxy_delay`). A device's own settings change
+    /// nothing else, so this is allowed in the node's own namespace too, for devices the caller
+    /// created.
+    pub fn set_link_sysctl(&self, link: &str, key: &str, value: &str) -> Result<()> {
+        validate_link_name(link)?;
+        let (section, name) = match key.split_once('/') {
+            Some((section @ ("conf" | "neigh"), name)) if !name.contains('/') => (section, name),
+            _ => return Err(Error::InvalidName { name: key.to_owned(), reason: "not conf/NAME or neigh/NAME" }),
+        };
+        self.write_sysctl(&format!("net/ipv4/{section}/{link}/{name}"), value)
+    }
+
+    /// Reads the sysctl `key` (a path below `/proc/sys`) inside this namespace, trimmed.
+    pub fn sysctl(&self, key: &str) -> Result<String> {
+        let path = sysctl_path(key)?;
+        self.run_in(|| fs::read_to_string(&path).map(|v| v.trim().to_owned()).map_err(Error::io("reading", &path)))?
+    }
+
+    fn write_sysctl(&self, key: &str, value: &str) -> Result<()> {
+        let path = sysctl_path(key)?;
+        self.run_in(|| fs::write(&path, value).map_err(Error::io("writing", &path)))?
+    }
+
+    /// The names under `/run/netns` that start with `prefix`, sorted.
+    pub fn list(prefix: &str) -> Result<Vec<String>> {
+        let entries = match fs::read_dir(NETNS_RUN_DIR) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(Error::io("listing", NETNS_RUN_DIR)(e)),
+        };
+        let mut names = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(Error::io("listing", NETNS_RUN_DIR))?;
+            if let Some(name) = entry.file_name().to_str()
+                && name.starts_with(prefix)
+            {
+                names.push(name.to_owned());
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+
+    /// Removes the named namespace `/run/netns/NAME` as `ip netns delete NAME` does, whoever
+    /// created it; a name that does not exist is not an error. For namespaces a previous run left
+    /// behind (after `kill -9`), found by [`NetNs::list`]; a [`NetNs`] guard that still holds the
+    /// namespace keeps it alive (its devices too) until it is dropped.
+    pub fn remove_named(name: &str) -> Result<()> {
+        validate_netns_name(name)?;
+        remove_mount_point(&Path::new(NETNS_RUN_DIR).join(name))
+    }
+
     /// Removes the namespace (as `ip netns delete NAME`), reporting errors that dropping ignores.
     /// Does nothing to namespaces this process did not create.
     pub fn delete(mut self) -> Result<()> {
@@ -199,6 +263,14 @@ fn validate_netns_name(name: &str) -> Result<()> {
         return Ok(());
     };
     Err(Error::InvalidName { name: name.to_owned(), reason })
+}
+
+/// `/proc/sys/KEY`, for a key of `/`-separated components without `.`/`..` components.
+fn sysctl_path(key: &str) -> Result<PathBuf> {
+    if key.is_empty() || key.split('/').any(|c| c.is_empty() || c == "." || c == "..") {
+        return Err(Error::InvalidName { name: key.to_owned(), reason: "not a sysctl path below /proc/sys" });
+    }
+    Ok(Path::new("/proc/sys").join(key))
 }
 
 fn read_ip_forward() -> Result<bool> {

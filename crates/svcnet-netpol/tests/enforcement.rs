@@ -78,3 +78,74 @@ async fn upstream_cases_part_3() -> Result<()> {
 async fn upstream_cases_part_4() -> Result<()> {
     run_cases("e4", 104, |i| i % 4 == 3).await
 }
+
+/// The node itself reaches isolated pods (probes); drops are counted per pod and logged with the
+/// isolating policy; the counters render for `/metrics`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn node_reaches_isolated_pods_and_drops_are_counted() -> Result<()> {
+    use support::topo::probe;
+    use svcnet_netpol::PortProtocol;
+    let mut topo = Topology::new("nd", 105, true).await?;
+    let deny = serde_json::json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+        "metadata": {"name": "deny-all", "namespace": "x"}, "spec": {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}});
+    topo.change(&[Change::Apply(deny)]).await?;
+    topo.wait_applied().await?;
+    let tcp80 = PortProtocol::parse("80/TCP")?;
+    let xa = topo.pod(&key("x/a")).ip;
+    assert_eq!(probe(&topo.node, xa, tcp80).as_deref(), Some("x/a"), "the node must reach an isolated pod");
+    assert_eq!(probe(&topo.pod(&key("y/a")).ns, xa, tcp80), None, "y/a must not reach x/a");
+    assert_eq!(probe(&topo.pod(&key("x/a")).ns, topo.pod(&key("y/b")).ip, PortProtocol::parse("81/UDP")?), None, "x/a egress is denied");
+    let counters = svcnet_netpol::metrics::read_drop_counters(Some(topo.node.name())).await?;
+    let get = |dir: svcnet_netpol::Direction, pod: &str| counters.iter().find(|c| c.direction == dir && c.namespace == "x" && c.pod == pod).map(|c| c.packets);
+    assert!(get(svcnet_netpol::Direction::Ingress, "a").unwrap_or(0) >= 1, "{counters:?}");
+    assert!(get(svcnet_netpol::Direction::Egress, "a").unwrap_or(0) >= 1, "{counters:?}");
+    assert_eq!(get(svcnet_netpol::Direction::Ingress, "b"), Some(0), "{counters:?}");
+    let text = svcnet_netpol::metrics::render(&counters);
+    assert!(text.contains("svcnet_netpol_dropped_packets_total{direction=\"ingress\",namespace=\"x\",pod=\"a\"}"), "{text}");
+    let rules = svcnet_netpol::runner::nft_command(Some(topo.node.name()), &["list", "chain", "inet", "svcnet-netpol", "in_x_a"], None).await?;
+    assert!(rules.contains("log prefix \"netpol drop in x/a [deny-all]: \""), "{rules}");
+    Ok(())
+}
+
+/// Connections that exist when a policy starts denying them go on (conntrack: replies and
+/// established flows are accepted first); new ones are denied; deleting the policy restores new
+/// connections.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn established_connections_survive_a_new_policy() -> Result<()> {
+    use std::io::{BufRead, BufReader, Write};
+    use support::topo::probe;
+    use svcnet_netpol::PortProtocol;
+    let mut topo = Topology::new("ec", 106, false).await?;
+    // An echo server on 82 in x/a.
+    let listener = topo.pod(&key("x/a")).ns.run_in(|| std::net::TcpListener::bind("0.0.0.0:82"))??;
+    std::thread::spawn(move || {
+        if let Ok((s, _)) = listener.accept() {
+            let mut w = s.try_clone().expect("clone");
+            for line in BufReader::new(s).lines().map_while(Result::ok) {
+                let _ = writeln!(w, "echo {line}");
+            }
+        }
+    });
+    let xa = topo.pod(&key("x/a")).ip;
+    let stream = topo.pod(&key("y/a")).ns.run_in(move || std::net::TcpStream::connect((xa, 82)))??;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut exchange = |msg: &str| -> Result<String> {
+        writeln!(&stream, "{msg}")?;
+        let mut line = String::new();
+        reader.read_line(&mut line)?;
+        Ok(line.trim().to_owned())
+    };
+    assert_eq!(exchange("one")?, "echo one");
+    let deny = serde_json::json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+        "metadata": {"name": "deny-ingress", "namespace": "x"}, "spec": {"podSelector": {}}});
+    topo.change(&[Change::Apply(deny)]).await?;
+    topo.wait_applied().await?;
+    assert_eq!(exchange("two")?, "echo two", "an established connection goes on");
+    let tcp80 = PortProtocol::parse("80/TCP")?;
+    assert_eq!(probe(&topo.pod(&key("y/a")).ns, xa, tcp80), None, "a new connection is denied");
+    topo.change(&[Change::Delete { namespace: "x".into(), name: "deny-ingress".into() }]).await?;
+    topo.wait_applied().await?;
+    assert_eq!(probe(&topo.pod(&key("y/a")).ns, xa, tcp80).as_deref(), Some("x/a"), "deletion restores connectivity");
+    Ok(())
+}
