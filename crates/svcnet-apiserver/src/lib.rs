@@ -13,6 +13,7 @@ pub mod kubernetes_service;
 pub mod metrics;
 pub mod namespace;
 pub mod negotiate;
+pub mod node_proxy;
 pub mod object;
 pub mod openapi;
 pub mod registry;

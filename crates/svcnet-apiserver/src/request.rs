@@ -44,6 +44,8 @@ pub enum Action {
     Patch(Target),
     Delete(Target),
     DeleteCollection(Target),
+    /// `pods/log`, `pods/exec`, `pods/attach`, `pods/portforward`: proxied to the pod's node.
+    PodProxy(crate::node_proxy::PodProxy),
 }
 
 impl Action {
@@ -165,6 +167,16 @@ pub fn route(method: &http::Method, path: &str, query: &HashMap<String, String>)
     if namespace.is_some() && !info.namespaced {
         return Err(ApiError::path_not_found());
     }
+    if let (Some(ns), Some(name), Some(sub)) = (namespace, name, sub)
+        && info.group.is_empty()
+        && info.plural == "pods"
+        && let Some(subresource) = crate::node_proxy::PodSubresource::parse(sub)
+    {
+        if !subresource.allows(method) {
+            return Err(ApiError::method_not_allowed(method.as_str()));
+        }
+        return Ok(Action::PodProxy(crate::node_proxy::PodProxy { namespace: ns.to_string(), name: name.to_string(), subresource }));
+    }
     if let Some(s) = sub
         && !info.has_subresource(s)
     {
@@ -224,6 +236,9 @@ mod tests {
         assert!(matches!(r(Method::GET, "/apis/apps/v1/namespaces/a/deployments/b/scale", ""), Action::Get(_)));
         assert!(matches!(r(Method::DELETE, "/apis/discovery.k8s.io/v1/namespaces/a/endpointslices", ""), Action::DeleteCollection(_)));
         assert!(matches!(r(Method::GET, "/apis/apps/v1", ""), Action::ResourceList { .. }));
+        assert!(matches!(r(Method::GET, "/api/v1/namespaces/a/pods/p/log", "follow=true"), Action::PodProxy(_)));
+        assert!(matches!(r(Method::POST, "/api/v1/namespaces/a/pods/p/exec", "command=ls"), Action::PodProxy(_)));
+        assert!(route(&Method::POST, "/api/v1/namespaces/a/pods/p/log", &HashMap::new()).is_err());
         assert!(route(&Method::GET, "/api/v1/namespaces/a/nodes", &HashMap::new()).is_err());
         assert!(route(&Method::GET, "/api/v1/foos", &HashMap::new()).is_err());
     }

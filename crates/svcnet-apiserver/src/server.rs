@@ -35,6 +35,10 @@ pub struct State {
     pub server_address: String,
 }
 
+pub(crate) fn empty_body() -> Body {
+    full(Bytes::new())
+}
+
 fn full(bytes: impl Into<Bytes>) -> Body {
     Full::new(bytes.into()).map_err(|never| match never {}).boxed_unsync()
 }
@@ -99,6 +103,10 @@ pub async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Respons
     let public = matches!(action, Ok(Action::Health(_)));
     if !public && !authenticated(&state, &req) {
         return Ok(error_response(&ApiError::unauthorized()));
+    }
+    // Streams to a pod's node keep the connection (and its upgrade) for themselves.
+    if let Ok(Action::PodProxy(proxy)) = &action {
+        return Ok(crate::node_proxy::serve(&state, proxy, req).await.unwrap_or_else(|e| error_response(&e)));
     }
     let accept = req.headers().get(header::ACCEPT).and_then(|v| v.to_str().ok()).map(str::to_string);
     let user_agent = req.headers().get(header::USER_AGENT).and_then(|v| v.to_str().ok()).map(str::to_string);
@@ -203,6 +211,7 @@ async fn dispatch(
         },
         Action::Group(g) => discovery::group(g).map_or_else(|| Err(ApiError::path_not_found()), ok),
         Action::ResourceList { group, version } => ok(discovery::resource_list(group, version)),
+        Action::PodProxy(_) => Err(ApiError::internal("pod subresources are proxied before dispatch")),
         Action::Get(t)
         | Action::List(t)
         | Action::Watch(t)
@@ -278,7 +287,7 @@ pub fn serve(listener: TcpListener, tls: Arc<rustls::ServerConfig>, state: Arc<S
                         let io = hyper_util::rt::TokioIo::new(tls);
                         let svc = hyper::service::service_fn(move |req| handle(state.clone(), req));
                         let builder = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
-                        let conn = builder.serve_connection(io, svc);
+                        let conn = builder.serve_connection_with_upgrades(io, svc);
                         tokio::pin!(conn);
                         tokio::select! {
                             _ = conn.as_mut() => {}

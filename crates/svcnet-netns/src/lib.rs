@@ -51,11 +51,13 @@
 //! create, and [`enable_ip_forward_in_current_netns`] is the explicit way to change the calling
 //! thread's (possibly the host's) `net.ipv4.ip_forward`.
 
+mod enter;
 mod error;
 mod link;
 mod netns;
 mod sandbox;
 
+pub use enter::{EnterCommand, EnteredProcess, ProcessInput, ProcessOutput, Terminal, run_in_netns_path};
 pub use error::{Error, Result};
 pub use link::{FdbEntry, Link, LinkKind, LinkState, Neighbour, Netlink, Route, VxlanConfig};
 pub use netns::{NETNS_RUN_DIR, NetNs, enable_ip_forward_in_current_netns, validate_link_name};
