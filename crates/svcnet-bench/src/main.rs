@@ -20,6 +20,7 @@
 //! takes to reach its EndpointSlice with 10,000 Services and 100,000 pods in the store, next to a
 //! small cluster in the same run. Run it with `bench/endpoints.sh`.
 
+mod dns;
 mod endpoints;
 
 use std::{
@@ -65,6 +66,8 @@ enum Mode {
     /// Time from a pod's Ready condition changing to its EndpointSlice showing it, with
     /// 10,000 Services and 100,000 pods pre-loaded into the store, next to a small cluster.
     Endpoints(endpoints::EndpointsArgs),
+    /// Cluster DNS QPS, latency and memory at 10,000 Services / 100,000 pods next to Knot DNS.
+    Dns(dns::DnsArgs),
 }
 
 /// The API server benchmark (the default mode).
@@ -110,6 +113,9 @@ struct Args {
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
+    if let Some(Mode::Dns(args)) = cli.mode {
+        return dns::main(args);
+    }
     if let Some(Mode::Endpoints(args)) = cli.mode {
         let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
         return rt.block_on(endpoints::run(args));

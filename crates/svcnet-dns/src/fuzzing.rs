@@ -26,7 +26,9 @@ pub fn snapshot() -> Snapshot {
         from(json!({"metadata": {"name": "postgres", "namespace": "default"}, "spec": {"clusterIP": "None", "ports": [{"name": "pg", "port": 5432}]}})),
         from(json!({"metadata": {"name": "empty", "namespace": "default"}, "spec": {"clusterIP": "None"}})),
         from(json!({"metadata": {"name": "ext", "namespace": "default"}, "spec": {"type": "ExternalName", "externalName": "db.example.com"}})),
-        from(json!({"metadata": {"name": "inner", "namespace": "default"}, "spec": {"type": "ExternalName", "externalName": "backend.default.svc.cluster.local"}})),
+        from(
+            json!({"metadata": {"name": "inner", "namespace": "default"}, "spec": {"type": "ExternalName", "externalName": "backend.default.svc.cluster.local"}}),
+        ),
     ];
     let mut endpoints: Vec<serde_json::Value> = (0..40).map(|i| json!({"addresses": [format!("10.244.1.{i}")], "conditions": {"ready": true}})).collect();
     endpoints.push(json!({"addresses": ["10.244.0.5"], "hostname": "postgres-0"}));
@@ -37,9 +39,11 @@ pub fn snapshot() -> Snapshot {
         from(json!({"metadata": {"name": "empty-a", "namespace": "default", "labels": {"kubernetes.io/service-name": "empty"}},
             "addressType": "IPv4", "endpoints": [{"addresses": ["10.244.0.9"], "conditions": {"ready": false}}]})),
     ];
-    let pods: Vec<k8s_openapi::api::core::v1::Pod> =
-        vec![from(json!({"metadata": {"name": "p", "namespace": "default"}, "status": {"podIP": "10.244.0.5", "podIPs": [{"ip": "10.244.0.5"}, {"ip": "fd00::5"}]}}))];
-    let namespaces: Vec<k8s_openapi::api::core::v1::Namespace> = vec![from(json!({"metadata": {"name": "default"}})), from(json!({"metadata": {"name": "quiet"}}))];
+    let pods: Vec<k8s_openapi::api::core::v1::Pod> = vec![from(
+        json!({"metadata": {"name": "p", "namespace": "default"}, "status": {"podIP": "10.244.0.5", "podIPs": [{"ip": "10.244.0.5"}, {"ip": "fd00::5"}]}}),
+    )];
+    let namespaces: Vec<k8s_openapi::api::core::v1::Namespace> =
+        vec![from(json!({"metadata": {"name": "default"}})), from(json!({"metadata": {"name": "quiet"}}))];
     let objects = Objects {
         services: services.iter().collect(),
         endpoint_slices: slices.iter().collect(),

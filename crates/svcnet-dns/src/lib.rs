@@ -22,6 +22,7 @@ pub mod config;
 mod forward;
 pub mod fuzzing;
 pub mod index;
+pub mod kube_dns;
 pub mod message;
 pub mod metrics;
 mod server;
@@ -64,6 +65,23 @@ pub enum Error {
     /// A listener failed.
     #[error("DNS listener failed: {0}")]
     Io(#[from] io::Error),
+    /// The service range cannot give cluster DNS its address.
+    #[error("service range {range:?}: {reason}")]
+    ServiceRange {
+        /// The range as configured.
+        range: String,
+        /// Why it does not do.
+        reason: String,
+    },
+    /// A request to the API server failed.
+    #[error("API request failed: {0}")]
+    Kube(#[from] kube::Error),
+    /// An object of ours did not decode as its type (a bug).
+    #[error("invalid object: {0}")]
+    Json(#[from] serde_json::Error),
+    /// The `kube-dns` Service or EndpointSlice could not be put right.
+    #[error("kube-dns: {0}")]
+    KubeDns(String),
 }
 
 /// The result type of this crate.

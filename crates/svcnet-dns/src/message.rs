@@ -114,6 +114,14 @@ pub fn encode_udp(response: &Message, limit: usize) -> Result<Vec<u8>, hickory_p
     }
     let mut truncated = response_to_truncated(response);
     truncated.metadata.truncation = true;
+    let bytes = truncated.to_vec()?;
+    if bytes.len() <= limit {
+        return Ok(bytes);
+    }
+    // The question itself does not fit (a request with many questions gets FORMERR with all of
+    // them echoed): the header alone, as RFC 2181 §9 allows.
+    truncated.queries.clear();
+    truncated.edns = None;
     truncated.to_vec()
 }
 
@@ -218,5 +226,22 @@ mod tests {
         assert_eq!(udp_limit(&request("x.", RecordType::A, None)), 512);
         assert_eq!(udp_limit(&request("x.", RecordType::A, Some(100))), 512);
         assert_eq!(udp_limit(&request("x.", RecordType::A, Some(4096))), 1232);
+    }
+
+    /// Found by the fuzzer: FORMERR to a request with many questions echoes them all, so even
+    /// the truncated response was over 512 bytes.
+    #[test]
+    fn a_question_too_large_for_udp_leaves_only_the_header() {
+        let mut req = request("a-rather-long-label-to-fill-the-question.default.svc.cluster.local.", RecordType::A, None);
+        for i in 0..10 {
+            // Distinct names: identical ones would be compressed to two bytes each.
+            req.add_query(Query::query(Name::from_ascii(format!("{}{i}.example.", "q".repeat(60))).unwrap(), RecordType::A));
+        }
+        let Reply::Respond(formerr) = respond(&snapshot(), &req) else { panic!("forwarded") };
+        let bytes = encode_udp(&formerr, 512).unwrap();
+        assert!(bytes.len() <= 512);
+        let m = Message::from_vec(&bytes).unwrap();
+        assert!(m.metadata.truncation && m.queries.is_empty());
+        assert_eq!((m.metadata.id, m.metadata.response_code), (4242, ResponseCode::FormErr));
     }
 }

@@ -231,6 +231,31 @@ fn rcode_label(code: ResponseCode) -> &'static str {
     }
 }
 
+/// Serves `GET /metrics` (OpenMetrics text) on `listener` until it fails; other paths get 404.
+pub async fn serve_http(listener: tokio::net::TcpListener, metrics: Arc<Metrics>) -> std::io::Result<()> {
+    use http_body_util::Full;
+    use hyper::{Response, StatusCode, body::Bytes, header};
+    loop {
+        let (stream, _) = listener.accept().await?;
+        let metrics = Arc::clone(&metrics);
+        let service = hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+            let response = if request.uri().path() == "/metrics" {
+                Response::builder()
+                    .header(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")
+                    .body(Full::new(Bytes::from(metrics.encode())))
+            } else {
+                Response::builder().status(StatusCode::NOT_FOUND).body(Full::new(Bytes::from_static(b"not found; try /metrics\n")))
+            };
+            futures::future::ready(response)
+        });
+        tokio::spawn(async move {
+            if let Err(error) = hyper::server::conn::http1::Builder::new().serve_connection(hyper_util::rt::TokioIo::new(stream), service).await {
+                tracing::debug!(%error, "metrics connection failed");
+            }
+        });
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
