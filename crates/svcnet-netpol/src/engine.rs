@@ -200,6 +200,23 @@ impl Cluster {
         self.pods.get(key)
     }
 
+    /// The pods of namespace `ns`, by name.
+    pub fn pods_in_namespace<'a>(&'a self, ns: &'a str) -> impl Iterator<Item = &'a PodInfo> + 'a {
+        self.pods.range(ObjectKey::new(ns, "")..).take_while(move |(k, _)| k.namespace == ns).map(|(_, p)| p)
+    }
+
+    /// The pods a `Pods` peer of a policy in `policy_ns` can match (those of the namespaces it
+    /// names), without looking at pod labels; every pod for an `ipBlock`.
+    pub fn peer_candidates<'a>(&'a self, peer: &'a Peer, policy_ns: &'a str) -> Box<dyn Iterator<Item = &'a PodInfo> + 'a> {
+        match peer {
+            Peer::Pods { namespaces: None, .. } => Box::new(self.pods_in_namespace(policy_ns)),
+            Peer::Pods { namespaces: Some(sel), .. } => {
+                Box::new(self.namespaces.values().filter(move |ns| sel.matches(&ns.labels)).flat_map(move |ns| self.pods_in_namespace(&ns.name)))
+            }
+            Peer::IpBlock(_) => Box::new(self.pods.values()),
+        }
+    }
+
     /// The pod (not hostNetwork) that has `ip`.
     pub fn pod_by_ip(&self, ip: IpAddr) -> Option<&PodInfo> {
         self.by_ip.get(&ip).and_then(|k| self.pods.get(k))

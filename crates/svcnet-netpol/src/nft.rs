@@ -152,12 +152,20 @@ pub struct CompileOptions {
 
 // === compile ===
 
+/// What one rule allows, independent of the local pod it is applied to.
+struct RuleTargets {
+    /// The peers' address ranges (everything for a rule without peers).
+    peers: Vec<V4Range>,
+    /// Egress only: (destination pod address, protocol, resolved port) for each named port and
+    /// each pod among the peers that has it.
+    named_egress: Vec<(V4Range, ProtoPort)>,
+}
+
 /// The desired state of the table on a node.
 pub fn compile(cluster: &Cluster, options: &CompileOptions) -> NodeState {
     let mut state = NodeState::default();
-    // Peer address ranges of each rule, computed once per compile (they do not depend on the
-    // selected pod).
-    let mut peer_cache: BTreeMap<(crate::PolicyKey, Direction, usize), Vec<V4Range>> = BTreeMap::new();
+    // Computed once per compile: they do not depend on the selected pod.
+    let mut targets: BTreeMap<(crate::PolicyKey, Direction, usize), RuleTargets> = BTreeMap::new();
     let local = cluster.pods().filter(|p| !p.host_network && options.node_name.as_ref().is_none_or(|n| p.node.as_ref() == Some(n)));
     for pod in local {
         let Some(IpAddr::V4(ip)) = pod.ip else { continue };
@@ -170,8 +178,9 @@ pub fn compile(cluster: &Cluster, options: &CompileOptions) -> NodeState {
             let mut boxes: Vec<(V4Range, ProtoPort)> = Vec::new();
             for policy in &policies {
                 for (index, rule) in policy.rules(direction).unwrap_or_default().iter().enumerate() {
-                    let peers = peer_cache.entry((policy.key.clone(), direction, index)).or_insert_with(|| peer_ranges(cluster, &policy.key.namespace, rule));
-                    rule_boxes(cluster, direction, pod, &policy.key.namespace, rule, peers, &mut boxes);
+                    let t =
+                        targets.entry((policy.key.clone(), direction, index)).or_insert_with(|| rule_targets(cluster, direction, &policy.key.namespace, rule));
+                    rule_boxes(direction, pod, rule, t, &mut boxes);
                 }
             }
             let set = if direction == Direction::Ingress { &mut state.ingress_allow } else { &mut state.egress_allow };
@@ -182,68 +191,86 @@ pub fn compile(cluster: &Cluster, options: &CompileOptions) -> NodeState {
             pods.insert(chain.name(), chain);
         }
     }
-    let _ = options.log_drops;
     state
 }
 
-/// The IPv4 ranges a rule's peers cover (all addresses when it has none).
-fn peer_ranges(cluster: &Cluster, policy_ns: &str, rule: &Rule) -> Vec<V4Range> {
+/// The pods (IPv4, not hostNetwork) a rule's peers match; every pod for a rule without peers.
+fn peer_pods<'a>(cluster: &'a Cluster, policy_ns: &'a str, rule: &'a Rule) -> Vec<&'a PodInfo> {
+    let usable = |p: &&PodInfo| matches!(p.ip, Some(IpAddr::V4(_))) && !p.host_network;
     if rule.peers.is_empty() {
-        return vec![(0, u32::MAX)];
+        return cluster.pods().filter(usable).collect();
     }
-    let mut out = Vec::new();
+    let mut out: Vec<&PodInfo> = Vec::new();
     for peer in &rule.peers {
-        match peer {
-            Peer::IpBlock(b) => out.extend(b.v4_ranges()),
-            Peer::Pods { .. } => {
-                for p in cluster.pods() {
-                    if let Some(IpAddr::V4(ip)) = p.ip
-                        && !p.host_network
-                        && cluster.peer_matches(peer, policy_ns, Some(p), p.ip)
-                    {
-                        out.push(v4_single(ip));
+        out.extend(cluster.peer_candidates(peer, policy_ns).filter(usable).filter(|p| cluster.peer_matches(peer, policy_ns, Some(p), p.ip)));
+    }
+    out.sort_by(|a, b| a.key.cmp(&b.key));
+    out.dedup_by(|a, b| a.key == b.key);
+    out
+}
+
+fn rule_targets(cluster: &Cluster, direction: Direction, policy_ns: &str, rule: &Rule) -> RuleTargets {
+    let peers = if rule.peers.is_empty() {
+        vec![(0, u32::MAX)]
+    } else {
+        let mut out = Vec::new();
+        for peer in &rule.peers {
+            match peer {
+                Peer::IpBlock(b) => out.extend(b.v4_ranges()),
+                Peer::Pods { .. } => {
+                    for p in cluster.peer_candidates(peer, policy_ns) {
+                        if let Some(IpAddr::V4(ip)) = p.ip
+                            && !p.host_network
+                            && cluster.peer_matches(peer, policy_ns, Some(p), p.ip)
+                        {
+                            out.push(v4_single(ip));
+                        }
                     }
                 }
             }
         }
+        out
+    };
+    let mut named_egress = Vec::new();
+    let has_named = rule.ports.iter().any(|m| matches!(m.port, PortSpec::Named(_)));
+    if direction == Direction::Egress && has_named {
+        // Each destination pod among the peers resolves the name itself; addresses that are not
+        // pods have no port names.
+        let dests = peer_pods(cluster, policy_ns, rule);
+        for m in &rule.ports {
+            let PortSpec::Named(name) = &m.port else { continue };
+            let p = m.protocol.number();
+            for dest in &dests {
+                if let (Some(IpAddr::V4(ip)), Some(n)) = (dest.ip, dest.resolve_port(name, m.protocol)) {
+                    named_egress.push((v4_single(ip), ((p, p), (n, n))));
+                }
+            }
+        }
     }
-    out
+    RuleTargets { peers, named_egress }
 }
 
 /// The boxes one rule allows for the local `pod`.
-fn rule_boxes(cluster: &Cluster, direction: Direction, pod: &PodInfo, policy_ns: &str, rule: &Rule, peers: &[V4Range], out: &mut Vec<(V4Range, ProtoPort)>) {
+fn rule_boxes(direction: Direction, pod: &PodInfo, rule: &Rule, t: &RuleTargets, out: &mut Vec<(V4Range, ProtoPort)>) {
     if rule.ports.is_empty() {
-        out.extend(peers.iter().map(|r| (*r, ANY_PROTO_PORT)));
+        out.extend(t.peers.iter().map(|r| (*r, ANY_PROTO_PORT)));
         return;
     }
     for m in &rule.ports {
         let p = m.protocol.number();
         match &m.port {
-            PortSpec::Any => out.extend(peers.iter().map(|r| (*r, ((p, p), (0, 65535))))),
-            PortSpec::Range(a, b) => out.extend(peers.iter().map(|r| (*r, ((p, p), (*a, *b))))),
+            PortSpec::Any => out.extend(t.peers.iter().map(|r| (*r, ((p, p), (0, 65535))))),
+            PortSpec::Range(a, b) => out.extend(t.peers.iter().map(|r| (*r, ((p, p), (*a, *b))))),
             // Ingress: the destination is the selected pod itself.
             PortSpec::Named(name) if direction == Direction::Ingress => {
                 if let Some(n) = pod.resolve_port(name, m.protocol) {
-                    out.extend(peers.iter().map(|r| (*r, ((p, p), (n, n)))));
+                    out.extend(t.peers.iter().map(|r| (*r, ((p, p), (n, n)))));
                 }
             }
-            // Egress: each destination pod among the peers resolves the name itself; addresses
-            // that are not pods have no port names.
-            PortSpec::Named(name) => {
-                for dest in cluster.pods() {
-                    let Some(IpAddr::V4(ip)) = dest.ip else { continue };
-                    if dest.host_network {
-                        continue;
-                    }
-                    let Some(n) = dest.resolve_port(name, m.protocol) else { continue };
-                    let is_peer = rule.peers.is_empty() || rule.peers.iter().any(|peer| cluster.peer_matches(peer, policy_ns, Some(dest), dest.ip));
-                    if is_peer {
-                        out.push((v4_single(ip), ((p, p), (n, n))));
-                    }
-                }
-            }
+            PortSpec::Named(_) => {}
         }
     }
+    out.extend(t.named_egress.iter().copied());
 }
 
 /// Splits a union of boxes into disjoint boxes covering the same points: elementary address

@@ -149,3 +149,37 @@ async fn established_connections_survive_a_new_policy() -> Result<()> {
     assert_eq!(probe(&topo.pod(&key("y/a")).ns, xa, tcp80).as_deref(), Some("x/a"), "deletion restores connectivity");
     Ok(())
 }
+
+/// Traffic to a Service is judged after the proxy's DNAT, on the pod IP and target port, the way
+/// upstream's e2e probes through per-pod Services. The DNAT here is a test table standing in for
+/// `svcnet-proxy`'s (prerouting, dstnat priority): ClusterIP 10.96.107.10:8080 -> x/a:80.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn judged_after_service_dnat() -> Result<()> {
+    use support::topo::probe;
+    use svcnet_netpol::PortProtocol;
+    let mut topo = Topology::new("sv", 107, false).await?;
+    let xa = topo.pod(&key("x/a")).ip;
+    let dnat = format!(
+        "table ip svcnet-test-dnat {{\n chain prerouting {{\n  type nat hook prerouting priority dstnat; policy accept;\n  ip daddr 10.96.107.10 tcp dport 8080 dnat to {xa}:80\n }}\n}}\n"
+    );
+    svcnet_netpol::runner::nft_apply(Some(topo.node.name()), &dnat).await?;
+    let cluster_ip: std::net::Ipv4Addr = "10.96.107.10".parse()?;
+    let svc = PortProtocol::parse("8080/TCP")?;
+    assert_eq!(probe(&topo.pod(&key("z/a")).ns, cluster_ip, svc).as_deref(), Some("x/a"), "the Service works before any policy");
+    // Allow y on the target port 80 only: y reaches the Service, z does not.
+    let allow = serde_json::json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+        "metadata": {"name": "y-on-80", "namespace": "x"},
+        "spec": {"podSelector": {"matchLabels": {"pod": "a"}}, "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {"ns": "y"}}}], "ports": [{"port": 80}]}]}});
+    topo.change(&[Change::Apply(allow)]).await?;
+    topo.wait_applied().await?;
+    assert_eq!(probe(&topo.pod(&key("y/b")).ns, cluster_ip, svc).as_deref(), Some("x/a"));
+    assert_eq!(probe(&topo.pod(&key("z/a")).ns, cluster_ip, svc), None);
+    // A policy naming the Service port (8080) instead of the target port allows nothing.
+    let wrong = serde_json::json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+        "metadata": {"name": "y-on-80", "namespace": "x"},
+        "spec": {"podSelector": {"matchLabels": {"pod": "a"}}, "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {"ns": "y"}}}], "ports": [{"port": 8080}]}]}});
+    topo.change(&[Change::Apply(wrong)]).await?;
+    topo.wait_applied().await?;
+    assert_eq!(probe(&topo.pod(&key("y/b")).ns, cluster_ip, svc), None);
+    Ok(())
+}

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# NetworkPolicy benchmark: new connections/s with no table, 0 and 1,000 policies over 10,000 pods
+# (ratios against the first row), and the time for a label change to take effect through the API
+# server, the runner and nftables. Needs root (network namespaces). NETPOL_BENCH_SECS sets the
+# seconds per rate measurement (default 5).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo build --release -p svcnet-netpol --example netpol_bench
+exec target/release/examples/netpol_bench
