@@ -5,5 +5,6 @@
 # seconds per rate measurement (default 5).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+target="${CARGO_TARGET_DIR:-target}"
 cargo build --release -p svcnet-netpol --example netpol_bench
-exec target/release/examples/netpol_bench
+exec "$target/release/examples/netpol_bench"

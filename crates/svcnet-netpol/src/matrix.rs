@@ -106,8 +106,8 @@ impl Matrix {
         let rows = self.ports.len().div_ceil(cols).max(1);
         let head = 60;
         let block_h = label_w + grid + 40;
-        let width = cols * block_w + 20;
-        let height = head + rows * block_h + 40;
+        let width = (cols * block_w + 20).max(title.chars().count() * 11 + 20).max(420);
+        let height = head + rows * block_h;
         let mut s = String::new();
         let _ = writeln!(
             s,
@@ -125,6 +125,7 @@ impl Matrix {
             let gx = ox + label_w;
             let gy = oy + label_w;
             let _ = writeln!(s, r#"<text x="{}" y="{}" font-size="15" font-weight="bold">{port}</text>"#, ox, oy + 16);
+            let _ = writeln!(s, r##"<text x="{}" y="{}" text-anchor="end" fill="#555">from \ to</text>"##, gx - 6, gy - 6);
             for (i, k) in self.pods.iter().enumerate() {
                 let name = escape(&k.to_string());
                 let cy = gy + i * CELL + CELL / 2 + 5;

@@ -334,7 +334,9 @@ fn normalize_proto_port(boxes: &[ProtoPort]) -> Vec<ProtoPort> {
     bounds.sort_unstable();
     bounds.dedup();
     let mut out: Vec<ProtoPort> = Vec::new();
-    let mut prev: Option<(u16, u16, Vec<(u16, u16)>)> = None;
+    // The current run of protocol numbers with the same ports: (first, last, port ranges).
+    type Run = (u16, u16, Vec<(u16, u16)>);
+    let mut prev: Option<Run> = None;
     for w in bounds.windows(2) {
         let (a, z) = (w[0], w[1] - 1);
         let mut ports: Vec<(u16, u16)> = boxes.iter().filter(|((pa, pz), _)| u16::from(*pa) <= a && z <= u16::from(*pz)).map(|(_, r)| *r).collect();

@@ -42,7 +42,11 @@ default/other                   X                .                .             
 
 ";
     assert_eq!(text, want, "\n{text}");
-    let svg = m.to_svg("backend-policy");
+    let svg = m.to_svg("NetworkPolicy connectivity: default/backend-policy");
+    // To look at it: SVCNET_MATRIX_SVG=/tmp/seed.svg cargo test -p svcnet-netpol --test seed.
+    if let Some(path) = std::env::var_os("SVCNET_MATRIX_SVG") {
+        std::fs::write(path, &svg).unwrap();
+    }
     assert!(svg.starts_with("<svg") && svg.contains("default/frontend -&gt; default/backend 8000/TCP: allowed"), "{svg}");
 }
 
