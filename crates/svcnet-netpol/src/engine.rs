@@ -115,7 +115,11 @@ impl Cluster {
     /// A cluster from API objects. Objects that cannot be compiled (a policy with a bad CIDR or
     /// selector) are left out and returned as errors beside it. Namespaces that pods or policies
     /// name but that are not given are added with only their name label.
-    pub fn from_objects(namespaces: &[corev1::Namespace], pods: &[corev1::Pod], policies: &[netv1::NetworkPolicy]) -> (Cluster, Vec<Error>) {
+    pub fn from_objects<'a>(
+        namespaces: impl IntoIterator<Item = &'a corev1::Namespace>,
+        pods: impl IntoIterator<Item = &'a corev1::Pod>,
+        policies: impl IntoIterator<Item = &'a netv1::NetworkPolicy>,
+    ) -> (Cluster, Vec<Error>) {
         let mut c = Cluster::new();
         let mut errors = Vec::new();
         for ns in namespaces {

@@ -6,13 +6,16 @@
 //! ```text
 //! forward (filter hook, after the proxy's DNAT in prerouting), input:
 //!   ct state established,related accept      replies and related traffic
-//!   fib saddr type local accept               the node itself (probes)
 //!   ip saddr vmap @egress_pods                egress-isolated local pod -> jump eg_<ns>_<pod>
 //!   ip daddr vmap @ingress_pods               ingress-isolated local pod -> jump in_<ns>_<pod>
 //! eg_<ns>_<pod>:
 //!   ip saddr . ip daddr . meta l4proto . th dport @egress_allow return
 //!   [limit ... log prefix "..."] counter name eg_<ns>_<pod> drop
 //! ```
+//!
+//! The node's own traffic (probes) leaves through `output`, where the table has no chain, so it
+//! is always allowed; replies to it are established. (Packets with one of the node's addresses
+//! as source never reach `forward`: the kernel drops them as martians.)
 //!
 //! `ingress_allow` and `egress_allow` hold (local pod . peer range . protocol range . port range)
 //! elements: the union of every isolating policy's rules for that pod, resolved to addresses and
@@ -384,14 +387,12 @@ pub fn full_script(state: &NodeState, options: &CompileOptions) -> String {
   chain forward {{
     type filter hook forward priority filter; policy accept;
     ct state established,related accept
-    fib saddr type local accept
     ip saddr vmap @egress_pods
     ip daddr vmap @ingress_pods
   }}
   chain input {{
     type filter hook input priority filter; policy accept;
     ct state established,related accept
-    fib saddr type local accept
     ip saddr vmap @egress_pods
   }}
 }}

@@ -135,10 +135,8 @@ where
 }
 
 fn snapshot(namespaces: &Store<corev1::Namespace>, pods: &Store<corev1::Pod>, policies: &Store<netv1::NetworkPolicy>) -> Cluster {
-    let ns: Vec<corev1::Namespace> = namespaces.state().iter().map(|o| (**o).clone()).collect();
-    let p: Vec<corev1::Pod> = pods.state().iter().map(|o| (**o).clone()).collect();
-    let np: Vec<netv1::NetworkPolicy> = policies.state().iter().map(|o| (**o).clone()).collect();
-    let (cluster, errors) = Cluster::from_objects(&ns, &p, &np);
+    let (ns, p, np) = (namespaces.state(), pods.state(), policies.state());
+    let (cluster, errors) = Cluster::from_objects(ns.iter().map(|o| &**o), p.iter().map(|o| &**o), np.iter().map(|o| &**o));
     for e in errors {
         tracing::warn!(error = %e, "netpol: policy ignored");
     }
