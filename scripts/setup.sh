@@ -11,6 +11,9 @@ command -v curl >/dev/null || need_apt+=(curl)
 command -v etcd >/dev/null || need_apt+=(etcd-server)
 command -v dnsperf >/dev/null || need_apt+=(dnsperf)
 command -v knotd >/dev/null || need_apt+=(knot)
+command -v conntrack >/dev/null || need_apt+=(conntrack)
+command -v arping >/dev/null || need_apt+=(iputils-arping)
+[ -x /usr/lib/cni/bridge ] || need_apt+=(containernetworking-plugins)  # baseline of the node network benchmark
 if [ ${#need_apt[@]} -gt 0 ]; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null

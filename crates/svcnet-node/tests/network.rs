@@ -373,6 +373,8 @@ async fn node_in_its_own_namespace_reconciles_after_a_crash() -> Result<()> {
     assert_eq!(report.namespaces, vec![second.pod_netns_name("uid-c")]);
     assert_eq!(report.links, vec![pod_veth_name("uid-c")]);
     // The survivors keep their addresses; a new pod gets none of theirs and reaches them.
+    assert_eq!(second.pod("uid-a").await?.map(|p| p.ip), Some(a.ip));
+    assert_eq!(second.pod("uid-c").await?, None);
     assert_eq!(second.attach_pod("uid-a", &a_ns).await?.ip, a.ip);
     let (d_ns, d) = second.setup_pod("uid-d").await?;
     assert!(d.ip != a.ip && d.ip != b.ip);
@@ -443,6 +445,90 @@ async fn a_full_pod_range_is_a_clear_error() -> Result<()> {
         HostNetwork::create_in(env.host_ns(), HostConfig { bridge: "toolongname".into(), ..env.host_config() }).await,
         Err(network::Error::Config(_))
     ));
+    node.remove().await?;
+    host.shutdown().await?;
+    env.assert_clean();
+    Ok(())
+}
+
+// === benchmark ===
+
+/// Pod network setup and teardown rate, next to the reference CNI plugins (`bridge` +
+/// `host-local` from containernetworking-plugins, one `ip netns add` and one plugin run per pod)
+/// doing the same in the same node namespace. Not a test: run by `bench/node-network.sh`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark; run by bench/node-network.sh"]
+async fn bench_pod_network_setup() -> Result<()> {
+    const CNI_BRIDGE: &str = "/usr/lib/cni/bridge";
+    let pods: usize = std::env::var("BENCH_PODS").ok().and_then(|v| v.parse().ok()).unwrap_or(100);
+    let env = TestEnv::new();
+    let host = HostNetwork::create_in(env.host_ns(), env.host_config()).await?;
+    let node = host.create_node("n1", 1, env.node_config("n1", Overlay::None)).await?;
+    node.set_pod_cidr(cidr("10.244.0.0/22")).await?;
+    let node_ns = node.netns().name().to_owned();
+
+    let started = Instant::now();
+    let mut namespaces = Vec::new();
+    for i in 0..pods {
+        namespaces.push(node.setup_pod(&format!("bench-{i}")).await?.0);
+    }
+    let ours_setup = started.elapsed();
+    let started = Instant::now();
+    for i in 0..pods {
+        node.detach_pod(&format!("bench-{i}")).await?;
+    }
+    drop(namespaces);
+    let ours_teardown = started.elapsed();
+
+    let baseline = if std::path::Path::new(CNI_BRIDGE).exists() {
+        let conf = format!(
+            r#"{{"cniVersion":"1.0.0","name":"bench","type":"bridge","bridge":"cbrb","isGateway":true,"ipam":{{"type":"host-local","subnet":"10.250.0.0/22","dataDir":"{}"}}}}"#,
+            env.dir.path().join("cni").display()
+        );
+        let cni = |command: &str, netns: &str, id: &str| -> Result<()> {
+            let mut child = Command::new("ip")
+                .args(["netns", "exec", &node_ns, CNI_BRIDGE])
+                .env("CNI_COMMAND", command)
+                .env("CNI_CONTAINERID", id)
+                .env("CNI_NETNS", format!("/run/netns/{netns}"))
+                .env("CNI_IFNAME", "eth0")
+                .env("CNI_PATH", "/usr/lib/cni")
+                .stdin(Stdio::piped())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()?;
+            child.stdin.take().unwrap().write_all(conf.as_bytes())?;
+            let output = child.wait_with_output()?;
+            ensure!(output.status.success(), "CNI {command}: {}", String::from_utf8_lossy(&output.stderr));
+            Ok(())
+        };
+        let name = |i: usize| format!("{}-b{i}", env.bridge);
+        let started = Instant::now();
+        for i in 0..pods {
+            run(&["ip", "netns", "add", &name(i)])?;
+            cni("ADD", &name(i), &format!("b{i}"))?;
+        }
+        let setup = started.elapsed();
+        let started = Instant::now();
+        for i in 0..pods {
+            cni("DEL", &name(i), &format!("b{i}"))?;
+            run(&["ip", "netns", "del", &name(i)])?;
+        }
+        Some((setup, started.elapsed()))
+    } else {
+        None
+    };
+
+    let rate = |d: Duration| pods as f64 / d.as_secs_f64();
+    println!("pods: {pods}, sequential, one node namespace");
+    println!("svcnet NodeNetwork   setup_pod {:8.1} pods/s   detach_pod {:8.1} pods/s", rate(ours_setup), rate(ours_teardown));
+    match baseline {
+        Some((setup, teardown)) => {
+            println!("CNI bridge+host-local ADD      {:8.1} pods/s   DEL        {:8.1} pods/s", rate(setup), rate(teardown));
+            println!("ratio (svcnet / CNI)           {:8.2}x               {:8.2}x", rate(ours_setup) / rate(setup), rate(ours_teardown) / rate(teardown));
+        }
+        None => println!("baseline skipped: {CNI_BRIDGE} is not installed (containernetworking-plugins)"),
+    }
     node.remove().await?;
     host.shutdown().await?;
     env.assert_clean();

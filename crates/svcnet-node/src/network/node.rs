@@ -464,6 +464,21 @@ impl NodeNetwork {
         }
     }
 
+    /// Pod `uid`'s network as attached (for a restarted agent adopting a running pod): its
+    /// address, if it has one and its veth exists.
+    pub async fn pod(&self, uid: &str) -> Result<Option<PodNetwork>> {
+        let found = {
+            let pods = self.pods.lock().unwrap();
+            pods.as_ref().and_then(|side| {
+                side.ipam.address_of(uid).map(|ip| PodNetwork { ip, prefix_len: side.cidr.prefix_len(), gateway: gateway(side.cidr), mtu: side.mtu })
+            })
+        };
+        match found {
+            Some(network) if self.netlink.link_index(&pod_veth_name(uid)).await?.is_some() => Ok(Some(network)),
+            _ => Ok(None),
+        }
+    }
+
     /// The pods with an address, by UID.
     pub fn pod_addresses(&self) -> Vec<(String, Ipv4Addr)> {
         let pods = self.pods.lock().unwrap();
