@@ -427,6 +427,40 @@ async fn host_network_removes_what_a_killed_run_left() -> Result<()> {
     Ok(())
 }
 
+/// Pods set up at the same time never share an address, and each is wired to its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_pod_setups_get_distinct_addresses() -> Result<()> {
+    let env = TestEnv::new();
+    let host = HostNetwork::create_in(env.host_ns(), env.host_config()).await?;
+    let node = Arc::new(host.create_node("n1", 1, env.node_config("n1", Overlay::None)).await?);
+    node.set_pod_cidr(cidr("10.244.1.0/24")).await?;
+    let setups = (0..16).map(|i| {
+        let node = Arc::clone(&node);
+        tokio::spawn(async move { node.setup_pod(&format!("uid-{i}")).await })
+    });
+    let mut pods = Vec::new();
+    for setup in setups {
+        pods.push(setup.await??);
+    }
+    let mut ips: Vec<Ipv4Addr> = pods.iter().map(|(_, p)| p.ip).collect();
+    ips.sort();
+    ips.dedup();
+    assert_eq!(ips.len(), 16, "{ips:?}");
+    for (pod_ns, pod) in &pods {
+        let netlink = pod_ns.netlink()?;
+        let eth0 = netlink.link_index("eth0").await?.context("no eth0")?;
+        assert_eq!(netlink.addresses(eth0).await?, vec![(pod.ip, 24)]);
+    }
+    let peer = tcp_exchange(&pods[0].0, pods[0].1.ip, &pods[15].0)?;
+    assert_eq!(ip(peer), IpAddr::V4(pods[15].1.ip));
+    drop(pods);
+    let node = Arc::into_inner(node).context("node still shared")?;
+    node.remove().await?;
+    host.shutdown().await?;
+    env.assert_clean();
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_pod_range_is_a_clear_error() -> Result<()> {
     let env = TestEnv::new();

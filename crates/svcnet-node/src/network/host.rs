@@ -7,7 +7,7 @@ use ipnet::Ipv4Net;
 use svcnet_netns::{Link, LinkKind, NetNs, Netlink, validate_link_name};
 
 use super::node::{NodeConfig, NodeNetwork, UplinkInfo};
-use super::{DEFAULT_BRIDGE, DEFAULT_NODE_NETWORK, ETH0, Error, MAX_BRIDGE_NAME, Result};
+use super::{DEFAULT_BRIDGE, DEFAULT_NODE_NETWORK, ETH0, Error, MAX_BRIDGE_NAME, Result, ignore_gone};
 
 /// What [`HostNetwork::create`] sets up.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -125,7 +125,7 @@ impl HostNetwork {
         validate_link_name(&host_side)?;
         NetNs::remove_named(&ns_name)?;
         if let Some(stale) = self.netlink.adopt_link(&host_side, LinkKind::Veth).await? {
-            stale.delete().await?;
+            ignore_gone(stale.delete().await)?;
         }
         let node_ns = Arc::new(NetNs::create(&ns_name)?);
         let bridge_index = self.bridge.as_ref().expect("the bridge exists until shutdown").index();
@@ -159,7 +159,7 @@ impl HostNetwork {
     pub async fn shutdown(mut self) -> Result<()> {
         remove_stale_in(&self.netlink, &self.config.bridge).await?;
         if let Some(bridge) = self.bridge.take() {
-            bridge.delete().await?;
+            ignore_gone(bridge.delete().await)?;
         }
         Ok(())
     }

@@ -177,6 +177,14 @@ impl Error {
     }
 }
 
+/// A link that is already gone (`ENODEV`) was deleted as far as we care.
+pub(crate) fn ignore_gone(result: svcnet_netns::Result<()>) -> Result<()> {
+    match result {
+        Err(e) if e.errno() == Some(nix::errno::Errno::ENODEV) => Ok(()),
+        other => Ok(other?),
+    }
+}
+
 /// The name of the network namespace of pod `uid` on the node whose pod namespaces start with
 /// `node_prefix` ([`NodeNetwork::pod_netns_prefix`]): `<node_prefix>_<uid>`, with the UID itself
 /// when it is made of letters, digits, `-` and `.` (Kubernetes UIDs are), else a hash of it.

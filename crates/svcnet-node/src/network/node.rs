@@ -11,8 +11,8 @@ use svcnet_netns::{FdbEntry, Link, LinkKind, Neighbour, NetNs, Netlink, Route, V
 
 use super::ipam::{Ipam, gateway};
 use super::{
-    DEFAULT_CLUSTER_CIDR, ETH0, Error, POD_BRIDGE, POD_VETH_PREFIX, ROUTE_PROTOCOL, Result, VXLAN_DEVICE, VXLAN_OVERHEAD, VXLAN_PORT, VXLAN_VNI, nft,
-    pod_netns_name, pod_veth_name, vtep_mac,
+    DEFAULT_CLUSTER_CIDR, ETH0, Error, POD_BRIDGE, POD_VETH_PREFIX, ROUTE_PROTOCOL, Result, VXLAN_DEVICE, VXLAN_OVERHEAD, VXLAN_PORT, VXLAN_VNI, ignore_gone,
+    nft, pod_netns_name, pod_veth_name, vtep_mac,
 };
 
 /// How pods reach other nodes' pods.
@@ -300,7 +300,7 @@ impl NodeNetwork {
     /// podCIDR's network address as a /32 (the address peers' routes point at, as flannel does).
     async fn create_vxlan(&self, cidr: Ipv4Net) -> Result<Link> {
         if let Some(stale) = self.netlink.adopt_link(VXLAN_DEVICE, LinkKind::Vxlan).await? {
-            stale.delete().await?;
+            ignore_gone(stale.delete().await)?;
         }
         let config = VxlanConfig {
             vni: VXLAN_VNI,
@@ -443,7 +443,7 @@ impl NodeNetwork {
         let name = pod_veth_name(uid);
         match self.netlink.adopt_link(&name, LinkKind::Veth).await? {
             Some(link) => {
-                link.delete().await?;
+                ignore_gone(link.delete().await)?;
                 Ok(Some(name))
             }
             None => Ok(None),
@@ -519,7 +519,9 @@ impl NodeNetwork {
                     continue;
                 }
                 if self.netlink.link_state(index).await.ok().and_then(|s| s.controller) == Some(bridge) {
-                    self.netlink.delete_link(index).await?;
+                    // The pair may vanish meanwhile: the kernel destroys a namespace (and its
+                    // veths) asynchronously once its last user is gone.
+                    ignore_gone(self.netlink.delete_link(index).await)?;
                     report.links.push(name);
                 }
             }
@@ -549,13 +551,13 @@ impl NodeNetwork {
         }
         if let Some(side) = side {
             if let Some(vxlan) = side.vxlan {
-                vxlan.delete().await?;
+                ignore_gone(vxlan.delete().await)?;
             }
-            side.bridge.delete().await?;
+            ignore_gone(side.bridge.delete().await)?;
         }
         nft::apply(&self.netns, &nft::delete_ruleset())?;
         if let Some(host_link) = self.host_link.take() {
-            host_link.delete().await?;
+            ignore_gone(host_link.delete().await)?;
         }
         if self.netns.is_owned() {
             NetNs::remove_named(self.netns.name())?;
