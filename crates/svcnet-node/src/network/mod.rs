@@ -37,6 +37,13 @@
 //!   Traffic between pods is never masqueraded, on one node or across nodes.
 //! - Pod addresses come from [`Ipam`], persisted under the node's state directory.
 //!
+//! # The host's firewall
+//!
+//! Frames between simulated nodes cross the host bridge. On a host with `br_netfilter` active
+//! (`net.bridge.bridge-nf-call-iptables = 1`) they also pass the host's own `forward` hooks, so a
+//! host firewall whose forward policy drops (Docker's does) drops node-to-node traffic too. We do
+//! not change the host's firewall; such a host needs a rule accepting traffic on the bridge.
+//!
 //! # Names
 //!
 //! Everything is named so that a later run finds what an earlier one (killed with `kill -9`) left:
