@@ -41,7 +41,8 @@ fn sysctl(ns: &NetNs, key: &str, value: &str) -> Result<()> {
 
 /// The synthetic cluster: pod `n` of namespace `i` has IP 10.200.i.(n+10), `app=app-(n % 10)`,
 /// one `role=monitor` pod per namespace; namespaces carry `team=t(i % 5)`. The real client is
-/// ns-0/pod-0 (app-0) and the real server ns-0/pod-9 (app-9).
+/// ns-0/pod-8 (app-8, which app-9 admits on its named port) and the real server ns-0/pod-9
+/// (app-9).
 fn objects(policies: usize) -> (Vec<corev1::Namespace>, Vec<corev1::Pod>, Vec<netv1::NetworkPolicy>) {
     let mut namespaces = Vec::new();
     let mut pods = Vec::new();
@@ -103,7 +104,7 @@ fn topology() -> Result<Bench> {
     sysctl(&node, "net.ipv4.conf.all.send_redirects", "0")?;
     sysctl(&node, "net.ipv4.conf.cbr0.send_redirects", "0")?;
     let mut made = Vec::new();
-    for (short, addr) in [("c", "10.200.0.10"), ("s", "10.200.0.19")] {
+    for (short, addr) in [("c", "10.200.0.18"), ("s", "10.200.0.19")] {
         let ns = NetNs::create(&format!("{tag}-{short}"))?;
         ip(node.name(), &format!("link add v{short} type veth peer name eth0 netns {}", ns.name()))?;
         ip(node.name(), &format!("link set v{short} master cbr0 up"))?;
@@ -252,12 +253,12 @@ async fn main() -> Result<()> {
         applied.changed().await?;
     }
     let first = t.elapsed();
-    // The server (ns-0/pod-9, app-9) admits app-8 on its named port; the client is app-0.
+    // The server (ns-0/pod-9, app-9) admits app-8 on its named port; the client is pod-8.
     let pods_api: Api<corev1::Pod> = Api::namespaced(client.clone(), "ns-0");
     let mut times = Vec::new();
-    for (label, want) in [("app-8", true), ("app-0", false), ("app-8", true), ("app-0", false), ("app-8", true), ("app-0", false)] {
+    for (label, want) in [("app-0", false), ("app-8", true), ("app-0", false), ("app-8", true), ("app-0", false), ("app-8", true)] {
         let t = Instant::now();
-        pods_api.patch("pod-0", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"labels": {"app": label}}}))).await?;
+        pods_api.patch("pod-8", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"labels": {"app": label}}}))).await?;
         let deadline = Instant::now() + Duration::from_secs(120);
         while can_connect(&b) != want {
             if Instant::now() > deadline {

@@ -25,6 +25,16 @@ pub async fn read_drop_counters(netns: Option<&str>) -> Result<Vec<DropCounter>>
     parse_counters(&out)
 }
 
+/// The drop counters of the table in `netns` in Prometheus' text format, for a `/metrics`
+/// endpoint (empty when the table does not exist yet).
+pub async fn metrics_text(netns: Option<&str>) -> Result<String> {
+    match read_drop_counters(netns).await {
+        Ok(c) => Ok(render(&c)),
+        Err(Error::Nft(e)) if e.contains("No such file or directory") => Ok(render(&[])),
+        Err(e) => Err(e),
+    }
+}
+
 /// Parses `nft -j list counters` output.
 pub fn parse_counters(json: &str) -> Result<Vec<DropCounter>> {
     let v: serde_json::Value = serde_json::from_str(json).map_err(|e| Error::Decode(format!("nft -j output: {e}")))?;

@@ -8,8 +8,8 @@
 //!   ct state established,related accept      replies and related traffic
 //!   ip saddr vmap @egress_pods                egress-isolated local pod -> jump eg_<ns>_<pod>
 //!   ip daddr vmap @ingress_pods               ingress-isolated local pod -> jump in_<ns>_<pod>
-//! eg_<ns>_<pod>:
-//!   ip saddr . ip daddr . meta l4proto . th dport @egress_allow return
+//! chain eg_<ns>_<pod>, with its set eg_<ns>_<pod> (peer range . protocol range . port range):
+//!   ip daddr . meta l4proto . th dport @eg_<ns>_<pod> return
 //!   [limit ... log prefix "..."] counter name eg_<ns>_<pod> drop
 //! ```
 //!
@@ -17,10 +17,11 @@
 //! is always allowed; replies to it are established. (Packets with one of the node's addresses
 //! as source never reach `forward`: the kernel drops them as martians.)
 //!
-//! `ingress_allow` and `egress_allow` hold (local pod . peer range . protocol range . port range)
-//! elements: the union of every isolating policy's rules for that pod, resolved to addresses and
-//! numbers (named ports on the destination pod), split into disjoint boxes because the kernel's
-//! interval sets refuse overlapping elements. A change of pods, labels, namespaces or policies
+//! Each isolated pod's set holds the union of every isolating policy's rules for that pod,
+//! resolved to addresses and numbers (named ports on the destination pod), split into disjoint
+//! boxes because the kernel's interval sets refuse overlapping elements. One small set per pod
+//! and direction rather than one big set keyed by pod: the kernel's concatenated interval sets
+//! (pipapo) pay for a deletion in proportion to the set's size. A change of pods, labels, namespaces or policies
 //! changes set elements and, when the isolating policies change, a pod's two-rule chain; the
 //! table itself is built only once ([`full_script`]).
 
@@ -41,7 +42,7 @@ pub type ProtoPort = ((u8, u8), (u16, u16));
 /// Every protocol and every port: a rule without `ports`.
 const ANY_PROTO_PORT: ProtoPort = ((0, 255), (0, 65535));
 
-/// One element of `ingress_allow` / `egress_allow`.
+/// One allowed box of a pod's set (`NodeState` keeps them all, keyed by the pod's address).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct AllowElement {
     /// The local, isolated pod (destination for ingress, source for egress).
@@ -66,7 +67,16 @@ impl AllowElement {
     }
 }
 
+impl AllowElement {
+    /// The element as the pod's set holds it: `peer . protocol . port`, ranges as `a-b`.
+    pub fn set_key(&self) -> String {
+        let s = self.to_string();
+        s.split_once(" . ").map(|(_, rest)| rest.to_owned()).unwrap_or(s)
+    }
+}
+
 impl std::fmt::Display for AllowElement {
+    /// `pod . peer . protocol . port`.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let (a, z) = (Ipv4Addr::from(self.peer.0), Ipv4Addr::from(self.peer.1));
         write!(f, "{} . ", self.pod)?;
@@ -380,8 +390,6 @@ pub fn full_script(state: &NodeState, options: &CompileOptions) -> String {
     let _ = write!(
         s,
         "table inet {TABLE} {{
-  set ingress_allow {{ type ipv4_addr . ipv4_addr . inet_proto . inet_service; flags interval; }}
-  set egress_allow {{ type ipv4_addr . ipv4_addr . inet_proto . inet_service; flags interval; }}
   map ingress_pods {{ type ipv4_addr : verdict; }}
   map egress_pods {{ type ipv4_addr : verdict; }}
   chain forward {{
@@ -402,8 +410,26 @@ pub fn full_script(state: &NodeState, options: &CompileOptions) -> String {
     s
 }
 
+/// The elements of each pod chain's set, by chain name.
+fn sets_by_chain(state: &NodeState) -> BTreeMap<String, BTreeSet<String>> {
+    let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for (pods, elements) in [(&state.ingress_pods, &state.ingress_allow), (&state.egress_pods, &state.egress_allow)] {
+        let by_ip: BTreeMap<Ipv4Addr, &String> = pods.iter().map(|(name, c)| (c.ip, name)).collect();
+        for name in pods.keys() {
+            out.entry(name.clone()).or_default();
+        }
+        for e in elements {
+            if let Some(name) = by_ip.get(&e.pod) {
+                out.entry((*name).clone()).or_default().insert(e.set_key());
+            }
+        }
+    }
+    out
+}
+
 /// The nft commands that turn the table from `old` into `new` (empty when they are equal):
-/// element additions and deletions, and pod chains created, rewritten or removed.
+/// element additions and deletions, and pod chains (with their sets and counters) created,
+/// rewritten or removed.
 pub fn diff_script(old: &NodeState, new: &NodeState, options: &CompileOptions) -> String {
     let mut s = String::new();
     let maps = [("ingress_pods", &old.ingress_pods, &new.ingress_pods), ("egress_pods", &old.egress_pods, &new.egress_pods)];
@@ -412,7 +438,10 @@ pub fn diff_script(old: &NodeState, new: &NodeState, options: &CompileOptions) -
         for (name, chain) in n {
             match o.get(name) {
                 None => {
-                    let _ = writeln!(s, "add counter inet {TABLE} {name}\nadd chain inet {TABLE} {name}");
+                    let _ = writeln!(
+                        s,
+                        "add counter inet {TABLE} {name}\nadd set inet {TABLE} {name} {{ type ipv4_addr . inet_proto . inet_service; flags interval; }}\nadd chain inet {TABLE} {name}"
+                    );
                     chain_rules(&mut s, chain, options);
                 }
                 Some(old_chain) if old_chain.policies != chain.policies || old_chain.direction != chain.direction => {
@@ -423,10 +452,14 @@ pub fn diff_script(old: &NodeState, new: &NodeState, options: &CompileOptions) -
             }
         }
     }
-    // Deletions before additions: a new element may overlap one it replaces.
-    for (set, o, n) in [("ingress_allow", &old.ingress_allow, &new.ingress_allow), ("egress_allow", &old.egress_allow, &new.egress_allow)] {
-        elements(&mut s, "delete", set, o.difference(n).map(ToString::to_string));
-        elements(&mut s, "add", set, n.difference(o).map(ToString::to_string));
+    // Deletions before additions: a new element may overlap one it replaces. The sets of
+    // removed chains go whole, below.
+    let (old_sets, new_sets) = (sets_by_chain(old), sets_by_chain(new));
+    let empty = BTreeSet::new();
+    for (name, n) in &new_sets {
+        let o = old_sets.get(name).unwrap_or(&empty);
+        elements(&mut s, "delete", name, o.difference(n).cloned());
+        elements(&mut s, "add", name, n.difference(o).cloned());
     }
     for (map, o, n) in maps {
         let gone = o.iter().filter(|(name, c)| n.get(*name).is_none_or(|nc| nc.ip != c.ip)).map(|(_, c)| c.ip.to_string());
@@ -436,7 +469,7 @@ pub fn diff_script(old: &NodeState, new: &NodeState, options: &CompileOptions) -
     }
     for (_, o, n) in maps {
         for name in o.keys().filter(|k| !n.contains_key(*k)) {
-            let _ = writeln!(s, "delete chain inet {TABLE} {name}\ndelete counter inet {TABLE} {name}");
+            let _ = writeln!(s, "delete chain inet {TABLE} {name}\ndelete set inet {TABLE} {name}\ndelete counter inet {TABLE} {name}");
         }
     }
     s
@@ -444,11 +477,11 @@ pub fn diff_script(old: &NodeState, new: &NodeState, options: &CompileOptions) -
 
 fn chain_rules(s: &mut String, chain: &PodChain, options: &CompileOptions) {
     let name = chain.name();
-    let lookup = match chain.direction {
-        Direction::Ingress => "ip daddr . ip saddr . meta l4proto . th dport @ingress_allow",
-        Direction::Egress => "ip saddr . ip daddr . meta l4proto . th dport @egress_allow",
+    let peer = match chain.direction {
+        Direction::Ingress => "ip saddr",
+        Direction::Egress => "ip daddr",
     };
-    let _ = writeln!(s, "add rule inet {TABLE} {name} {lookup} return");
+    let _ = writeln!(s, "add rule inet {TABLE} {name} {peer} . meta l4proto . th dport @{name} return");
     if options.log_drops {
         let _ = writeln!(s, "add rule inet {TABLE} {name} limit rate 10/second burst 20 packets log prefix {:?}", chain.log_prefix());
     }

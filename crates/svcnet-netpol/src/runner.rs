@@ -43,7 +43,7 @@ impl NetpolConfig {
 pub struct Applied {
     /// How many transactions have been applied since the start (0: none yet).
     pub generation: u64,
-    /// The elements in `ingress_allow` and `egress_allow`.
+    /// The elements of all pod sets.
     pub elements: usize,
     /// Isolated pod chains (both directions).
     pub chains: usize,
