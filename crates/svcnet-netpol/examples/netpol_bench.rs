@@ -146,6 +146,9 @@ fn conn_rate(b: &Bench, secs: f64, threads: usize) -> Result<f64> {
                                 if c.read_exact(&mut buf).is_ok() {
                                     n += 1;
                                 }
+                                // Close with a reset: no TIME_WAIT on either side, so the
+                                // ephemeral ports never run out and every run starts alike.
+                                let _ = socket2::SockRef::from(&c).set_linger(Some(Duration::ZERO));
                             }
                             n
                         })
@@ -168,41 +171,55 @@ async fn main() -> Result<()> {
     let secs: f64 = std::env::var("NETPOL_BENCH_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(5.0);
     let b = topology()?;
     let options = CompileOptions { node_name: Some("node-1".into()), log_drops: false };
-    let mut rows = Vec::new();
-    // No table at all: the kernel's forwarding alone.
-    let rate_none = conn_rate(&b, secs, 2)?;
-    rows.push(("no svcnet-netpol table".to_string(), rate_none, String::new()));
-    for policies in [0usize, 1000] {
-        let (ns, pods, nps) = objects(policies);
-        let t = Instant::now();
-        let (cluster, errors) = Cluster::from_objects(&ns, &pods, &nps);
-        assert!(errors.is_empty());
-        let state = nft::compile(&cluster, &options);
-        let compile = t.elapsed();
-        let script = nft::full_script(&state, &options);
-        let t = Instant::now();
-        svcnet_netpol::runner::nft_apply(Some(b.node.name()), &script).await?;
-        let apply = t.elapsed();
-        let rate = conn_rate(&b, secs, 2)?;
-        let note = format!(
-            "{} pods, {} policies: {} isolated pod chains, {} set elements; compile {:.0} ms, first nft load {:.0} ms",
-            pods.len(),
-            nps.len(),
-            state.ingress_pods.len() + state.egress_pods.len(),
-            state.ingress_allow.len() + state.egress_allow.len(),
-            compile.as_secs_f64() * 1e3,
-            apply.as_secs_f64() * 1e3
-        );
-        rows.push((format!("{policies} policies / 10,000 pods"), rate, note));
+    // Three rounds over the configurations, each table loaded afresh, so that other load on
+    // the machine falls on all of them alike; the median of each is reported.
+    let configs: [Option<usize>; 3] = [None, Some(0), Some(1000)];
+    let mut rates: Vec<Vec<f64>> = vec![Vec::new(); configs.len()];
+    let mut notes: Vec<String> = vec![String::new(); configs.len()];
+    for _round in 0..3 {
+        for (c, config) in configs.iter().enumerate() {
+            let Some(policies) = config else {
+                svcnet_netpol::runner::remove_table(Some(b.node.name())).await?;
+                rates[c].push(conn_rate(&b, secs, 2)?);
+                continue;
+            };
+            let (ns, pods, nps) = objects(*policies);
+            let t = Instant::now();
+            let (cluster, errors) = Cluster::from_objects(&ns, &pods, &nps);
+            assert!(errors.is_empty());
+            let state = nft::compile(&cluster, &options);
+            let compile = t.elapsed();
+            let script = nft::full_script(&state, &options);
+            let t = Instant::now();
+            svcnet_netpol::runner::nft_apply(Some(b.node.name()), &script).await?;
+            let apply = t.elapsed();
+            rates[c].push(conn_rate(&b, secs, 2)?);
+            notes[c] = format!(
+                "{} pods, {} policies: {} isolated pod chains, {} set elements; compile {:.0} ms, full nft load {:.0} ms",
+                pods.len(),
+                nps.len(),
+                state.ingress_pods.len() + state.egress_pods.len(),
+                state.ingress_allow.len() + state.egress_allow.len(),
+                compile.as_secs_f64() * 1e3,
+                apply.as_secs_f64() * 1e3
+            );
+        }
     }
-    println!("\nnew TCP connections/s (2 clients, {secs} s each, through the node namespace's forward hook)");
-    println!("{:<32} {:>12} {:>10}", "configuration", "conn/s", "ratio");
-    for (name, rate, _) in &rows {
-        println!("{name:<32} {rate:>12.0} {:>10.2}", rate / rows[0].1);
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        v[v.len() / 2]
+    };
+    let names = ["no svcnet-netpol table", "0 policies / 10,000 pods", "1000 policies / 10,000 pods"];
+    let medians: Vec<f64> = rates.iter_mut().map(median).collect();
+    println!("\nnew TCP connections/s (2 clients, {secs} s each, median of 3 rounds, through the node namespace's forward hook)");
+    println!("{:<32} {:>12} {:>10}  {}", "configuration", "conn/s", "ratio", "rounds");
+    for (c, name) in names.iter().enumerate() {
+        let rounds: Vec<String> = rates[c].iter().map(|r| format!("{r:.0}")).collect();
+        println!("{name:<32} {:>12.0} {:>10.2}  {}", medians[c], medians[c] / medians[0], rounds.join(" "));
     }
-    for (name, _, note) in &rows {
-        if !note.is_empty() {
-            println!("  {name}: {note}");
+    for (c, name) in names.iter().enumerate() {
+        if !notes[c].is_empty() {
+            println!("  {name}: {}", notes[c]);
         }
     }
     svcnet_netpol::runner::remove_table(Some(b.node.name())).await?;

@@ -410,18 +410,19 @@ pub fn full_script(state: &NodeState, options: &CompileOptions) -> String {
     s
 }
 
-/// The elements of each pod chain's set, by chain name.
-fn sets_by_chain(state: &NodeState) -> BTreeMap<String, BTreeSet<String>> {
-    let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    for (pods, elements) in [(&state.ingress_pods, &state.ingress_allow), (&state.egress_pods, &state.egress_allow)] {
-        let by_ip: BTreeMap<Ipv4Addr, &String> = pods.iter().map(|(name, c)| (c.ip, name)).collect();
-        for name in pods.keys() {
-            out.entry(name.clone()).or_default();
-        }
-        for e in elements {
-            if let Some(name) = by_ip.get(&e.pod) {
-                out.entry((*name).clone()).or_default().insert(e.set_key());
-            }
+/// The elements in `a` and not in `b`, as (chain name, set key), for chains that exist in
+/// `chains` (the elements of a removed chain's set go with the set).
+fn element_changes(
+    a: &BTreeSet<AllowElement>,
+    b: &BTreeSet<AllowElement>,
+    a_chains: &BTreeMap<String, PodChain>,
+    chains: &BTreeMap<String, PodChain>,
+) -> BTreeMap<String, Vec<String>> {
+    let by_ip: BTreeMap<Ipv4Addr, &String> = a_chains.iter().map(|(name, c)| (c.ip, name)).collect();
+    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for e in a.difference(b) {
+        if let Some(name) = by_ip.get(&e.pod).filter(|n| chains.contains_key(**n)) {
+            out.entry((*name).clone()).or_default().push(e.set_key());
         }
     }
     out
@@ -454,12 +455,16 @@ pub fn diff_script(old: &NodeState, new: &NodeState, options: &CompileOptions) -
     }
     // Deletions before additions: a new element may overlap one it replaces. The sets of
     // removed chains go whole, below.
-    let (old_sets, new_sets) = (sets_by_chain(old), sets_by_chain(new));
-    let empty = BTreeSet::new();
-    for (name, n) in &new_sets {
-        let o = old_sets.get(name).unwrap_or(&empty);
-        elements(&mut s, "delete", name, o.difference(n).cloned());
-        elements(&mut s, "add", name, n.difference(o).cloned());
+    for (o_pods, o_set, n_pods, n_set) in [
+        (&old.ingress_pods, &old.ingress_allow, &new.ingress_pods, &new.ingress_allow),
+        (&old.egress_pods, &old.egress_allow, &new.egress_pods, &new.egress_allow),
+    ] {
+        for (name, keys) in element_changes(o_set, n_set, o_pods, n_pods) {
+            elements(&mut s, "delete", &name, keys.into_iter());
+        }
+        for (name, keys) in element_changes(n_set, o_set, n_pods, n_pods) {
+            elements(&mut s, "add", &name, keys.into_iter());
+        }
     }
     for (map, o, n) in maps {
         let gone = o.iter().filter(|(name, c)| n.get(*name).is_none_or(|nc| nc.ip != c.ip)).map(|(_, c)| c.ip.to_string());
