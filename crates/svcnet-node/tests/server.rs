@@ -145,7 +145,7 @@ impl Cluster {
             _sandbox: sandbox,
             _netns: netns,
         };
-        cluster.kubectl_ok(&["apply", "-f", "-"], Some(&manifests())).await?;
+        cluster.kubectl_ok(&["apply", "-f", "-"], Some(MANIFESTS)).await?;
         let node_status = serde_json::json!({"status": {
             "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}, {"type": "Hostname", "address": "node-1"}],
             "daemonEndpoints": {"kubeletEndpoint": {"Port": node_port}},
@@ -218,9 +218,7 @@ fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
 
-fn manifests() -> String {
-    format!(
-        r#"apiVersion: v1
+const MANIFESTS: &str = r#"apiVersion: v1
 kind: Node
 metadata:
   name: node-1
@@ -246,13 +244,10 @@ spec:
   containers:
   - name: web
     image: none
-    command: ["sh"]
-"#
-    )
-}
+    command: ["sh"]"#;
 
 async fn next_line<R: tokio::io::AsyncBufRead + Unpin>(lines: &mut tokio::io::Lines<R>) -> Result<String> {
-    Ok(tokio::time::timeout(DEADLINE, lines.next_line()).await.context("no line in time")??.context("the stream ended")?)
+    tokio::time::timeout(DEADLINE, lines.next_line()).await.context("no line in time")??.context("the stream ended")
 }
 
 fn stderr(out: &Output) -> String {
@@ -388,26 +383,63 @@ async fn kubectl_cp() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kubectl_port_forward() -> Result<()> {
     let c = Cluster::start("portfwd").await?;
-    let mut child =
-        c.command(&["port-forward", "pod/web", &format!(":{POD_PORT}")]).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn()?;
+    // kubectl 1.32 tunnels SPDY in a WebSocket first; with the tunnel off it upgrades to SPDY.
+    for websockets in ["true", "false"] {
+        let mut cmd = c.command(&["port-forward", "pod/web", &format!(":{POD_PORT}"), ":8081"]);
+        cmd.env("KUBECTL_PORT_FORWARD_WEBSOCKETS", websockets);
+        let mut child = cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn()?;
+        let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();
+        // "Forwarding from 127.0.0.1:PORT -> 8080", then the same for 8081.
+        let mut local = Vec::new();
+        while local.len() < 2 {
+            let line = next_line(&mut lines).await.context("kubectl port-forward did not start")?;
+            if let Some(rest) = line.strip_prefix("Forwarding from 127.0.0.1:") {
+                local.push(rest.split(' ').next().context("a port")?.parse::<u16>()?);
+            }
+        }
+        // Two connections one after the other, each a full exchange and close.
+        for round in 0..2 {
+            let mut conn = tokio::net::TcpStream::connect(SocketAddr::from((Ipv4Addr::LOCALHOST, local[0]))).await?;
+            let message = format!("ping {round} over websockets={websockets}\n");
+            conn.write_all(message.as_bytes()).await?;
+            conn.shutdown().await?;
+            let mut received = String::new();
+            tokio::time::timeout(DEADLINE, conn.read_to_string(&mut received)).await.context("no answer through the forward")??;
+            assert_eq!(received, format!("hello from pod\n{message}"));
+        }
+        // Nothing listens on 8081 in the pod: the connection is closed and kubectl says why.
+        let mut conn = tokio::net::TcpStream::connect(SocketAddr::from((Ipv4Addr::LOCALHOST, local[1]))).await?;
+        let mut received = Vec::new();
+        let _ = tokio::time::timeout(DEADLINE, conn.read_to_end(&mut received)).await.context("the failed forward was not closed")?;
+        assert!(received.is_empty());
+        child.kill().await?;
+        let mut err = String::new();
+        child.stderr.take().expect("piped").read_to_string(&mut err).await?;
+        assert!(err.contains("failed to connect to localhost:8081"), "websockets={websockets}: {err}");
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kubectl_attach() -> Result<()> {
+    let c = Cluster::start("attach").await?;
+    let mut child = c.command(&["attach", "web"]).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn()?;
     let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();
-    // "Forwarding from 127.0.0.1:PORT -> 8080"
-    let local_port: u16 = loop {
-        let line = next_line(&mut lines).await.context("kubectl port-forward did not start")?;
-        if let Some(rest) = line.strip_prefix("Forwarding from 127.0.0.1:") {
-            break rest.split(' ').next().context("a port")?.parse()?;
+    // Output from the moment of attaching: keep triggering until a line comes through.
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    let line = loop {
+        if tokio::time::Instant::now() > deadline {
+            bail!("nothing came through kubectl attach");
+        }
+        std::fs::write(&c.trigger, "")?;
+        match tokio::time::timeout(Duration::from_millis(500), lines.next_line()).await {
+            Ok(line) => break line?.context("kubectl attach ended")?,
+            Err(_) => continue,
         }
     };
-    // Two connections one after the other, each a full exchange and close.
-    for round in 0..2 {
-        let mut conn = tokio::net::TcpStream::connect(SocketAddr::from((Ipv4Addr::LOCALHOST, local_port))).await?;
-        let message = format!("ping {round}\n");
-        conn.write_all(message.as_bytes()).await?;
-        conn.shutdown().await?;
-        let mut received = String::new();
-        tokio::time::timeout(DEADLINE, conn.read_to_string(&mut received)).await.context("no answer through the forward")??;
-        assert_eq!(received, format!("hello from pod\n{message}"));
-    }
-    child.kill().await?;
+    assert_eq!(line, "triggered");
+    *c.runtime.handle.lock().unwrap() = None;
+    let status = tokio::time::timeout(DEADLINE, child.wait()).await.context("kubectl attach did not end with the container")??;
+    assert!(status.success(), "{status}");
     Ok(())
 }

@@ -56,7 +56,7 @@ struct Streams {
 }
 
 impl Streams {
-    fn from_query(query: &Query) -> Result<Streams, Response<Body>> {
+    fn from_query(query: &Query) -> Result<Streams, Box<Response<Body>>> {
         let tty = query.flag(&["tty"]);
         let streams = Streams {
             stdin: query.flag(&["stdin", "input"]),
@@ -66,7 +66,7 @@ impl Streams {
             tty,
         };
         if !streams.stdin && !streams.stdout && !streams.stderr {
-            return Err(status_response(400, "BadRequest", "you must specify at least 1 of stdin, stdout, stderr"));
+            return Err(Box::new(status_response(400, "BadRequest", "you must specify at least 1 of stdin, stdout, stderr")));
         }
         Ok(streams)
     }
@@ -80,14 +80,14 @@ pub(super) fn exec(req: Request<Incoming>, pod: &str, handle: ContainerHandle, q
     }
     let streams = match Streams::from_query(query) {
         Ok(s) => s,
-        Err(resp) => return resp,
+        Err(resp) => return *resp,
     };
     let Some(pid) = handle.pid else {
         return status_response(400, "BadRequest", &format!("container {:?} in pod {pod:?} is not running", handle.container));
     };
     let (key, version, protocol) = match negotiate(&req) {
         Ok(n) => n,
-        Err(resp) => return resp,
+        Err(resp) => return *resp,
     };
     upgrade(req, &key, protocol, move |ws| async move {
         let mut cmd = EnterCommand::new(pid, &command[0]);
@@ -118,7 +118,7 @@ pub(super) fn attach(
 ) -> Response<Body> {
     let streams = match Streams::from_query(query) {
         Ok(s) => s,
-        Err(resp) => return resp,
+        Err(resp) => return *resp,
     };
     if streams.stdin {
         return status_response(
@@ -132,7 +132,7 @@ pub(super) fn attach(
     }
     let (key, _version, protocol) = match negotiate(&req) {
         Ok(n) => n,
-        Err(resp) => return resp,
+        Err(resp) => return *resp,
     };
     upgrade(req, &key, protocol, move |ws| async move {
         let (mut sink, mut incoming) = ws.split();
@@ -168,20 +168,20 @@ pub(super) fn attach(
 }
 
 /// Picks the channel protocol from a WebSocket upgrade request.
-fn negotiate(req: &Request<Incoming>) -> Result<(String, Version, &'static str), Response<Body>> {
+fn negotiate(req: &Request<Incoming>) -> Result<(String, Version, &'static str), Box<Response<Body>>> {
     let Some((key, offered)) = websocket_offer(req) else {
-        return Err(status_response(
+        return Err(Box::new(status_response(
             400,
             "BadRequest",
             "Upgrade request required: svcnet's node API streams over WebSocket (v5.channel.k8s.io, v4.channel.k8s.io) only",
-        ));
+        )));
     };
     PROTOCOLS.iter().find(|(name, _)| offered.iter().any(|o| o == name)).map(|(name, version)| (key, *version, *name)).ok_or_else(|| {
-        status_response(
+        Box::new(status_response(
             400,
             "BadRequest",
             &format!("none of the offered stream protocols {offered:?} is supported; supported: v5.channel.k8s.io, v4.channel.k8s.io"),
-        )
+        ))
     })
 }
 

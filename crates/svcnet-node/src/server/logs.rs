@@ -27,18 +27,18 @@ pub(super) async fn serve(runtime: Arc<dyn PodRuntime>, namespace: &str, pod: &s
     let container = handle.container.clone();
     let previous = query.flag(&["previous"]);
     let follow = query.flag(&["follow"]) && !previous;
-    let number = |key: &str| -> Result<Option<u64>, Response<Body>> {
+    let number = |key: &str| -> Result<Option<u64>, Box<Response<Body>>> {
         match query.get(key) {
             None | Some("") => Ok(None),
             Some(v) => v
                 .parse::<u64>()
                 .map(Some)
-                .map_err(|_| status_response(400, "BadRequest", &format!("{key}: Invalid value: {v:?}: must be a non-negative integer"))),
+                .map_err(|_| Box::new(status_response(400, "BadRequest", &format!("{key}: Invalid value: {v:?}: must be a non-negative integer")))),
         }
     };
     let (tail_lines, limit_bytes) = match (number("tailLines"), number("limitBytes")) {
         (Ok(t), Ok(l)) => (t, l),
-        (Err(resp), _) | (_, Err(resp)) => return resp,
+        (Err(resp), _) | (_, Err(resp)) => return *resp,
     };
     let path = if previous {
         match &handle.previous_log_path {

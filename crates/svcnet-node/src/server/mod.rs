@@ -169,28 +169,30 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
         Route::Health => text_response(200, "ok"),
         Route::Logs { namespace, pod, container } => match lookup(&*state.runtime, &namespace, &pod, Some(&container)) {
             Ok(handle) => logs::serve(state.runtime.clone(), &namespace, &pod, handle, &query).await,
-            Err(resp) => resp,
+            Err(resp) => *resp,
         },
         Route::Exec { namespace, pod, container } => match lookup(&*state.runtime, &namespace, &pod, Some(&container)) {
             Ok(handle) => exec::exec(req, &pod, handle, &query),
-            Err(resp) => resp,
+            Err(resp) => *resp,
         },
         Route::Attach { namespace, pod, container } => match lookup(&*state.runtime, &namespace, &pod, Some(&container)) {
             Ok(handle) => exec::attach(req, state.runtime.clone(), (namespace, pod), handle, &query),
-            Err(resp) => resp,
+            Err(resp) => *resp,
         },
         Route::PortForward { namespace, pod } => match lookup(&*state.runtime, &namespace, &pod, None) {
             Ok(handle) => portforward::serve(req, &pod, handle),
-            Err(resp) => resp,
+            Err(resp) => *resp,
         },
     };
     Ok(response)
 }
 
-fn lookup(runtime: &dyn PodRuntime, namespace: &str, pod: &str, container: Option<&str>) -> Result<ContainerHandle, Response<Body>> {
-    runtime.container(namespace, pod, container).map_err(|e| match e {
-        LookupError::PodNotFound { .. } => status_response(404, "NotFound", &format!("pod {namespace}/{pod} is not running on this node")),
-        other => status_response(400, "BadRequest", &other.to_string()),
+fn lookup(runtime: &dyn PodRuntime, namespace: &str, pod: &str, container: Option<&str>) -> Result<ContainerHandle, Box<Response<Body>>> {
+    runtime.container(namespace, pod, container).map_err(|e| {
+        Box::new(match e {
+            LookupError::PodNotFound { .. } => status_response(404, "NotFound", &format!("pod {namespace}/{pod} is not running on this node")),
+            other => status_response(400, "BadRequest", &other.to_string()),
+        })
     })
 }
 

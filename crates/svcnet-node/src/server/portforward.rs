@@ -178,11 +178,7 @@ async fn tunnel(ws: WebSocket, pipe: tokio::io::DuplexStream) {
     let inbound = async move {
         while let Some(Ok(message)) = incoming.next().await {
             match message {
-                Message::Binary(data) => {
-                    if pipe_write.write_all(&data).await.is_err() {
-                        break;
-                    }
-                }
+                Message::Binary(data) if pipe_write.write_all(&data).await.is_err() => break,
                 Message::Close(_) => break,
                 _ => {}
             }

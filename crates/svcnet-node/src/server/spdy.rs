@@ -156,22 +156,15 @@ async fn read_frames<R: AsyncRead + Unpin>(reader: &mut R, tx: &mpsc::Sender<Out
                     return Ok(());
                 }
             }
-            SYN_REPLY | HEADERS => {
-                // Decoded only to keep the header stream's state in step.
-                if payload.len() >= 4 {
-                    headers.decode(&payload[4..])?;
-                }
+            // Decoded only to keep the header stream's state in step.
+            SYN_REPLY | HEADERS if payload.len() >= 4 => {
+                headers.decode(&payload[4..])?;
             }
-            RST_STREAM => {
-                if payload.len() >= 4 {
-                    open.remove(&(be32(&payload[0..4]) & 0x7fff_ffff));
-                }
+            RST_STREAM if payload.len() >= 4 => {
+                open.remove(&(be32(&payload[0..4]) & 0x7fff_ffff));
             }
-            PING => {
-                if payload.len() >= 4 && tx.send(Outgoing::Ping(be32(&payload[0..4]))).await.is_err() {
-                    return Ok(());
-                }
-            }
+            // Echoed; a send that fails means the connection is going.
+            PING if payload.len() >= 4 && tx.send(Outgoing::Ping(be32(&payload[0..4]))).await.is_err() => return Ok(()),
             GOAWAY => return Ok(()),
             // SETTINGS, WINDOW_UPDATE and anything newer: nothing to do.
             _ => {}
@@ -498,8 +491,8 @@ mod tests {
         }
         assert!(seen_ping);
         assert_eq!(data, b"back|fin");
-        drop(cw);
-        drop(stream);
+        // The client hangs up: the session ends.
+        drop((cw, cr, stream));
         session.await.unwrap().unwrap();
     }
 }
