@@ -28,6 +28,9 @@ use crate::server::State;
 
 type Body = UnsyncBoxBody<Bytes, Infallible>;
 
+/// How long connecting to a node (TCP and TLS) may take, as kube-apiserver's dialer's 30 s.
+const DIAL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// The port a node's API listens on when its `Node` does not say.
 pub const DEFAULT_KUBELET_PORT: u16 = 10250;
 
@@ -120,10 +123,12 @@ pub async fn serve(state: &State, proxy: &PodProxy, mut req: Request<Incoming>) 
         .map_err(|e| ApiError::internal(e.to_string()))?;
 
     let dial_error = |e: &dyn std::fmt::Display| ApiError::internal(format!("error dialing backend: {} https://{host}{path_and_query}: {e}", req.method()));
-    let tcp = tokio::net::TcpStream::connect((address, port)).await.map_err(|e| dial_error(&e))?;
+    let connect = tokio::time::timeout(DIAL_TIMEOUT, tokio::net::TcpStream::connect((address, port)));
+    let tcp = connect.await.map_err(|e| dial_error(&e))?.map_err(|e| dial_error(&e))?;
     let _ = tcp.set_nodelay(true);
     let server_name = rustls::pki_types::ServerName::IpAddress(address.into());
-    let tls = tokio_rustls::TlsConnector::from(client_config()).connect(server_name, tcp).await.map_err(|e| dial_error(&e))?;
+    let handshake = tokio::time::timeout(DIAL_TIMEOUT, tokio_rustls::TlsConnector::from(client_config()).connect(server_name, tcp));
+    let tls = handshake.await.map_err(|e| dial_error(&e))?.map_err(|e| dial_error(&e))?;
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.map_err(|e| dial_error(&e))?;
     tokio::spawn(async move {
         if let Err(e) = connection.with_upgrades().await {

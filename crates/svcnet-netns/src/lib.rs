@@ -2,7 +2,8 @@
 //! routes over rtnetlink, and pod sandbox processes.
 //!
 //! This is the one crate of the workspace that may use `unsafe` (see its `Cargo.toml`): the
-//! only `unsafe` block is the `pre_exec` hook of [`Sandbox::spawn`], and it says why it is sound.
+//! `unsafe` blocks are the `pre_exec` hooks of [`Sandbox::spawn`] and [`EnterCommand::spawn`] and
+//! the terminal `ioctl`s of the latter, and each says why it is sound.
 //!
 //! # Objects and their guards
 //!
