@@ -443,3 +443,81 @@ async fn kubectl_attach() -> Result<()> {
     assert!(status.success(), "{status}");
     Ok(())
 }
+
+/// Sends `mib` MiB to the pod's echo server at `addr` and reads it back; the rate in MiB/s.
+async fn echo_rate(connect: impl std::future::Future<Output = std::io::Result<tokio::net::TcpStream>>, mib: usize) -> Result<f64> {
+    let started = std::time::Instant::now();
+    let conn = connect.await?;
+    let (mut r, mut w) = conn.into_split();
+    let writer = tokio::spawn(async move {
+        let block = vec![7u8; 1 << 20];
+        for _ in 0..mib {
+            w.write_all(&block).await?;
+        }
+        w.shutdown().await
+    });
+    let mut total = 0usize;
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = tokio::time::timeout(DEADLINE, r.read(&mut buf)).await.context("echo stalled")??;
+        if n == 0 {
+            break;
+        }
+        total += n;
+    }
+    writer.await??;
+    assert_eq!(total, mib * (1 << 20) + "hello from pod\n".len());
+    Ok(mib as f64 / started.elapsed().as_secs_f64())
+}
+
+/// `bench/node-api.sh`: port-forward throughput (both transports) next to a direct connection
+/// to the same pod server, and `kubectl exec` latency next to `kubectl get` (the same binary,
+/// one API round trip).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "benchmark: bench/node-api.sh"]
+async fn bench_node_api() -> Result<()> {
+    let mib: usize = std::env::var("BENCH_MIB").ok().and_then(|v| v.parse().ok()).unwrap_or(64);
+    let runs: usize = std::env::var("BENCH_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(20);
+    let c = Cluster::start("bench").await?;
+    let netns = c._netns.path().to_owned();
+    let direct = echo_rate(
+        async move {
+            let s =
+                svcnet_netns::run_in_netns_path(&netns, || std::net::TcpStream::connect((Ipv4Addr::LOCALHOST, POD_PORT))).map_err(std::io::Error::other)??;
+            s.set_nonblocking(true)?;
+            tokio::net::TcpStream::from_std(s)
+        },
+        mib,
+    )
+    .await?;
+    println!("| echo of {mib} MiB | MiB/s | ratio to direct |\n| --- | --- | --- |\n| direct, in the pod's namespace | {direct:.1} | 1.00 |");
+    for websockets in ["true", "false"] {
+        let mut cmd = c.command(&["port-forward", "pod/web", &format!(":{POD_PORT}")]);
+        cmd.env("KUBECTL_PORT_FORWARD_WEBSOCKETS", websockets);
+        let mut child = cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::null()).spawn()?;
+        let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();
+        let port: u16 = loop {
+            if let Some(rest) = next_line(&mut lines).await?.strip_prefix("Forwarding from 127.0.0.1:") {
+                break rest.split(' ').next().context("a port")?.parse()?;
+            }
+        };
+        let rate = echo_rate(tokio::net::TcpStream::connect((Ipv4Addr::LOCALHOST, port)), mib).await?;
+        let how = if websockets == "true" { "kubectl port-forward (SPDY in WebSocket)" } else { "kubectl port-forward (SPDY)" };
+        println!("| {how} | {rate:.1} | {:.2} |", rate / direct);
+        child.kill().await?;
+    }
+    let time = async |args: &[&str]| -> Result<f64> {
+        let started = std::time::Instant::now();
+        for _ in 0..runs {
+            c.kubectl_ok(args, None).await?;
+        }
+        Ok(started.elapsed().as_secs_f64() * 1000.0 / runs as f64)
+    };
+    let get = time(&["get", "pod", "web", "-o", "name"]).await?;
+    let exec = time(&["exec", "web", "--", "true"]).await?;
+    println!(
+        "\n| {runs} runs | ms per command | ratio to get |\n| --- | --- | --- |\n| kubectl get pod | {get:.1} | 1.00 |\n| kubectl exec -- true | {exec:.1} | {:.2} |",
+        exec / get
+    );
+    Ok(())
+}
