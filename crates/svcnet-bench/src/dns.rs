@@ -449,13 +449,17 @@ async fn wait_answer(server: SocketAddr, name: &str, ok: impl Fn(u16) -> bool, t
     loop {
         id = id.wrapping_add(1);
         socket.send_to(&query(name, id), server).await?;
-        if let Ok(Ok((n, _))) = tokio::time::timeout(Duration::from_millis(200), socket.recv_from(&mut buf)).await
-            && n >= 12
-            && u16::from_be_bytes([buf[0], buf[1]]) == id
-            && buf[3] & 0x0f == 0
-            && ok(u16::from_be_bytes([buf[6], buf[7]]))
-        {
-            return Ok(Instant::now());
+        // Read until this query's answer or 200 ms: answers to earlier queries (a server that
+        // queued them while loading) are skipped, never taken for this one.
+        let until = tokio::time::Instant::now() + Duration::from_millis(200);
+        while let Ok(Ok((n, _))) = tokio::time::timeout_at(until, socket.recv_from(&mut buf)).await {
+            if n < 12 || u16::from_be_bytes([buf[0], buf[1]]) != id {
+                continue;
+            }
+            if buf[3] & 0x0f == 0 && ok(u16::from_be_bytes([buf[6], buf[7]])) {
+                return Ok(Instant::now());
+            }
+            break;
         }
         if Instant::now() > deadline {
             bail!("{server} did not answer {name} as wanted in {timeout:?}");

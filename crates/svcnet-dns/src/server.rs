@@ -62,6 +62,8 @@ struct Shared {
     snapshots: SnapshotHandle,
     forwarder: Arc<Forwarder>,
     metrics: Arc<Metrics>,
+    /// The cluster zone (it never changes while serving).
+    zone: hickory_proto::rr::Name,
     /// `zone` label values: the cluster zone, the reverse zones, and the root for the rest.
     zone_label: Arc<str>,
     in_addr_label: Arc<str>,
@@ -144,8 +146,10 @@ impl DnsServer {
 
     /// Serves only what is published through [`DnsServer::snapshots`] (no API server).
     pub async fn serve_snapshots(self) -> Result<()> {
-        let zone_label: Arc<str> = self.snapshots.current().zone().to_string().into();
+        let zone = self.snapshots.current().zone().clone();
+        let zone_label: Arc<str> = zone.to_string().into();
         let shared = Arc::new(Shared {
+            zone,
             snapshots: self.snapshots,
             forwarder: self.forwarder,
             metrics: self.metrics,
@@ -242,7 +246,7 @@ impl Shared {
         let query = request.and_then(|r| r.queries.first());
         let zone = match query {
             Some(_) if forwarded => &self.root_label,
-            Some(q) if self.snapshots.current().zone().zone_of(q.name()) => &self.zone_label,
+            Some(q) if self.zone.zone_of(q.name()) => &self.zone_label,
             Some(q) if q.name().iter().next_back().is_some_and(|l| l.eq_ignore_ascii_case(b"arpa")) => {
                 if q.name().num_labels() > 2 && q.name().iter().rev().nth(1).is_some_and(|l| l.eq_ignore_ascii_case(b"ip6")) {
                     &self.ip6_label
