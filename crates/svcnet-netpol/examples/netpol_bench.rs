@@ -169,6 +169,20 @@ fn can_connect(b: &Bench) -> bool {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<()> {
     let secs: f64 = std::env::var("NETPOL_BENCH_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(5.0);
+    if std::env::var_os("NETPOL_BENCH_PROFILE").is_some() {
+        let (ns, pods, nps) = objects(1000);
+        for _ in 0..3 {
+            let t = Instant::now();
+            let (cluster, _) = Cluster::from_objects(&ns, &pods, &nps);
+            let t1 = t.elapsed();
+            let state = nft::compile(&cluster, &CompileOptions { node_name: Some("node-1".into()), log_drops: false });
+            let t2 = t.elapsed() - t1;
+            let d = nft::diff_script(&state, &state, &CompileOptions::default());
+            let t3 = t.elapsed() - t1 - t2;
+            println!("from_objects {t1:?} compile {t2:?} diff {t3:?} ({})", d.len());
+        }
+        return Ok(());
+    }
     let b = topology()?;
     let options = CompileOptions { node_name: Some("node-1".into()), log_drops: false };
     // Three rounds over the configurations, each table loaded afresh, so that other load on

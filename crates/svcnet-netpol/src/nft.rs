@@ -178,7 +178,10 @@ struct RuleTargets {
 pub fn compile(cluster: &Cluster, options: &CompileOptions) -> NodeState {
     let mut state = NodeState::default();
     // Computed once per compile: they do not depend on the selected pod.
-    let mut targets: BTreeMap<(crate::PolicyKey, Direction, usize), RuleTargets> = BTreeMap::new();
+    let mut targets: BTreeMap<(crate::PolicyKey, Direction, usize), std::rc::Rc<RuleTargets>> = BTreeMap::new();
+    // Rules that say the same thing share their targets: a rule whose peers all name their
+    // namespaces (or are ipBlocks) means the same in every policy namespace.
+    let mut by_content: std::collections::HashMap<String, std::rc::Rc<RuleTargets>> = std::collections::HashMap::new();
     let local = cluster.pods().filter(|p| !p.host_network && options.node_name.as_ref().is_none_or(|n| p.node.as_ref() == Some(n)));
     for pod in local {
         let Some(IpAddr::V4(ip)) = pod.ip else { continue };
@@ -191,8 +194,12 @@ pub fn compile(cluster: &Cluster, options: &CompileOptions) -> NodeState {
             let mut boxes: Vec<(V4Range, ProtoPort)> = Vec::new();
             for policy in &policies {
                 for (index, rule) in policy.rules(direction).unwrap_or_default().iter().enumerate() {
-                    let t =
-                        targets.entry((policy.key.clone(), direction, index)).or_insert_with(|| rule_targets(cluster, direction, &policy.key.namespace, rule));
+                    let t = targets.entry((policy.key.clone(), direction, index)).or_insert_with(|| {
+                        let own_ns = rule.peers.iter().any(|p| matches!(p, Peer::Pods { namespaces: None, .. }));
+                        let scope = if own_ns || rule.peers.is_empty() { policy.key.namespace.as_str() } else { "" };
+                        let key = format!("{scope}|{direction}|{:?}|{:?}", rule.peers, rule.ports);
+                        by_content.entry(key).or_insert_with(|| std::rc::Rc::new(rule_targets(cluster, direction, &policy.key.namespace, rule))).clone()
+                    });
                     rule_boxes(direction, pod, rule, t, &mut boxes);
                 }
             }
@@ -230,11 +237,12 @@ fn rule_targets(cluster: &Cluster, direction: Direction, policy_ns: &str, rule: 
         for peer in &rule.peers {
             match peer {
                 Peer::IpBlock(b) => out.extend(b.v4_ranges()),
-                Peer::Pods { .. } => {
+                Peer::Pods { pods: selector, .. } => {
+                    // The candidates are the pods of the namespaces the peer names.
                     for p in cluster.peer_candidates(peer, policy_ns) {
                         if let Some(IpAddr::V4(ip)) = p.ip
                             && !p.host_network
-                            && cluster.peer_matches(peer, policy_ns, Some(p), p.ip)
+                            && selector.matches(&p.labels)
                         {
                             out.push(v4_single(ip));
                         }
