@@ -226,7 +226,7 @@ async fn main() -> Result<()> {
     let names = ["no svcnet-netpol table", "0 policies / 10,000 pods", "1000 policies / 10,000 pods"];
     let medians: Vec<f64> = rates.iter_mut().map(median).collect();
     println!("\nnew TCP connections/s (2 clients, {secs} s each, median of 3 rounds, through the node namespace's forward hook)");
-    println!("{:<32} {:>12} {:>10}  {}", "configuration", "conn/s", "ratio", "rounds");
+    println!("{:<32} {:>12} {:>10}  rounds", "configuration", "conn/s", "ratio");
     for (c, name) in names.iter().enumerate() {
         let rounds: Vec<String> = rates[c].iter().map(|r| format!("{r:.0}")).collect();
         println!("{name:<32} {:>12.0} {:>10.2}  {}", medians[c], medians[c] / medians[0], rounds.join(" "));
