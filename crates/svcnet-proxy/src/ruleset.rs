@@ -13,9 +13,11 @@
 //!    Service port (one id for the ClusterIP path, another for the external path), which is put
 //!    in the packet mark.
 //! 2. `pick-v4`: a client with session affinity is sent where `affinity-v4` says; otherwise
-//!    `meta mark . numgen random mod 65536` is looked up in the interval map `endpoints-v4`, where
-//!    each endpoint of a path owns an equal range of the 65536 buckets, and the packet is DNATed
-//!    to the endpoint address and port found there. Endpoints are map elements, not chains.
+//!    `endpoint-counts-v4` sends the packet to `pick-v4-N`, N being the path's number of
+//!    endpoints (one chain per distinct N, not per Service), which looks up
+//!    `meta mark . numgen random mod N` in the hash map `endpoints-v4` (`id . index → address .
+//!    port`) and DNATs there. Endpoints are map elements, not chains; hash maps, not interval
+//!    maps, because `nft` reads back a whole interval map to change one element of it.
 //! 3. `nat-postrouting`: the session-affinity entry is written (a `jump` into the one chain per
 //!    distinct timeout), then masquerade for the external path of `Cluster`-policy Services
 //!    (`masquerade-ids`), for hairpin (`hairpin-v4`: source = endpoint), and for ClusterIP
@@ -28,8 +30,8 @@
 //! # Invariants
 //!
 //! - The skeleton never changes after the full sync; updates only add and delete elements, and
-//!   add or delete the per-timeout affinity chains (created before their first reference, deleted
-//!   after their last).
+//!   add or delete the per-timeout affinity chains and the per-count pick chains (created before
+//!   their first reference, deleted after their last).
 //! - A changed element is deleted and re-added in the same transaction, so no packet sees a
 //!   Service without rules.
 //! - Path ids are never reused while the process lives (entries of the dynamic affinity map
@@ -47,8 +49,8 @@ use crate::model::{Endpoint, PortPlan, Protocol, ServiceKey, ServicePlan, Target
 
 /// The nftables table (family `inet`, so one table holds IPv4 and IPv6).
 pub const TABLE: &str = "svcnet-proxy";
-/// Buckets of the random endpoint choice; each endpoint of a path gets an equal share.
-pub const BUCKETS: u32 = 65_536;
+/// The declared range of the random index (only its type matters; rules use `mod N`).
+const INDEX_TYPE: &str = "numgen random mod 65536";
 /// Size of the dynamic session-affinity maps.
 pub const AFFINITY_MAP_SIZE: u32 = 1_048_576;
 
@@ -89,8 +91,10 @@ pub enum SetName {
     ServiceIps(Family),
     /// `protocol . port : path id` for NodePorts.
     NodePorts,
-    /// `path id . bucket range : address . port`.
+    /// `path id . index : address . port`.
     Endpoints(Family),
+    /// `path id : goto pick-v4-N` (N = the path's number of endpoints).
+    EndpointCounts(Family),
     /// `path id : jump affinity-TIMEOUT`.
     AffinityIds,
     /// Path ids whose traffic is masqueraded (external path, `Cluster` policy).
@@ -115,6 +119,7 @@ impl SetName {
             SetName::ServiceIps(f) => format!("service-ips-{}", f.suffix()),
             SetName::NodePorts => "node-ports".into(),
             SetName::Endpoints(f) => format!("endpoints-{}", f.suffix()),
+            SetName::EndpointCounts(f) => format!("endpoint-counts-{}", f.suffix()),
             SetName::AffinityIds => "affinity-ids".into(),
             SetName::MasqueradeIds => "masquerade-ids".into(),
             SetName::ClusterIpIds => "cluster-ip-ids".into(),
@@ -132,7 +137,8 @@ impl SetName {
         match self {
             SetName::ServiceIps(f) => format!("typeof {} : meta mark", key3(f)),
             SetName::NodePorts => "typeof meta l4proto . th dport : meta mark".into(),
-            SetName::Endpoints(f) => format!("typeof meta mark . numgen random mod {BUCKETS} : {} daddr . th dport; flags interval", f.ip()),
+            SetName::Endpoints(f) => format!("typeof meta mark . {INDEX_TYPE} : {} daddr . th dport", f.ip()),
+            SetName::EndpointCounts(_) => "typeof meta mark : verdict".into(),
             SetName::AffinityIds => "typeof meta mark : verdict".into(),
             SetName::MasqueradeIds | SetName::ClusterIpIds => "typeof meta mark".into(),
             SetName::Hairpin(f) => format!("typeof {0} saddr . {0} daddr", f.ip()),
@@ -153,6 +159,7 @@ impl SetName {
             all.extend([
                 SetName::ServiceIps(f),
                 SetName::Endpoints(f),
+                SetName::EndpointCounts(f),
                 SetName::Hairpin(f),
                 SetName::NoEndpointServices(f),
                 SetName::Firewall(f),
@@ -171,6 +178,37 @@ pub struct Element {
     pub key: String,
     /// The value for maps; empty for sets.
     pub value: String,
+}
+
+/// The chains that come and go with the Services using them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum DynamicChain {
+    /// `pick-v4-N`: the random choice among N endpoints.
+    Pick(Family, u32),
+    /// `affinity-SECONDS`: records the chosen endpoint for a session-affinity timeout.
+    Affinity(u32),
+}
+
+impl DynamicChain {
+    pub fn name(self) -> String {
+        match self {
+            DynamicChain::Pick(f, n) => format!("pick-{}-{n}", f.suffix()),
+            DynamicChain::Affinity(timeout) => format!("affinity-{timeout}"),
+        }
+    }
+
+    fn rules(self) -> Vec<String> {
+        match self {
+            DynamicChain::Pick(f, n) => {
+                vec![format!(
+                    "meta l4proto {{ tcp, udp, sctp }} dnat {ip} to meta mark . numgen random mod {n} map @endpoints-{v}",
+                    ip = f.ip(),
+                    v = f.suffix()
+                )]
+            }
+            DynamicChain::Affinity(timeout) => affinity_rules(timeout),
+        }
+    }
 }
 
 /// Node-wide settings that shape the skeleton.
@@ -201,7 +239,7 @@ struct Installed {
     plan: ServicePlan,
     ids: BTreeMap<PathKey, u32>,
     elements: Vec<Element>,
-    chains: BTreeSet<u32>,
+    chains: BTreeSet<DynamicChain>,
 }
 
 /// Conntrack entries that would keep UDP traffic on a path that no longer exists.
@@ -221,14 +259,14 @@ pub struct Ruleset {
     /// Reference counts per element key and value: Services may share elements (hairpin pairs,
     /// an address claimed twice); the smallest value of a key is the one installed.
     elements: HashMap<(SetName, String), BTreeMap<String, u32>>,
-    /// Affinity chains by timeout, with reference counts.
-    chains: BTreeMap<u32, u32>,
+    /// Dynamic chains with reference counts.
+    chains: BTreeMap<DynamicChain, u32>,
     next_id: u32,
     used_ids: BTreeSet<u32>,
     /// The installed value of every element key touched since the last transaction.
     pending_elements: BTreeMap<(SetName, String), Option<String>>,
     /// Whether each affinity chain touched since the last transaction was installed.
-    pending_chains: BTreeMap<u32, bool>,
+    pending_chains: BTreeMap<DynamicChain, bool>,
 }
 
 // === impl Ruleset ===
@@ -393,13 +431,13 @@ impl Ruleset {
         }
     }
 
-    fn ref_chain(&mut self, timeout: u32) {
+    fn ref_chain(&mut self, timeout: DynamicChain) {
         let installed = self.chains.contains_key(&timeout);
         self.pending_chains.entry(timeout).or_insert(installed);
         *self.chains.entry(timeout).or_default() += 1;
     }
 
-    fn unref_chain(&mut self, timeout: u32) {
+    fn unref_chain(&mut self, timeout: DynamicChain) {
         self.pending_chains.entry(timeout).or_insert(true);
         if let Some(count) = self.chains.get_mut(&timeout) {
             *count -= 1;
@@ -453,10 +491,10 @@ impl Ruleset {
             return None;
         }
         let mut script = String::new();
-        for timeout in add_chains {
-            let _ = writeln!(script, "add chain inet {TABLE} {}", affinity_chain(timeout));
-            for rule in affinity_rules(timeout) {
-                let _ = writeln!(script, "add rule inet {TABLE} {} {rule}", affinity_chain(timeout));
+        for chain in add_chains {
+            let _ = writeln!(script, "add chain inet {TABLE} {}", chain.name());
+            for rule in chain.rules() {
+                let _ = writeln!(script, "add rule inet {TABLE} {} {rule}", chain.name());
             }
         }
         for (set, keys) in &deletes {
@@ -465,8 +503,8 @@ impl Ruleset {
         for (set, elements) in &adds {
             let _ = writeln!(script, "add element inet {TABLE} {} {{ {} }}", set.name(), elements.join(", "));
         }
-        for timeout in delete_chains {
-            let _ = writeln!(script, "delete chain inet {TABLE} {}", affinity_chain(timeout));
+        for chain in delete_chains {
+            let _ = writeln!(script, "delete chain inet {TABLE} {}", chain.name());
         }
         Some(script)
     }
@@ -512,9 +550,9 @@ impl Ruleset {
             s.push_str("\t}\n");
         }
         s.push_str(&skeleton_chains(&self.config));
-        for timeout in self.chains.keys() {
-            let _ = write!(s, "\n\tchain {} {{\n", affinity_chain(*timeout));
-            for rule in affinity_rules(*timeout) {
+        for chain in self.chains.keys() {
+            let _ = write!(s, "\n\tchain {} {{\n", chain.name());
+            for rule in chain.rules() {
                 let _ = writeln!(s, "\t\t{rule}");
             }
             s.push_str("\t}\n");
@@ -526,10 +564,6 @@ impl Ruleset {
 
 fn path_exists(port: &PortPlan, path: &PathKey) -> bool {
     port.name == path.port && port.protocol == path.protocol && (path.path == Path::Internal || port.external.is_some())
-}
-
-fn affinity_chain(timeout: u32) -> String {
-    format!("affinity-{timeout}")
 }
 
 /// The rules of an affinity chain. IPv6 is left out for now: nft 1.0.6 aborts compiling an
@@ -573,10 +607,7 @@ fn skeleton_chains(config: &RulesetConfig) -> String {
         chain(
             &format!("pick-{v}"),
             None,
-            vec![
-                format!("{l4} dnat {ip} to meta mark . {ip} saddr map @affinity-{v}"),
-                format!("{l4} dnat {ip} to meta mark . numgen random mod {BUCKETS} map @endpoints-{v}"),
-            ],
+            vec![format!("{l4} dnat {ip} to meta mark . {ip} saddr map @affinity-{v}"), format!("meta mark vmap @endpoint-counts-{v}")],
         );
     }
     chain("nat-prerouting", Some("type nat hook prerouting priority dstnat; policy accept;"), vec!["jump services".into()]);
@@ -635,9 +666,9 @@ fn verdict(target: &Target) -> Option<&'static str> {
 }
 
 /// The elements (and affinity chains, by timeout) one Service contributes.
-fn elements_for(plan: &ServicePlan, ids: &BTreeMap<PathKey, u32>, config: &RulesetConfig) -> (Vec<Element>, BTreeSet<u32>) {
+fn elements_for(plan: &ServicePlan, ids: &BTreeMap<PathKey, u32>, config: &RulesetConfig) -> (Vec<Element>, BTreeSet<DynamicChain>) {
     let mut out = Vec::new();
-    let mut chains = BTreeSet::new();
+    let chains = std::cell::RefCell::new(BTreeSet::new());
     let mut push = |set: SetName, key: String, value: String| out.push(Element { set, key, value });
     for port in &plan.ports {
         let proto = port.protocol;
@@ -645,11 +676,13 @@ fn elements_for(plan: &ServicePlan, ids: &BTreeMap<PathKey, u32>, config: &Rules
         let path_elements = |id: u32, target: &Target, frontends: &[IpAddr], push: &mut dyn FnMut(SetName, String, String)| {
             for f in Family::ALL {
                 let endpoints: Vec<&Endpoint> = target.endpoints().iter().filter(|e| Family::of(&e.ip) == f).collect();
-                let n = endpoints.len() as u64;
                 for (i, endpoint) in endpoints.iter().enumerate() {
-                    let lo = i as u64 * BUCKETS as u64 / n;
-                    let hi = (i as u64 + 1) * BUCKETS as u64 / n - 1;
-                    push(SetName::Endpoints(f), format!("{id} . {lo}-{hi}"), format!("{} . {}", endpoint.ip, endpoint.port));
+                    push(SetName::Endpoints(f), format!("{id} . {i}"), format!("{} . {}", endpoint.ip, endpoint.port));
+                }
+                if !endpoints.is_empty() {
+                    let chain = DynamicChain::Pick(f, endpoints.len() as u32);
+                    push(SetName::EndpointCounts(f), id.to_string(), format!("goto {}", chain.name()));
+                    chains.borrow_mut().insert(chain);
                 }
                 for ip in frontends.iter().filter(|ip| Family::of(ip) == f) {
                     push(SetName::ServiceIps(f), frontend_key(ip, proto, port.port), id.to_string());
@@ -660,7 +693,7 @@ fn elements_for(plan: &ServicePlan, ids: &BTreeMap<PathKey, u32>, config: &Rules
                 }
             }
             if let Some(timeout) = port.affinity_timeout {
-                push(SetName::AffinityIds, id.to_string(), format!("jump {}", affinity_chain(timeout)));
+                push(SetName::AffinityIds, id.to_string(), format!("jump {}", DynamicChain::Affinity(timeout).name()));
             }
         };
         let internal = path_id(Path::Internal);
@@ -691,7 +724,7 @@ fn elements_for(plan: &ServicePlan, ids: &BTreeMap<PathKey, u32>, config: &Rules
             }
         }
         if let Some(timeout) = port.affinity_timeout {
-            chains.insert(timeout);
+            chains.borrow_mut().insert(DynamicChain::Affinity(timeout));
         }
         for endpoint in &port.local_endpoints {
             push(SetName::Hairpin(Family::of(&endpoint.ip)), format!("{0} . {0}", endpoint.ip), String::new());
@@ -700,7 +733,7 @@ fn elements_for(plan: &ServicePlan, ids: &BTreeMap<PathKey, u32>, config: &Rules
     let _ = config;
     out.sort();
     out.dedup();
-    (out, chains)
+    (out, chains.into_inner())
 }
 
 /// What to flush from conntrack when `old` becomes `new`: UDP endpoints that left, and UDP

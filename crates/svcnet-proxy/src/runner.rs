@@ -75,6 +75,7 @@ pub async fn run_with_metrics(client: Client, config: ProxyConfig, metrics: Arc<
         Some(name) => Some(Arc::new(NetNs::open(name)?)),
         None => None,
     };
+    warn_if_bridged_through_netfilter(netns.as_deref());
     let _metrics_server = match config.metrics_addr {
         Some(addr) => {
             let listener = bind(netns.as_deref(), addr)?;
@@ -139,6 +140,19 @@ fn bind(netns: Option<&NetNs>, addr: SocketAddr) -> Result<tokio::net::TcpListen
     .map_err(|source| Error::Bind { addr: addr.to_string(), source })?;
     listener.set_nonblocking(true).map_err(|source| Error::Bind { addr: addr.to_string(), source })?;
     tokio::net::TcpListener::from_std(listener).map_err(|source| Error::Bind { addr: addr.to_string(), source })
+}
+
+/// With br_netfilter on, frames between pods on one bridge are DNATed at the bridge and then
+/// bridged between isolated ports, where they are lost: Services would fail for same-node pods.
+fn warn_if_bridged_through_netfilter(netns: Option<&NetNs>) {
+    let read = || std::fs::read_to_string("/proc/sys/net/bridge/bridge-nf-call-iptables").ok();
+    let value = match netns {
+        Some(ns) => ns.run_in(read).ok().flatten(),
+        None => read(),
+    };
+    if value.as_deref().map(str::trim) == Some("1") {
+        tracing::warn!("net.bridge.bridge-nf-call-iptables is 1 in the node namespace; pod-to-Service traffic between pods of one node needs it 0");
+    }
 }
 
 struct AbortOnDrop(JoinHandle<()>);

@@ -44,7 +44,9 @@ async fn cluster_ip_spreads_over_three_backends() -> Result<()> {
             ]),
         )
         .await?;
-    let _proxy1 = ProxyGuard::start(&cluster.client, topology.proxy_config(1));
+    let mut config = topology.proxy_config(1);
+    config.metrics_addr = Some(sa([127, 0, 0, 1], 10249));
+    let _proxy1 = ProxyGuard::start(&cluster.client, config);
     let _proxy2 = ProxyGuard::start(&cluster.client, topology.proxy_config(2));
     let client = &topology.pod(1, 50).ns;
     let mut seen = BTreeMap::new();
@@ -59,6 +61,13 @@ async fn cluster_ip_spreads_over_three_backends() -> Result<()> {
     // And from the pod's own source address (no masquerade inside the cluster).
     let outcome = connect(client, sa(vip, 8000));
     assert_eq!(reply_peer(&outcome), Some("10.244.1.50"), "{outcome:?}");
+    // Metrics and health, served inside the node's namespace.
+    let node = &topology.node(1).ns;
+    let (status, body) = eventually("/metrics", WAIT, || http_get(node, sa([127, 0, 0, 1], 10249), "/metrics")).await?;
+    assert_eq!(status, 200);
+    assert!(body.contains("kubeproxy_sync_proxy_rules_duration_seconds_count{kind=\"full\"} 1"), "{body}");
+    assert!(body.contains("kubeproxy_network_programming_duration_seconds_count"), "{body}");
+    assert_eq!(http_get(node, sa([127, 0, 0, 1], 10249), "/healthz").map(|(s, _)| s), Ok(200));
     Ok(())
 }
 

@@ -94,9 +94,8 @@ fn skipped_services_have_no_plan() {
     assert_eq!(plans, vec![None, None, Some(Skip::Headless), Some(Skip::ExternalName), Some(Skip::OtherProxy)]);
 }
 
-/// One endpoint replaced: the transaction deletes and adds only that Service's endpoint elements
-/// (the buckets of all three are re-cut, since each owns a third) and nothing else; no flush, no
-/// table or chain touched.
+/// One endpoint replaced: the transaction deletes and re-adds only that endpoint's element in
+/// each port's map and nothing else; no flush, no table or chain touched.
 #[test]
 fn endpoint_change_touches_only_its_elements() {
     let mut fixture = load("cluster-ip.yaml");
@@ -108,8 +107,8 @@ fn endpoint_change_touches_only_its_elements() {
     let diff = ruleset.take_transaction().unwrap();
     assert_eq!(
         diff,
-        "delete element inet svcnet-proxy endpoints-v4 { 1 . 21845-43689, 2 . 21845-43689 }\n\
-         add element inet svcnet-proxy endpoints-v4 { 1 . 21845-43689 : 10.244.2.99 . 8080, 2 . 21845-43689 : 10.244.2.99 . 9100 }\n"
+        "delete element inet svcnet-proxy endpoints-v4 { 1 . 1, 2 . 1 }\n\
+         add element inet svcnet-proxy endpoints-v4 { 1 . 1 : 10.244.2.99 . 8080, 2 . 1 : 10.244.2.99 . 9100 }\n"
     );
     assert!(!diff.contains("flush") && !diff.contains("table inet svcnet-proxy {"));
     // Nothing more to do the second time.
@@ -117,9 +116,10 @@ fn endpoint_change_touches_only_its_elements() {
     assert_eq!(ruleset.take_transaction(), None);
 }
 
-/// An endpoint added: the three ranges become four.
+/// An endpoint added: one element per port, and the paths move from `pick-v4-3` to `pick-v4-4`
+/// (created first; the unused one deleted last).
 #[test]
-fn endpoint_added_recuts_buckets() {
+fn endpoint_added_switches_pick_chain() {
     let mut fixture = load("cluster-ip.yaml");
     let mut ruleset = ruleset_of(&fixture);
     let slice = &mut fixture.endpoint_slices[0];
@@ -128,9 +128,12 @@ fn endpoint_added_recuts_buckets() {
     let diff = ruleset.take_transaction().unwrap();
     assert_eq!(
         diff,
-        "delete element inet svcnet-proxy endpoints-v4 { 1 . 0-21844, 1 . 21845-43689, 1 . 43690-65535, 2 . 0-21844, 2 . 21845-43689, 2 . 43690-65535 }\n\
-         add element inet svcnet-proxy endpoints-v4 { 1 . 0-16383 : 10.244.1.10 . 8080, 1 . 16384-32767 : 10.244.2.10 . 8080, 1 . 32768-49151 : 10.244.3.10 . 8080, 1 . 49152-65535 : 10.244.3.11 . 8080, \
-2 . 0-16383 : 10.244.1.10 . 9100, 2 . 16384-32767 : 10.244.2.10 . 9100, 2 . 32768-49151 : 10.244.3.10 . 9100, 2 . 49152-65535 : 10.244.3.11 . 9100 }\n"
+        "add chain inet svcnet-proxy pick-v4-4\n\
+         add rule inet svcnet-proxy pick-v4-4 meta l4proto { tcp, udp, sctp } dnat ip to meta mark . numgen random mod 4 map @endpoints-v4\n\
+         delete element inet svcnet-proxy endpoint-counts-v4 { 1, 2 }\n\
+         add element inet svcnet-proxy endpoints-v4 { 1 . 3 : 10.244.3.11 . 8080, 2 . 3 : 10.244.3.11 . 9100 }\n\
+         add element inet svcnet-proxy endpoint-counts-v4 { 1 : goto pick-v4-4, 2 : goto pick-v4-4 }\n\
+         delete chain inet svcnet-proxy pick-v4-3\n"
     );
 }
 
@@ -153,8 +156,11 @@ fn udp_endpoint_changes_flush_conntrack() {
     assert_eq!(stale, vec![StaleConntrack::Frontend { ip: "10.96.0.53".parse().unwrap(), port: 53 }]);
     assert_eq!(
         ruleset.take_transaction().unwrap(),
-        "delete element inet svcnet-proxy no-endpoint-services-v4 { 10.96.0.53 . udp . 53 }\n\
-         add element inet svcnet-proxy endpoints-v4 { 3 . 0-65535 : 10.244.1.53 . 5353 }\n\
+        "add chain inet svcnet-proxy pick-v4-1\n\
+         add rule inet svcnet-proxy pick-v4-1 meta l4proto { tcp, udp, sctp } dnat ip to meta mark . numgen random mod 1 map @endpoints-v4\n\
+         delete element inet svcnet-proxy no-endpoint-services-v4 { 10.96.0.53 . udp . 53 }\n\
+         add element inet svcnet-proxy endpoints-v4 { 3 . 0 : 10.244.1.53 . 5353 }\n\
+         add element inet svcnet-proxy endpoint-counts-v4 { 3 : goto pick-v4-1 }\n\
          add element inet svcnet-proxy hairpin-v4 { 10.244.1.53 . 10.244.1.53 }\n"
     );
     fixture.endpoint_slices.last_mut().unwrap().endpoints[0].addresses = vec!["10.244.1.54".into()];
