@@ -85,12 +85,8 @@ async fn bench(services: usize, endpoints: usize) -> anyhow::Result<()> {
     // 1. Full sync.
     let all: Vec<(Service, EndpointSlice)> = (0..services).map(|i| objects(i, endpoints, 0)).collect();
     let started = Instant::now();
-    let mut ruleset = Ruleset::new(config);
-    for (service, slice) in &all {
-        let plan = plan_service(service, [slice], "node-1").ok();
-        ruleset.set_service(&ServiceKey::of_service(service), plan);
-    }
-    ruleset.clear_pending();
+    let plans = all.iter().filter_map(|(service, slice)| plan_service(service, [slice], "node-1").ok());
+    let mut ruleset = Ruleset::with_services(config, plans);
     let script = ruleset.full_script();
     let compute = started.elapsed();
     let load = nft(&node, &script)?;

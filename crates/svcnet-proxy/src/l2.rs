@@ -37,7 +37,12 @@ fn score(node: &str, ip: &IpAddr) -> u64 {
         hash ^= u64::from(byte);
         hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
     }
-    hash
+    // FNV alone spreads near-identical names badly; finish with splitmix64's mixer.
+    hash ^= hash >> 30;
+    hash = hash.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    hash ^= hash >> 27;
+    hash = hash.wrapping_mul(0x94d0_49bb_1331_11eb);
+    hash ^ (hash >> 31)
 }
 
 /// The LoadBalancer IPs `node_name` should hold: for every LoadBalancer Service, each ingress IP

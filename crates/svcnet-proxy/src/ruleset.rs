@@ -267,6 +267,8 @@ pub struct Ruleset {
     pending_elements: BTreeMap<(SetName, String), Option<String>>,
     /// Whether each affinity chain touched since the last transaction was installed.
     pending_chains: BTreeMap<DynamicChain, bool>,
+    /// Off while loading for a full sync, where nothing needs a transaction.
+    tracking: bool,
 }
 
 // === impl Ruleset ===
@@ -282,6 +284,7 @@ impl Ruleset {
             used_ids: BTreeSet::new(),
             pending_elements: BTreeMap::new(),
             pending_chains: BTreeMap::new(),
+            tracking: true,
         }
     }
 
@@ -403,7 +406,7 @@ impl Ruleset {
     }
 
     fn touch(&mut self, key: &(SetName, String)) {
-        if !self.pending_elements.contains_key(key) {
+        if self.tracking && !self.pending_elements.contains_key(key) {
             let value = self.installed_value(key);
             self.pending_elements.insert(key.clone(), value);
         }
@@ -433,12 +436,16 @@ impl Ruleset {
 
     fn ref_chain(&mut self, timeout: DynamicChain) {
         let installed = self.chains.contains_key(&timeout);
-        self.pending_chains.entry(timeout).or_insert(installed);
+        if self.tracking {
+            self.pending_chains.entry(timeout).or_insert(installed);
+        }
         *self.chains.entry(timeout).or_default() += 1;
     }
 
     fn unref_chain(&mut self, timeout: DynamicChain) {
-        self.pending_chains.entry(timeout).or_insert(true);
+        if self.tracking {
+            self.pending_chains.entry(timeout).or_insert(true);
+        }
         if let Some(count) = self.chains.get_mut(&timeout) {
             *count -= 1;
             if *count == 0 {
@@ -451,6 +458,19 @@ impl Ruleset {
     pub fn has_pending(&self) -> bool {
         self.pending_elements.iter().any(|(key, before)| *before != self.installed_value(key))
             || self.pending_chains.iter().any(|(timeout, before)| *before != self.chains.contains_key(timeout))
+    }
+
+    /// A ruleset holding `plans`, for a full sync (no transaction is recorded; cheaper than
+    /// [`Ruleset::set_service`] one by one followed by [`Ruleset::clear_pending`]).
+    pub fn with_services(config: RulesetConfig, plans: impl IntoIterator<Item = ServicePlan>) -> Ruleset {
+        let mut ruleset = Ruleset::new(config);
+        ruleset.tracking = false;
+        for plan in plans {
+            let key = plan.key.clone();
+            ruleset.set_service(&key, Some(plan));
+        }
+        ruleset.tracking = true;
+        ruleset
     }
 
     /// Forgets the pending changes (after a full sync installed everything).

@@ -342,14 +342,9 @@ impl Proxier {
         let kind = if self.needs_full_sync { "full" } else { "partial" };
         let mut stale: Vec<StaleConntrack> = Vec::new();
         let result = if self.needs_full_sync {
-            self.ruleset = Ruleset::new(self.ruleset.config().clone());
             self.cache.dirty.clear();
-            let keys: Vec<ServiceKey> = self.cache.services.keys().cloned().collect();
-            for key in keys {
-                let plan = self.plan(&key);
-                self.ruleset.set_service(&key, plan);
-            }
-            self.ruleset.clear_pending();
+            let plans: Vec<ServicePlan> = self.cache.services.keys().filter_map(|key| self.plan(key)).collect();
+            self.ruleset = Ruleset::with_services(self.ruleset.config().clone(), plans);
             let script = self.ruleset.full_script();
             self.ns.apply(&script).await
         } else {

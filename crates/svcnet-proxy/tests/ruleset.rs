@@ -204,3 +204,16 @@ fn affinity_chain_follows_its_users() {
     let add_element = diff.find("add element inet svcnet-proxy affinity-ids").unwrap();
     assert!(add_chain < add_element, "{diff}");
 }
+
+/// The bulk constructor of the full sync builds the same table as Service-by-Service updates.
+#[test]
+fn bulk_load_matches_incremental_build() {
+    for name in ["cluster-ip.yaml", "external.yaml", "selection.yaml"] {
+        let fixture = load(name);
+        let incremental = ruleset_of(&fixture);
+        let plans = fixture.services.iter().filter_map(|s| plan_service(s, &fixture.endpoint_slices, &fixture.node).ok());
+        let mut bulk = Ruleset::with_services(incremental.config().clone(), plans);
+        assert_eq!(bulk.full_script(), incremental.full_script(), "{name}");
+        assert_eq!(bulk.take_transaction(), None, "{name}");
+    }
+}
