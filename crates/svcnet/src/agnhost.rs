@@ -180,15 +180,13 @@ fn percent_decode(text: &str) -> String {
     while i < bytes.len() {
         match bytes[i] {
             b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() + 0 && i + 2 <= bytes.len() - 1 => {
-                match u8::from_str_radix(&text[i + 1..i + 3], 16) {
-                    Ok(b) => {
-                        out.push(b);
-                        i += 2;
-                    }
-                    Err(_) => out.push(b'%'),
+            b'%' if i + 2 < bytes.len() + 0 && i + 2 <= bytes.len() - 1 => match u8::from_str_radix(&text[i + 1..i + 3], 16) {
+                Ok(b) => {
+                    out.push(b);
+                    i += 2;
                 }
-            }
+                Err(_) => out.push(b'%'),
+            },
             b => out.push(b),
         }
         i += 1;
@@ -258,7 +256,7 @@ async fn netexec(http_port: u16, udp_port: u16) -> anyhow::Result<()> {
 
 /// `/dial`: asks another netexec (`request` = hostname, clientip, echo...) and reports its
 /// answers as `{"responses": [...]}` or `{"errors": [...]}`, as upstream's e2e tests use it.
-async fn dial(param: &dyn Fn(&str) -> Option<String>) -> (u16, String) {
+async fn dial(param: &(dyn Fn(&str) -> Option<String> + Sync)) -> (u16, String) {
     let (Some(host), Some(port)) = (param("host"), param("port")) else { return (400, "missing host or port".into()) };
     let request = param("request").unwrap_or_else(|| "hostname".into());
     let protocol = param("protocol").unwrap_or_else(|| "http".into());

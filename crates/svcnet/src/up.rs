@@ -30,6 +30,22 @@ pub struct UpArgs {
     /// Kept as the IPAddressPool `svcnet-up`; more pools can be added as API objects.
     #[arg(long = "lb-pool")]
     pub lb_pools: Vec<String>,
+    /// How many nodes to simulate on this machine, each a network namespace on the host bridge
+    /// running the node agent (pods, Service proxy, NetworkPolicy); 0 runs only the control plane.
+    #[arg(long, default_value_t = 1)]
+    pub nodes: u32,
+    /// The host bridge the nodes are attached to (at most 8 characters).
+    #[arg(long, default_value = "svcnet0")]
+    pub bridge: String,
+    /// The node network: the host takes its first address, node-N the (N+1)th.
+    #[arg(long, default_value = "172.30.0.0/16")]
+    pub node_cidr: String,
+    /// The pod network: each node gets a /24 of it as its podCIDR.
+    #[arg(long, default_value = "10.244.0.0/16")]
+    pub cluster_cidr: String,
+    /// How nodes reach each other's pods: `routes` (one L2 segment) or `vxlan` (an overlay).
+    #[arg(long, default_value = "routes")]
+    pub overlay: String,
     #[command(flatten)]
     pub dns: crate::dns::UpDnsArgs,
 }
@@ -40,7 +56,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     let store = svcnet_store::RedbStore::open_with(&args.data_dir.join("store.redb"), options).context("opening the store")?;
     let store: Arc<dyn svcnet_store::Storage> = store;
     let service_ranges = svcnet_apiserver::service_alloc::ServiceRanges::parse(&args.service_cluster_ip_range, &args.service_node_port_range)?;
-    let config = svcnet_apiserver::Config { listen: args.api_addr, data_dir: args.data_dir.clone(), extra_sans: args.tls_sans, service_ranges };
+    let config = svcnet_apiserver::Config { listen: args.api_addr, data_dir: args.data_dir.clone(), extra_sans: args.tls_sans.clone(), service_ranges };
     let server = svcnet_apiserver::ApiServer::start(config, store).await?;
     // The first line on stdout is for people and for scripts alike.
     println!("svcnet API server listening on https://{}", server.local_addr);
@@ -51,8 +67,17 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     // kubeconfig, so they would run unchanged against another API server.
     let client = local_client(&server.kubeconfig).await?;
     ensure_flag_pool(&client, &args.lb_pools).await?;
-    let controllers = tokio::spawn(svcnet_controllers::run(client.clone()));
-    let dns_context = crate::dns::UpDnsContext { client: client.clone(), service_cluster_ip_range: args.service_cluster_ip_range.clone(), node_facing: None };
+    let cluster_cidr = svcnet_controllers::nodes::ClusterCidr::parse(&args.cluster_cidr).map_err(|e| anyhow::anyhow!("--cluster-cidr: {e}"))?;
+    let controller_config = svcnet_controllers::Config { cluster_cidr: Some(cluster_cidr) };
+    let controllers = tokio::spawn(svcnet_controllers::run_with(client.clone(), controller_config));
+    // The nodes: a host bridge, and per node a namespace running the node agent, the Service
+    // proxy and NetworkPolicy enforcement, each a client of the API like any other.
+    let mut nodes = Nodes::default();
+    if args.nodes > 0 {
+        nodes = start_nodes(&args, &client, &server.kubeconfig).await?;
+    }
+    let node_facing = nodes.host.as_ref().map(|h| std::net::IpAddr::V4(h.host_ip()));
+    let dns_context = crate::dns::UpDnsContext { client: client.clone(), service_cluster_ip_range: args.service_cluster_ip_range.clone(), node_facing };
     let dns = crate::dns::start_in_up(&args.dns, dns_context).await?;
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
@@ -62,6 +87,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     }
     controllers.abort();
     dns.abort();
+    nodes.stop().await;
     tracing::info!("shutting down");
     server.shutdown().await;
     Ok(())
@@ -103,4 +129,119 @@ async fn ensure_flag_pool(client: &kube::Client, ranges: &[String]) -> anyhow::R
         api.create(&Default::default(), &serde_json::from_value(pool)?).await?;
     }
     Ok(())
+}
+
+/// What `svcnet up` runs for its nodes.
+#[derive(Default)]
+struct Nodes {
+    host: Option<svcnet_node::network::HostNetwork>,
+    networks: Vec<Arc<svcnet_node::network::NodeNetwork>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Nodes {
+    /// Stops every agent (their pods' processes are killed with them) and removes every
+    /// namespace, link and table the nodes made.
+    async fn stop(mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+        for task in self.tasks.drain(..) {
+            let _ = task.await;
+        }
+        for network in self.networks.drain(..) {
+            match Arc::try_unwrap(network) {
+                Ok(network) => {
+                    if let Err(error) = network.remove().await {
+                        tracing::warn!(%error, "removing a node network");
+                    }
+                }
+                Err(_) => tracing::warn!("a node network is still in use; removed with the host network"),
+            }
+        }
+        if let Some(host) = self.host.take()
+            && let Err(error) = host.shutdown().await
+        {
+            tracing::warn!(%error, "removing the host bridge");
+        }
+    }
+}
+
+fn spawn_logged<F>(what: String, future: F) -> tokio::task::JoinHandle<()>
+where
+    F: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
+{
+    tokio::spawn(async move {
+        if let Err(error) = future.await {
+            tracing::error!(error = format!("{error:#}"), "{what} stopped");
+        }
+    })
+}
+
+async fn start_nodes(args: &UpArgs, client: &kube::Client, kubeconfig: &std::path::Path) -> anyhow::Result<Nodes> {
+    use svcnet_node::network::{HostConfig, HostNetwork, NodeConfig, Overlay};
+
+    let overlay = match args.overlay.as_str() {
+        "routes" | "none" => Overlay::None,
+        "vxlan" => Overlay::Vxlan,
+        other => anyhow::bail!("--overlay: {other:?} is not one of routes, vxlan"),
+    };
+    let node_network = args.node_cidr.parse().map_err(|e| anyhow::anyhow!("--node-cidr {:?}: {e}", args.node_cidr))?;
+    let cluster_cidr: ipnet::Ipv4Net = args.cluster_cidr.parse().map_err(|e| anyhow::anyhow!("--cluster-cidr {:?}: {e}", args.cluster_cidr))?;
+    let host = HostNetwork::create(HostConfig { bridge: args.bridge.clone(), node_network }).await.context("creating the host bridge")?;
+    let token = std::fs::read_to_string(args.data_dir.join("token")).context("reading the API token")?.trim().to_string();
+    let cluster_dns = svcnet_dns::kube_dns::cluster_dns_ip(&args.service_cluster_ip_range).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let agnhost = std::env::current_exe().ok();
+    let mut nodes = Nodes { host: None, networks: Vec::new(), tasks: Vec::new() };
+    for index in 1..=args.nodes {
+        let name = format!("node-{index}");
+        let state_dir = args.data_dir.join("nodes").join(&name);
+        std::fs::create_dir_all(&state_dir)?;
+        let config = NodeConfig { state_dir: state_dir.join("network"), cluster_cidr, overlay };
+        let network = Arc::new(host.create_node(&name, index, config).await.with_context(|| format!("creating node {name}"))?);
+        // Frames between isolated bridge ports must not be handed to the IP hooks a second time
+        // when some process on the machine loaded br_netfilter.
+        let _ = network.netns().set_sysctl("net/bridge/bridge-nf-call-iptables", "0");
+        let node_ip = network.node_ip();
+        let netns_name = host.node_netns_name(&name);
+
+        let registry = Arc::new(svcnet_node::kubelet::Registry::default());
+        let listener = svcnet_node::server::bind_in(&network.netns(), std::net::SocketAddr::new(node_ip.into(), 10250))?;
+        let server_config = svcnet_node::server::ServerConfig { token: token.clone(), hosts: vec![name.clone(), node_ip.to_string()] };
+        let runtime: Arc<dyn svcnet_node::runtime::PodRuntime> = registry.clone();
+        nodes.tasks.push(spawn_logged(format!("{name}: node API"), async move { Ok(svcnet_node::server::serve(listener, runtime, server_config).await?) }));
+
+        let kubelet_config = svcnet_node::kubelet::KubeletConfig {
+            node_name: name.clone(),
+            node_ip,
+            state_dir: state_dir.clone(),
+            dns: svcnet_node::kubelet::dns::ClusterDns {
+                nameservers: vec![cluster_dns.to_string()],
+                domain: args.dns.cluster_domain.clone(),
+                host_resolv_conf: std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
+            },
+            kubelet_port: 10250,
+            agnhost: agnhost.clone(),
+            labels: Default::default(),
+        };
+        let networking: Arc<dyn svcnet_node::kubelet::PodNetworking> = network.clone();
+        nodes.tasks.push(spawn_logged(format!("{name}: kubelet"), svcnet_node::kubelet::run(client.clone(), kubelet_config, networking, registry)));
+
+        let mut proxy = svcnet_proxy::ProxyConfig::new(name.clone(), Some(netns_name.clone()), vec![node_ip.into()]);
+        proxy.cluster_cidrs = vec![ipnet::IpNet::V4(cluster_cidr)];
+        nodes.tasks.push(spawn_logged(format!("{name}: service proxy"), {
+            let client = client.clone();
+            async move { Ok(svcnet_proxy::run(client, proxy).await?) }
+        }));
+        let netpol = svcnet_netpol::NetpolConfig::new(name.clone(), Some(netns_name.clone()));
+        nodes.tasks.push(spawn_logged(format!("{name}: network policy"), {
+            let client = client.clone();
+            async move { Ok(svcnet_netpol::run(client, netpol).await?) }
+        }));
+        println!("node {name}: {node_ip} (namespace {netns_name})");
+        nodes.networks.push(network);
+    }
+    let _ = kubeconfig;
+    nodes.host = Some(host);
+    Ok(nodes)
 }

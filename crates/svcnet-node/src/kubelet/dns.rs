@@ -120,7 +120,11 @@ mod tests {
     use serde_json::json;
 
     fn dns() -> ClusterDns {
-        ClusterDns { nameservers: vec!["10.96.0.10".into()], domain: "cluster.local".into(), host_resolv_conf: "nameserver 192.0.2.53\nsearch example.org\n".into() }
+        ClusterDns {
+            nameservers: vec!["10.96.0.10".into()],
+            domain: "cluster.local".into(),
+            host_resolv_conf: "nameserver 192.0.2.53\nsearch example.org\n".into(),
+        }
     }
 
     fn pod(spec: serde_json::Value) -> Pod {
@@ -140,7 +144,9 @@ mod tests {
     #[test]
     fn default_none_and_dns_config() {
         assert_eq!(resolv_conf(&pod(json!({"dnsPolicy": "Default"})), &dns()), "nameserver 192.0.2.53\nsearch example.org\n");
-        let p = pod(json!({"dnsPolicy": "None", "dnsConfig": {"nameservers": ["1.2.3.4"], "searches": ["a.b"], "options": [{"name": "ndots", "value": "2"}, {"name": "edns0"}]}}));
+        let p = pod(
+            json!({"dnsPolicy": "None", "dnsConfig": {"nameservers": ["1.2.3.4"], "searches": ["a.b"], "options": [{"name": "ndots", "value": "2"}, {"name": "edns0"}]}}),
+        );
         assert_eq!(resolv_conf(&p, &dns()), "nameserver 1.2.3.4\nsearch a.b\noptions ndots:2 edns0\n");
         let p = pod(json!({"dnsConfig": {"options": [{"name": "ndots", "value": "1"}]}}));
         assert!(resolv_conf(&p, &dns()).ends_with("options ndots:1\n"));

@@ -20,8 +20,8 @@ use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use futures::future::BoxFuture;
 use futures::StreamExt;
+use futures::future::BoxFuture;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::api::Api;
 use kube::runtime::{WatchStreamExt, reflector, watcher};
@@ -104,15 +104,15 @@ impl PodRuntime for Registry {
             Some(c) => c.to_string(),
             None => match &entry.default_container {
                 Some(c) => c.clone(),
-                None => return Err(LookupError::ContainerNotSpecified { pod: name.into(), containers: entry.containers.iter().map(|c| c.container.clone()).collect() }),
+                None => {
+                    return Err(LookupError::ContainerNotSpecified {
+                        pod: name.into(),
+                        containers: entry.containers.iter().map(|c| c.container.clone()).collect(),
+                    });
+                }
             },
         };
-        entry
-            .containers
-            .iter()
-            .find(|c| c.container == wanted)
-            .cloned()
-            .ok_or(LookupError::ContainerNotFound { pod: name.into(), container: wanted })
+        entry.containers.iter().find(|c| c.container == wanted).cloned().ok_or(LookupError::ContainerNotFound { pod: name.into(), container: wanted })
     }
 }
 
@@ -123,6 +123,8 @@ pub struct Shared {
     pub network: Arc<dyn PodNetworking>,
     pub registry: Arc<Registry>,
     pub services: reflector::Store<Service>,
+    /// Set once the pod network has the node's podCIDR (by the loop that also keeps the peers).
+    pub network_ready: tokio::sync::watch::Sender<bool>,
 }
 
 /// Runs the kubelet until a fatal error: registers the node, then runs the pods bound to it.
@@ -135,7 +137,14 @@ pub async fn run(client: Client, config: KubeletConfig, network: Arc<dyn PodNetw
     let (services_store, writer) = reflector::store();
     let services_task = tokio::spawn(reflector::reflector(writer, watcher(services, watcher::Config::default())).default_backoff().for_each(|_| async {}));
 
-    let shared = Arc::new(Shared { client: client.clone(), config: config.clone(), network: network.clone(), registry, services: services_store.clone() });
+    let shared = Arc::new(Shared {
+        client: client.clone(),
+        config: config.clone(),
+        network: network.clone(),
+        registry,
+        services: services_store.clone(),
+        network_ready: tokio::sync::watch::Sender::new(false),
+    });
     let node_task = tokio::spawn(node::maintain(shared.clone()));
 
     // The pod network exists once the node has its podCIDR.
@@ -202,5 +211,49 @@ pub fn pod_dir(config: &KubeletConfig, uid: &str) -> PathBuf {
 
 /// The Services a container's environment is built from (its namespace and `default`).
 pub fn services_for(shared: &Shared, namespace: &str) -> Vec<Service> {
-    shared.services.state().iter().filter(|s| s.metadata.namespace.as_deref().is_some_and(|ns| ns == namespace || ns == "default")).map(|s| (**s).clone()).collect()
+    shared
+        .services
+        .state()
+        .iter()
+        .filter(|s| s.metadata.namespace.as_deref().is_some_and(|ns| ns == namespace || ns == "default"))
+        .map(|s| (**s).clone())
+        .collect()
+}
+
+// === impl PodNetworking for NodeNetwork ===
+
+impl PodNetworking for crate::network::NodeNetwork {
+    fn node_netns(&self) -> Arc<NetNs> {
+        self.netns()
+    }
+
+    fn configure<'a>(&'a self, pod_cidr: &'a str, peers: &'a [(Ipv4Addr, String)]) -> BoxFuture<'a, anyhow::Result<()>> {
+        Box::pin(async move {
+            self.set_pod_cidr(pod_cidr.parse()?).await?;
+            let peers = peers.iter().map(|(ip, cidr)| Ok((*ip, cidr.parse()?))).collect::<anyhow::Result<Vec<_>>>()?;
+            self.set_peers(&peers).await?;
+            Ok(())
+        })
+    }
+
+    fn setup<'a>(&'a self, pod_uid: &'a str) -> BoxFuture<'a, anyhow::Result<(NetNs, Ipv4Addr)>> {
+        Box::pin(async move {
+            let (ns, network) = self.setup_pod(pod_uid).await?;
+            Ok((ns, network.ip))
+        })
+    }
+
+    fn teardown<'a>(&'a self, pod_uid: &'a str) -> BoxFuture<'a, anyhow::Result<()>> {
+        Box::pin(async move {
+            self.detach_pod(pod_uid).await?;
+            Ok(())
+        })
+    }
+
+    fn reconcile<'a>(&'a self, live: &'a HashSet<String>) -> BoxFuture<'a, anyhow::Result<()>> {
+        Box::pin(async move {
+            crate::network::NodeNetwork::reconcile(self, live.iter()).await?;
+            Ok(())
+        })
+    }
 }

@@ -83,9 +83,8 @@ pub async fn post_status(client: &Client, config: &KubeletConfig, network_ready:
     let nodes: Api<Node> = Api::all(client.clone());
     let now = jiff::Timestamp::now().to_string();
     let current = nodes.get_opt(&config.node_name).await?;
-    let old = |t: &str| {
-        current.as_ref().and_then(|n| n.status.as_ref()).and_then(|s| s.conditions.as_ref()).and_then(|cs| cs.iter().find(|c| c.type_ == t).cloned())
-    };
+    let old =
+        |t: &str| current.as_ref().and_then(|n| n.status.as_ref()).and_then(|s| s.conditions.as_ref()).and_then(|cs| cs.iter().find(|c| c.type_ == t).cloned());
     let condition = |t: &str, status: &str, reason: &str, message: &str| {
         let transition = match old(t) {
             Some(c) if c.status == status => c.last_transition_time.map(|t| t.0.to_string()).unwrap_or_else(|| now.clone()),
@@ -157,7 +156,9 @@ async fn renew_lease(client: &Client, leases: &Api<Lease>, config: &KubeletConfi
     let now = MicroTime(jiff::Timestamp::now());
     match leases.get_opt(&config.node_name).await? {
         Some(_) => {
-            leases.patch(&config.node_name, &PatchParams::default(), &Patch::Merge(json!({"spec": {"renewTime": now, "holderIdentity": config.node_name}}))).await?;
+            leases
+                .patch(&config.node_name, &PatchParams::default(), &Patch::Merge(json!({"spec": {"renewTime": now, "holderIdentity": config.node_name}})))
+                .await?;
         }
         None => {
             let uid = Api::<Node>::all(client.clone()).get(&config.node_name).await?.uid();
@@ -187,8 +188,8 @@ pub async fn wait_for_network(shared: &Shared) -> anyhow::Result<()> {
     loop {
         if let Some(node) = nodes.get_opt(&shared.config.node_name).await?
             && let Some(cidr) = pod_cidr(&node)
+            && *shared.network_ready.borrow()
         {
-            shared.network.configure(&cidr, &[]).await?;
             post_status(&shared.client, &shared.config, Some(true)).await?;
             tracing::info!(node = %shared.config.node_name, pod_cidr = %cidr, "pod network ready");
             return Ok(());
@@ -221,6 +222,7 @@ async fn peers(shared: Arc<Shared>) {
         match shared.network.configure(&want.0, &want.1).await {
             Ok(()) => {
                 tracing::info!(peers = want.1.len(), "pod network routes to other nodes updated");
+                shared.network_ready.send_replace(true);
                 last = Some(want);
             }
             Err(error) => tracing::warn!(error = format!("{error:#}"), "configuring routes to other nodes"),

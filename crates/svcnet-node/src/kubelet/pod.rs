@@ -323,12 +323,8 @@ impl Worker {
                 }
             })
             .collect();
-        let default_container = self
-            .pod
-            .annotations()
-            .get("kubectl.kubernetes.io/default-container")
-            .cloned()
-            .or_else(|| spec.containers.first().map(|c| c.name.clone()));
+        let default_container =
+            self.pod.annotations().get("kubectl.kubernetes.io/default-container").cloned().or_else(|| spec.containers.first().map(|c| c.name.clone()));
         self.shared.registry.set(
             &self.pod.namespace().unwrap_or_default(),
             &self.pod.name_any(),
@@ -392,10 +388,7 @@ impl Worker {
                 all.extend(args);
                 Ok((program, all))
             }
-            None => Err(format!(
-                "svcnet does not pull images: container {:?} (image {image:?}) needs a `command`, run from the node's filesystem",
-                c.name
-            )),
+            None => Err(format!("svcnet does not pull images: container {:?} (image {image:?}) needs a `command`, run from the node's filesystem", c.name)),
         }
     }
 
@@ -535,7 +528,8 @@ impl Worker {
         }
         let gated = c.spec.startup_probe.is_some() && !after_startup;
         let target = probe::Target { pod_ip: IpAddr::V4(ip), node_netns: self.shared.network.node_netns(), pid: c.pid.unwrap_or_default() };
-        let specs = [(ProbeKind::Startup, &c.spec.startup_probe), (ProbeKind::Liveness, &c.spec.liveness_probe), (ProbeKind::Readiness, &c.spec.readiness_probe)];
+        let specs =
+            [(ProbeKind::Startup, &c.spec.startup_probe), (ProbeKind::Liveness, &c.spec.liveness_probe), (ProbeKind::Readiness, &c.spec.readiness_probe)];
         for (kind, probe) in specs {
             let Some(probe) = probe.clone() else { continue };
             if gated != (kind == ProbeKind::Startup) {
@@ -683,7 +677,11 @@ impl Worker {
         self.teardown_sandbox().await;
         if !gone {
             let pods: Api<Pod> = Api::namespaced(self.shared.client.clone(), &self.pod.namespace().unwrap_or_default());
-            let params = DeleteParams { grace_period_seconds: Some(0), preconditions: Some(Preconditions { uid: Some(self.uid.clone()), resource_version: None }), ..Default::default() };
+            let params = DeleteParams {
+                grace_period_seconds: Some(0),
+                preconditions: Some(Preconditions { uid: Some(self.uid.clone()), resource_version: None }),
+                ..Default::default()
+            };
             match pods.delete(&self.pod.name_any(), &params).await {
                 Ok(_) => {}
                 Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
@@ -727,7 +725,8 @@ impl Worker {
     fn phase(&self) -> &'static str {
         let apps: Vec<&ContainerRun> = self.containers.iter().filter(|c| !c.init).collect();
         let policy = self.restart_policy();
-        let init_failed = self.containers.iter().any(|c| c.init && matches!(c.state, RunState::Terminated { exit_code, .. } if exit_code != 0)) && policy == "Never";
+        let init_failed =
+            self.containers.iter().any(|c| c.init && matches!(c.state, RunState::Terminated { exit_code, .. } if exit_code != 0)) && policy == "Never";
         if init_failed {
             return "Failed";
         }
@@ -860,7 +859,9 @@ fn state_of(state: &RunState) -> ContainerState {
         RunState::Waiting { reason, message } => {
             ContainerState { waiting: Some(ContainerStateWaiting { reason: Some(reason.clone()), message: message.clone() }), ..Default::default() }
         }
-        RunState::Running { started_at } => ContainerState { running: Some(ContainerStateRunning { started_at: Some(Time(*started_at)) }), ..Default::default() },
+        RunState::Running { started_at } => {
+            ContainerState { running: Some(ContainerStateRunning { started_at: Some(Time(*started_at)) }), ..Default::default() }
+        }
         RunState::Terminated { exit_code, signal, reason, started_at, finished_at } => ContainerState {
             terminated: Some(ContainerStateTerminated {
                 exit_code: *exit_code,
@@ -892,7 +893,15 @@ async fn supervise(mut process: PodProcess, mut signals: mpsc::UnboundedReceiver
     let _ = events.send(Event::Exited { index, generation, code, signal, at: jiff::Timestamp::now() });
 }
 
-async fn probe_loop(kind: ProbeKind, spec: k8s_openapi::api::core::v1::Probe, container: Container, target: probe::Target, events: mpsc::UnboundedSender<Event>, index: usize, generation: u64) {
+async fn probe_loop(
+    kind: ProbeKind,
+    spec: k8s_openapi::api::core::v1::Probe,
+    container: Container,
+    target: probe::Target,
+    events: mpsc::UnboundedSender<Event>,
+    index: usize,
+    generation: u64,
+) {
     let timing = probe::Timing::of(&spec);
     tokio::time::sleep(timing.initial_delay).await;
     let (mut successes, mut failures) = (0u32, 0u32);

@@ -119,9 +119,8 @@ pub async fn probe_once(probe: &Probe, container: &Container, target: &Target) -
 
 async fn connect(netns: &NetNs, addr: SocketAddr) -> std::io::Result<tokio::net::TcpStream> {
     // The socket is created in the node's namespace and used from here.
-    let socket = netns
-        .run_in(|| if addr.is_ipv4() { tokio::net::TcpSocket::new_v4() } else { tokio::net::TcpSocket::new_v6() })
-        .map_err(std::io::Error::other)??;
+    let socket =
+        netns.run_in(|| if addr.is_ipv4() { tokio::net::TcpSocket::new_v4() } else { tokio::net::TcpSocket::new_v6() }).map_err(std::io::Error::other)??;
     socket.connect(addr).await
 }
 

@@ -234,7 +234,12 @@ impl NodeNet {
     pub fn namespaces(&self) -> Vec<String> {
         let out = Command::new("ip").args(["netns", "list"]).output().expect("ip netns list");
         let prefix = format!("{}-", self.bridge);
-        String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| l.split_whitespace().next()).filter(|n| n.starts_with(&prefix)).map(str::to_string).collect()
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split_whitespace().next())
+            .filter(|n| n.starts_with(&prefix))
+            .map(str::to_string)
+            .collect()
     }
 
     /// Whether the bridge exists on the host.
