@@ -64,7 +64,11 @@ impl NodeNamespace {
 
     /// Applies an nft script as one transaction (`nft -f -`).
     pub async fn apply(&self, script: &str) -> Result<()> {
-        self.run_checked("nft", &["-f", "-"], Some(script)).await.map(drop)
+        let result = self.run_checked("nft", &["-f", "-"], Some(script)).await.map(drop);
+        if result.is_err() {
+            tracing::debug!(script, "the nft script that failed");
+        }
+        result
     }
 
     /// `nft list table inet svcnet-proxy`.

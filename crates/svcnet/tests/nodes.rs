@@ -172,6 +172,13 @@ spec:
     assert!(resolv.contains("search default.svc.cluster.local svc.cluster.local cluster.local"), "{resolv}");
     assert!(resolv.contains("nameserver 10.96.0.10"), "{resolv}");
 
+    // kubectl exec and logs reach the pod through the API server and the node's API on the node
+    // network.
+    assert_eq!(s.ok(&["exec", "backend-0", "--", "hostname"]).trim(), "backend-0");
+    let out = s.kubectl(&["exec", "backend-0", "--", "sh", "-c", "exit 3"]);
+    assert_eq!(out.status.code(), Some(3), "exec propagates the exit code");
+    assert!(s.ok(&["logs", "backend-0"]).contains("netexec: http on :8080"));
+
     // The probe fails: the pod leaves the Service's ready addresses.
     drop(flag);
     wait_for("backend-0 unready in the Endpoints", LONG, || {

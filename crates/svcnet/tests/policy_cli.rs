@@ -40,19 +40,31 @@ fn matrix_svg_to_a_file() {
     let (ok, _, err) = run(svcnet().args(["policy", "matrix", "--offline"]).arg(fixtures()).args(["--ports", "8000/TCP", "--format", "svg", "-o"]).arg(&file));
     assert!(ok, "{err}");
     let svg = std::fs::read_to_string(&file).unwrap();
-    assert!(svg.starts_with("<svg") && svg.contains("default/backend-policy") && svg.contains("default/frontend -&gt; default/backend 8000/TCP: allowed"), "{svg}");
+    assert!(
+        svg.starts_with("<svg") && svg.contains("default/backend-policy") && svg.contains("default/frontend -&gt; default/backend 8000/TCP: allowed"),
+        "{svg}"
+    );
 }
 
 #[test]
 fn explain_allowed_and_denied() {
-    let (ok, out, err) = run(svcnet().args(["policy", "explain", "--offline"]).arg(fixtures()).args(["--from", "default/frontend", "--to", "default/backend", "--port", "8000/TCP"]));
+    let (ok, out, err) = run(svcnet().args(["policy", "explain", "--offline"]).arg(fixtures()).args([
+        "--from",
+        "default/frontend",
+        "--to",
+        "default/backend",
+        "--port",
+        "8000/TCP",
+    ]));
     assert!(ok, "{err}");
     assert!(out.starts_with("default/frontend -> default/backend on 8000/TCP: ALLOWED"), "{out}");
     assert!(out.contains("allowed by default/backend-policy ingress[0]"), "{out}");
-    let (ok, out, _) = run(svcnet().args(["policy", "explain", "--offline"]).arg(fixtures()).args(["--from", "default/backend", "--to", "default/other", "--port", "80/TCP"]));
+    let (ok, out, _) =
+        run(svcnet().args(["policy", "explain", "--offline"]).arg(fixtures()).args(["--from", "default/backend", "--to", "default/other", "--port", "80/TCP"]));
     assert!(ok);
     assert!(out.starts_with("default/backend -> default/other on 80/TCP: DENIED"), "{out}");
     assert!(out.contains("egress of default/backend: DENIED; isolated by default/backend-policy"), "{out}");
-    let (ok, _, err) = run(svcnet().args(["policy", "explain", "--offline"]).arg(fixtures()).args(["--from", "default/nobody", "--to", "default/other", "--port", "80/TCP"]));
+    let (ok, _, err) =
+        run(svcnet().args(["policy", "explain", "--offline"]).arg(fixtures()).args(["--from", "default/nobody", "--to", "default/other", "--port", "80/TCP"]));
     assert!(!ok && err.contains("pod default/nobody not found"), "{err}");
 }

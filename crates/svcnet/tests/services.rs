@@ -60,12 +60,12 @@ fn seed_services_get_addresses_and_ports() {
 #[test]
 fn requested_cluster_ips_are_honoured_or_refused() {
     let s = Svcnet::start();
-    s.apply(&svc("dns", "  clusterIP: 10.96.0.10\n  ports:\n  - port: 53\n    protocol: UDP\n"));
-    assert_eq!(jsonpath(&s, "dns", ".spec.clusterIP"), "10.96.0.10");
+    s.apply(&svc("dns", "  clusterIP: 10.96.0.20\n  ports:\n  - port: 53\n    protocol: UDP\n"));
+    assert_eq!(jsonpath(&s, "dns", ".spec.clusterIP"), "10.96.0.20");
 
-    let e = stderr_of(&s, &svc("dns2", "  clusterIP: 10.96.0.10\n  ports:\n  - port: 53\n"));
+    let e = stderr_of(&s, &svc("dns2", "  clusterIP: 10.96.0.20\n  ports:\n  - port: 53\n"));
     assert!(
-        e.contains("The Service \"dns2\" is invalid: spec.clusterIPs: Invalid value: []string{\"10.96.0.10\"}: failed to allocate IP 10.96.0.10: provided IP is already allocated"),
+        e.contains("The Service \"dns2\" is invalid: spec.clusterIPs: Invalid value: []string{\"10.96.0.20\"}: failed to allocate IP 10.96.0.20: provided IP is already allocated"),
         "{e}"
     );
     let e = stderr_of(&s, &svc("far", "  clusterIP: 192.168.0.10\n  ports:\n  - port: 53\n"));
@@ -78,20 +78,20 @@ fn requested_cluster_ips_are_honoured_or_refused() {
 
     // The address may not change once set (422), and comes back when an update leaves it out.
     let e = String::from_utf8_lossy(
-        &s.kubectl(&["patch", "svc", "dns", "--type=merge", "-p", r#"{"spec":{"clusterIP":"10.96.0.11","clusterIPs":["10.96.0.11"]}}"#]).stderr,
+        &s.kubectl(&["patch", "svc", "dns", "--type=merge", "-p", r#"{"spec":{"clusterIP":"10.96.0.21","clusterIPs":["10.96.0.21"]}}"#]).stderr,
     )
     .to_string();
-    assert!(e.contains("spec.clusterIPs[0]: Invalid value: \"10.96.0.11\": may not change once set"), "{e}");
+    assert!(e.contains("spec.clusterIPs[0]: Invalid value: \"10.96.0.21\": may not change once set"), "{e}");
     let mut obj: serde_json::Value = serde_json::from_str(&s.ok(&["get", "svc", "dns", "-o", "json"])).unwrap();
     obj["spec"].as_object_mut().unwrap().remove("clusterIP");
     obj["spec"].as_object_mut().unwrap().remove("clusterIPs");
     s.kubectl_with_stdin(&["replace", "-f", "-"], Some(&obj.to_string()));
-    assert_eq!(jsonpath(&s, "dns", ".spec.clusterIP"), "10.96.0.10");
+    assert_eq!(jsonpath(&s, "dns", ".spec.clusterIP"), "10.96.0.20");
 
     // Deleting the Service frees its address at once.
     s.ok(&["delete", "svc", "dns"]);
-    s.apply(&svc("dns2", "  clusterIP: 10.96.0.10\n  ports:\n  - port: 53\n"));
-    assert_eq!(jsonpath(&s, "dns2", ".spec.clusterIP"), "10.96.0.10");
+    s.apply(&svc("dns2", "  clusterIP: 10.96.0.20\n  ports:\n  - port: 53\n"));
+    assert_eq!(jsonpath(&s, "dns2", ".spec.clusterIP"), "10.96.0.20");
 }
 
 #[test]
@@ -161,22 +161,25 @@ fn create_concurrently(s: &Svcnet, prefix: &str, n: usize) -> (Vec<String>, Vec<
 
 #[test]
 fn concurrent_creates_never_share_an_address_and_a_full_range_says_so() {
-    // A /26 has 62 usable addresses; the kubernetes Service holds the first.
+    // A /26 has 62 usable addresses; the kubernetes Service holds the first, kube-dns the tenth.
     let s = Svcnet::start_with(tempfile::tempdir().unwrap(), &["--service-cluster-ip-range", "10.200.0.0/26"]);
+    wait_for_kube_dns(&s);
     let (ips, errors) = create_concurrently(&s, "c", 70);
     let distinct: BTreeSet<&String> = ips.iter().collect();
     assert_eq!(distinct.len(), ips.len(), "an address was handed out twice: {ips:?}");
-    assert_eq!(ips.len(), 61, "every free address is used exactly once; errors: {errors:?}");
+    assert_eq!(ips.len(), 60, "every free address is used exactly once; errors: {errors:?}");
     assert!(!distinct.contains(&"10.200.0.1".to_string()));
-    assert_eq!(errors.len(), 9);
+    assert!(!distinct.contains(&"10.200.0.10".to_string()));
+    assert_eq!(errors.len(), 10);
     assert!(errors.iter().all(|e| e == "Internal error occurred: failed to allocate a serviceIP: range is full"), "{errors:?}");
 }
 
 #[test]
 fn restart_repairs_allocations_after_sigkill() {
-    // A /27: 30 usable addresses, 29 after the kubernetes Service.
+    // A /27: 30 usable addresses, 28 after the kubernetes and kube-dns Services.
     let range = ["--service-cluster-ip-range", "10.201.0.0/27"];
     let s = Svcnet::start_with(tempfile::tempdir().unwrap(), &range);
+    wait_for_kube_dns(&s);
     let (ips, _) = create_concurrently(&s, "before", 20);
     assert_eq!(ips.len(), 20);
     // Kill while creates are in flight, so some claims may exist without their Service.
@@ -211,15 +214,16 @@ fn restart_repairs_allocations_after_sigkill() {
     let taken = &held[held.len() - 1];
     let e = stderr_of(&s, &svc("again", &format!("  clusterIP: {taken}\n  ports:\n  - port: 80\n")));
     assert!(e.contains("provided IP is already allocated"), "{e}");
-    // Nothing leaked: with every Service but kubernetes deleted, the whole range is free again.
+    // Nothing leaked: with every Service of `default` but kubernetes deleted, the whole range
+    // but kube-dns's address is free again.
     for item in listed["items"].as_array().unwrap() {
         let name = item["metadata"]["name"].as_str().unwrap();
         if name != "kubernetes" {
             s.ok(&["delete", "svc", name, "--wait=false"]);
         }
     }
-    let (ips, errors) = create_concurrently(&s, "after", 29);
-    assert_eq!(ips.len(), 29, "addresses leaked across the crash: {errors:?}");
+    let (ips, errors) = create_concurrently(&s, "after", 28);
+    assert_eq!(ips.len(), 28, "addresses leaked across the crash: {errors:?}");
 }
 
 #[test]
@@ -290,4 +294,12 @@ fn service_validation_rules_answer_422_as_upstream() {
     s.ok(&["patch", "svc", "morph", "--type=merge", "-p", r#"{"spec":{"type":"ClusterIP","externalName":null}}"#]);
     let new_ip = jsonpath(&s, "morph", ".spec.clusterIP");
     assert!(!new_ip.is_empty() && new_ip != ip);
+}
+
+/// `svcnet up` creates `kube-system/kube-dns` (at the tenth address) as it starts; tests that count
+/// free addresses wait for it.
+fn wait_for_kube_dns(s: &Svcnet) {
+    common::wait_for("the kube-dns Service", std::time::Duration::from_secs(30), || {
+        s.kubectl(&["get", "svc", "-n", "kube-system", "kube-dns"]).status.success().then_some(())
+    });
 }
