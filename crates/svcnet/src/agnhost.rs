@@ -180,7 +180,7 @@ fn percent_decode(text: &str) -> String {
     while i < bytes.len() {
         match bytes[i] {
             b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() + 0 && i + 2 <= bytes.len() - 1 => match u8::from_str_radix(&text[i + 1..i + 3], 16) {
+            b'%' if i + 2 < bytes.len() => match u8::from_str_radix(&text[i + 1..i + 3], 16) {
                 Ok(b) => {
                     out.push(b);
                     i += 2;

@@ -244,11 +244,11 @@ impl Worker {
     }
 
     async fn run(&mut self) -> anyhow::Result<()> {
-        if self.pod.metadata.deletion_timestamp.is_none() {
-            if let Err(error) = self.create_sandbox().await {
-                tracing::warn!(pod = %self.key(), error = format!("{error:#}"), "creating the pod sandbox");
-                self.sandbox_error = Some(format!("{error:#}"));
-            }
+        if self.pod.metadata.deletion_timestamp.is_none()
+            && let Err(error) = self.create_sandbox().await
+        {
+            tracing::warn!(pod = %self.key(), error = format!("{error:#}"), "creating the pod sandbox");
+            self.sandbox_error = Some(format!("{error:#}"));
         }
         let mut tick = tokio::time::interval(Duration::from_millis(500));
         loop {
