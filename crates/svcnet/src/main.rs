@@ -2,6 +2,7 @@
 
 use clap::{Parser, Subcommand};
 
+mod agent;
 mod agnhost;
 mod dns;
 mod node;

@@ -2,7 +2,7 @@
 //! Kubernetes API server (its kubeconfig's): pods, the node's API, the Service proxy and
 //! NetworkPolicy enforcement, as `svcnet up` runs them per simulated node.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -43,7 +43,7 @@ pub struct NodeArgs {
 }
 
 pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
-    use svcnet_node::network::{NodeConfig, NodeNetwork, Overlay, Uplink};
+    use svcnet_node::network::{NodeConfig, NodeNetwork, Uplink};
 
     let kubeconfig = match &args.kubeconfig {
         Some(path) => kube::config::Kubeconfig::read_from(path)?,
@@ -62,11 +62,7 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
         Some(n) => n,
         None => std::fs::read_to_string("/proc/sys/kernel/hostname")?.trim().to_string(),
     };
-    let overlay = match args.overlay.as_str() {
-        "routes" | "none" => Overlay::None,
-        "vxlan" => Overlay::Vxlan,
-        other => anyhow::bail!("--overlay: {other:?} is not one of routes, vxlan"),
-    };
+    let overlay = parse_overlay(&args.overlay)?;
     let uplink = match &args.uplink {
         Some(device) => Uplink::Device { name: device.clone(), node_ip: args.node_ip },
         None => Uplink::DefaultRoute,
@@ -75,43 +71,42 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.state_dir)?;
     let network_config = NodeConfig { state_dir: args.state_dir.join("network"), cluster_cidr, overlay };
     let network = Arc::new(NodeNetwork::in_current_netns(&name, uplink, network_config).await.context("setting up the node network")?);
-    let node_ip = network.node_ip();
-
-    let registry = Arc::new(svcnet_node::kubelet::Registry::default());
-    let listener = svcnet_node::server::bind_in(&network.netns(), SocketAddr::new(node_ip.into(), args.kubelet_port))?;
-    let server_config = svcnet_node::server::ServerConfig { token: token.unwrap_or_default(), hosts: vec![name.clone(), node_ip.to_string()] };
-    let runtime: Arc<dyn svcnet_node::runtime::PodRuntime> = registry.clone();
-    let api = tokio::spawn(svcnet_node::server::serve(listener, runtime, server_config));
-
-    let kubelet_config = svcnet_node::kubelet::KubeletConfig {
-        node_name: name.clone(),
-        node_ip,
+    println!("node {name}: {}", network.node_ip());
+    let agent = crate::agent::Agent {
+        name,
+        network: network.clone(),
+        netns_name: None,
         state_dir: args.state_dir.clone(),
-        dns: svcnet_node::kubelet::dns::ClusterDns {
-            nameservers: vec![args.cluster_dns.to_string()],
-            domain: args.cluster_domain.clone(),
-            host_resolv_conf: std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
-        },
+        cluster_dns: args.cluster_dns,
+        cluster_domain: args.cluster_domain.clone(),
+        cluster_cidr,
+        token: token.unwrap_or_default(),
         kubelet_port: args.kubelet_port,
-        agnhost: std::env::current_exe().ok(),
-        labels: Default::default(),
     };
-    let networking: Arc<dyn svcnet_node::kubelet::PodNetworking> = network.clone();
-    let mut proxy = svcnet_proxy::ProxyConfig::new(name.clone(), None, vec![node_ip.into()]);
-    proxy.cluster_cidrs = vec![ipnet::IpNet::V4(cluster_cidr)];
-    let netpol = svcnet_netpol::NetpolConfig::new(name.clone(), None);
-    println!("node {name}: {node_ip}");
+    let mut tasks = tokio::task::JoinSet::new();
+    crate::agent::spawn(&client, agent, &mut tasks)?;
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    let result = tokio::select! {
-        r = svcnet_node::kubelet::run(client.clone(), kubelet_config, networking, registry) => r,
-        r = svcnet_proxy::run(client.clone(), proxy) => r.map_err(Into::into),
-        r = svcnet_netpol::run(client.clone(), netpol) => r.map_err(Into::into),
-        _ = tokio::signal::ctrl_c() => Ok(()),
-        _ = term.recv() => Ok(()),
+    let stopped_on_its_own = tokio::select! {
+        _ = tasks.join_next() => true,
+        _ = tokio::signal::ctrl_c() => false,
+        _ = term.recv() => false,
     };
-    api.abort();
+    tasks.shutdown().await;
     if let Ok(network) = Arc::try_unwrap(network) {
         network.remove().await?;
     }
-    result
+    if stopped_on_its_own {
+        anyhow::bail!("a part of the node agent stopped (see the log)");
+    }
+    Ok(())
+}
+
+/// `--overlay`: `routes` (one L2 segment) or `vxlan`.
+pub fn parse_overlay(text: &str) -> anyhow::Result<svcnet_node::network::Overlay> {
+    use svcnet_node::network::Overlay;
+    match text {
+        "routes" | "none" => Ok(Overlay::None),
+        "vxlan" => Ok(Overlay::Vxlan),
+        other => anyhow::bail!("--overlay: {other:?} is not one of routes, vxlan"),
+    }
 }

@@ -74,7 +74,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     // proxy and NetworkPolicy enforcement, each a client of the API like any other.
     let mut nodes = Nodes::default();
     if args.nodes > 0 {
-        nodes = start_nodes(&args, &client, &server.kubeconfig).await?;
+        nodes = start_nodes(&args, &client).await?;
     }
     let node_facing = nodes.host.as_ref().map(|h| std::net::IpAddr::V4(h.host_ip()));
     let dns_context = crate::dns::UpDnsContext { client: client.clone(), service_cluster_ip_range: args.service_cluster_ip_range.clone(), node_facing };
@@ -136,19 +136,14 @@ async fn ensure_flag_pool(client: &kube::Client, ranges: &[String]) -> anyhow::R
 struct Nodes {
     host: Option<svcnet_node::network::HostNetwork>,
     networks: Vec<Arc<svcnet_node::network::NodeNetwork>>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
+    tasks: tokio::task::JoinSet<()>,
 }
 
 impl Nodes {
     /// Stops every agent (their pods' processes are killed with them) and removes every
     /// namespace, link and table the nodes made.
     async fn stop(mut self) {
-        for task in &self.tasks {
-            task.abort();
-        }
-        for task in self.tasks.drain(..) {
-            let _ = task.await;
-        }
+        self.tasks.shutdown().await;
         for network in self.networks.drain(..) {
             match Arc::try_unwrap(network) {
                 Ok(network) => {
@@ -167,32 +162,16 @@ impl Nodes {
     }
 }
 
-fn spawn_logged<F>(what: String, future: F) -> tokio::task::JoinHandle<()>
-where
-    F: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
-{
-    tokio::spawn(async move {
-        if let Err(error) = future.await {
-            tracing::error!(error = format!("{error:#}"), "{what} stopped");
-        }
-    })
-}
+async fn start_nodes(args: &UpArgs, client: &kube::Client) -> anyhow::Result<Nodes> {
+    use svcnet_node::network::{HostConfig, HostNetwork, NodeConfig};
 
-async fn start_nodes(args: &UpArgs, client: &kube::Client, kubeconfig: &std::path::Path) -> anyhow::Result<Nodes> {
-    use svcnet_node::network::{HostConfig, HostNetwork, NodeConfig, Overlay};
-
-    let overlay = match args.overlay.as_str() {
-        "routes" | "none" => Overlay::None,
-        "vxlan" => Overlay::Vxlan,
-        other => anyhow::bail!("--overlay: {other:?} is not one of routes, vxlan"),
-    };
+    let overlay = crate::node::parse_overlay(&args.overlay)?;
     let node_network = args.node_cidr.parse().map_err(|e| anyhow::anyhow!("--node-cidr {:?}: {e}", args.node_cidr))?;
     let cluster_cidr: ipnet::Ipv4Net = args.cluster_cidr.parse().map_err(|e| anyhow::anyhow!("--cluster-cidr {:?}: {e}", args.cluster_cidr))?;
     let host = HostNetwork::create(HostConfig { bridge: args.bridge.clone(), node_network }).await.context("creating the host bridge")?;
     let token = std::fs::read_to_string(args.data_dir.join("token")).context("reading the API token")?.trim().to_string();
     let cluster_dns = svcnet_dns::kube_dns::cluster_dns_ip(&args.service_cluster_ip_range).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let agnhost = std::env::current_exe().ok();
-    let mut nodes = Nodes { host: None, networks: Vec::new(), tasks: Vec::new() };
+    let mut nodes = Nodes::default();
     for index in 1..=args.nodes {
         let name = format!("node-{index}");
         let state_dir = args.data_dir.join("nodes").join(&name);
@@ -202,46 +181,22 @@ async fn start_nodes(args: &UpArgs, client: &kube::Client, kubeconfig: &std::pat
         // Frames between isolated bridge ports must not be handed to the IP hooks a second time
         // when some process on the machine loaded br_netfilter.
         let _ = network.netns().set_sysctl("net/bridge/bridge-nf-call-iptables", "0");
-        let node_ip = network.node_ip();
         let netns_name = host.node_netns_name(&name);
-
-        let registry = Arc::new(svcnet_node::kubelet::Registry::default());
-        let listener = svcnet_node::server::bind_in(&network.netns(), std::net::SocketAddr::new(node_ip.into(), 10250))?;
-        let server_config = svcnet_node::server::ServerConfig { token: token.clone(), hosts: vec![name.clone(), node_ip.to_string()] };
-        let runtime: Arc<dyn svcnet_node::runtime::PodRuntime> = registry.clone();
-        nodes.tasks.push(spawn_logged(format!("{name}: node API"), async move { Ok(svcnet_node::server::serve(listener, runtime, server_config).await?) }));
-
-        let kubelet_config = svcnet_node::kubelet::KubeletConfig {
-            node_name: name.clone(),
-            node_ip,
-            state_dir: state_dir.clone(),
-            dns: svcnet_node::kubelet::dns::ClusterDns {
-                nameservers: vec![cluster_dns.to_string()],
-                domain: args.dns.cluster_domain.clone(),
-                host_resolv_conf: std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
-            },
-            kubelet_port: 10250,
-            agnhost: agnhost.clone(),
-            labels: Default::default(),
+        println!("node {name}: {} (namespace {netns_name})", network.node_ip());
+        let agent = crate::agent::Agent {
+            name,
+            network: network.clone(),
+            netns_name: Some(netns_name),
+            state_dir,
+            cluster_dns,
+            cluster_domain: args.dns.cluster_domain.clone(),
+            cluster_cidr,
+            token: token.clone(),
+            kubelet_port: crate::agent::KUBELET_PORT,
         };
-        let networking: Arc<dyn svcnet_node::kubelet::PodNetworking> = network.clone();
-        nodes.tasks.push(spawn_logged(format!("{name}: kubelet"), svcnet_node::kubelet::run(client.clone(), kubelet_config, networking, registry)));
-
-        let mut proxy = svcnet_proxy::ProxyConfig::new(name.clone(), Some(netns_name.clone()), vec![node_ip.into()]);
-        proxy.cluster_cidrs = vec![ipnet::IpNet::V4(cluster_cidr)];
-        nodes.tasks.push(spawn_logged(format!("{name}: service proxy"), {
-            let client = client.clone();
-            async move { Ok(svcnet_proxy::run(client, proxy).await?) }
-        }));
-        let netpol = svcnet_netpol::NetpolConfig::new(name.clone(), Some(netns_name.clone()));
-        nodes.tasks.push(spawn_logged(format!("{name}: network policy"), {
-            let client = client.clone();
-            async move { Ok(svcnet_netpol::run(client, netpol).await?) }
-        }));
-        println!("node {name}: {node_ip} (namespace {netns_name})");
+        crate::agent::spawn(client, agent, &mut nodes.tasks)?;
         nodes.networks.push(network);
     }
-    let _ = kubeconfig;
     nodes.host = Some(host);
     Ok(nodes)
 }

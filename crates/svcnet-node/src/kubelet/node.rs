@@ -181,25 +181,14 @@ fn pod_cidr(node: &Node) -> Option<String> {
     node.spec.as_ref()?.pod_cidr.clone().filter(|c| !c.is_empty())
 }
 
-/// Waits until the node has a podCIDR and the pod network is configured with it.
+/// Waits until [`peers`] has configured the pod network with the node's podCIDR, then reports
+/// the network as available.
 pub async fn wait_for_network(shared: &Shared) -> anyhow::Result<()> {
-    let nodes: Api<Node> = Api::all(shared.client.clone());
-    let mut logged = false;
-    loop {
-        if let Some(node) = nodes.get_opt(&shared.config.node_name).await?
-            && let Some(cidr) = pod_cidr(&node)
-            && *shared.network_ready.borrow()
-        {
-            post_status(&shared.client, &shared.config, Some(true)).await?;
-            tracing::info!(node = %shared.config.node_name, pod_cidr = %cidr, "pod network ready");
-            return Ok(());
-        }
-        if !logged {
-            tracing::info!(node = %shared.config.node_name, "waiting for the node's podCIDR");
-            logged = true;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    tracing::info!(node = %shared.config.node_name, "waiting for the node's podCIDR");
+    shared.network_ready.subscribe().wait_for(|ready| *ready).await?;
+    post_status(&shared.client, &shared.config, Some(true)).await?;
+    tracing::info!(node = %shared.config.node_name, "pod network ready");
+    Ok(())
 }
 
 /// Keeps the pod network's routes to the other nodes current.

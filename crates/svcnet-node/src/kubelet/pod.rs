@@ -354,11 +354,7 @@ impl Worker {
             let due = match &c.state {
                 RunState::Running { .. } => false,
                 RunState::Waiting { reason, .. } => reason != "CreateContainerError" && c.next_start.is_none_or(|t| t <= now),
-                RunState::Terminated { exit_code, .. } => {
-                    let policy = self.restart_policy();
-                    let restart = policy == "Always" || (policy == "OnFailure" && *exit_code != 0) || (c.init && policy != "Never" && *exit_code != 0);
-                    restart && c.next_start.is_none_or(|t| t <= now)
-                }
+                RunState::Terminated { exit_code, .. } => restarts(self.restart_policy(), c.init, *exit_code) && c.next_start.is_none_or(|t| t <= now),
             };
             if due {
                 self.start_container(i).await;
@@ -575,8 +571,7 @@ impl Worker {
                     c.backoff = Duration::ZERO;
                 }
                 tracing::info!(pod = %key, container = %c.spec.name, exit_code, "container exited");
-                let restart = policy == "Always" || (policy == "OnFailure" && exit_code != 0) || (c.init && policy != "Never" && exit_code != 0);
-                if restart && self.pod.metadata.deletion_timestamp.is_none() {
+                if restarts(&policy, c.init, exit_code) && self.pod.metadata.deletion_timestamp.is_none() {
                     self.schedule_restart(index);
                 }
                 self.publish();
@@ -820,7 +815,7 @@ impl Worker {
     }
 
     async fn sync_status(&mut self) {
-        let mut status = self.status();
+        let status = self.status();
         let phase = status.phase.clone().unwrap_or_default();
         // Transition times are not part of the comparison.
         let mut comparable = serde_json::to_value(&status).unwrap_or_default();
@@ -831,9 +826,6 @@ impl Worker {
         }
         if self.last_status.as_ref() == Some(&comparable) {
             return;
-        }
-        if status.message.is_none() {
-            status.message = None;
         }
         let pods: Api<Pod> = Api::namespaced(self.shared.client.clone(), &self.pod.namespace().unwrap_or_default());
         let body = json!({"metadata": {"uid": self.uid}, "status": status});
@@ -851,6 +843,16 @@ impl Worker {
             self.terminal = true;
             self.teardown_sandbox().await;
         }
+    }
+}
+
+/// Whether a container that exited with `exit_code` runs again under the pod's `restartPolicy`
+/// (an init container is retried on failure unless the policy is `Never`).
+fn restarts(policy: &str, init: bool, exit_code: i32) -> bool {
+    match policy {
+        "Always" if !init => true,
+        "Never" => false,
+        _ => exit_code != 0,
     }
 }
 
@@ -942,5 +944,23 @@ async fn probe_loop(
             }
         }
         tokio::time::sleep(timing.period).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::restarts;
+
+    #[test]
+    fn restart_policy_as_upstream() {
+        assert!(restarts("Always", false, 0));
+        assert!(restarts("Always", false, 1));
+        assert!(!restarts("OnFailure", false, 0));
+        assert!(restarts("OnFailure", false, 2));
+        assert!(!restarts("Never", false, 2));
+        // Init containers: a success is final; a failure is retried unless the policy is Never.
+        assert!(!restarts("Always", true, 0));
+        assert!(restarts("Always", true, 1));
+        assert!(!restarts("Never", true, 1));
     }
 }
