@@ -189,7 +189,18 @@ pub enum DynamicChain {
     Affinity(u32),
 }
 
+/// Pick chains for up to this many endpoints are part of every full sync and never removed:
+/// nft 1.0.6 refuses to add a rule that maps through an existing `typeof … th dport` map in a
+/// later transaction ("conflicting protocols specified"), so only larger Services need a chain
+/// of their own, and adding one makes the runner fall back to a full sync.
+pub const PRESET_PICKS: u32 = 32;
+
 impl DynamicChain {
+    /// Whether the chain is always there ([`PRESET_PICKS`]).
+    pub fn is_preset(self) -> bool {
+        matches!(self, DynamicChain::Pick(_, n) if n <= PRESET_PICKS)
+    }
+
     pub fn name(self) -> String {
         match self {
             DynamicChain::Pick(f, n) => format!("pick-{}-{n}", f.suffix()),
@@ -435,6 +446,9 @@ impl Ruleset {
     }
 
     fn ref_chain(&mut self, timeout: DynamicChain) {
+        if timeout.is_preset() {
+            return;
+        }
         let installed = self.chains.contains_key(&timeout);
         if self.tracking {
             self.pending_chains.entry(timeout).or_insert(installed);
@@ -443,6 +457,9 @@ impl Ruleset {
     }
 
     fn unref_chain(&mut self, timeout: DynamicChain) {
+        if timeout.is_preset() {
+            return;
+        }
         if self.tracking {
             self.pending_chains.entry(timeout).or_insert(true);
         }
@@ -570,7 +587,8 @@ impl Ruleset {
             s.push_str("\t}\n");
         }
         s.push_str(&skeleton_chains(&self.config));
-        for chain in self.chains.keys() {
+        let preset = Family::ALL.into_iter().flat_map(|f| (1..=PRESET_PICKS).map(move |n| DynamicChain::Pick(f, n)));
+        for chain in preset.chain(self.chains.keys().copied()) {
             let _ = write!(s, "\n\tchain {} {{\n", chain.name());
             for rule in chain.rules() {
                 let _ = writeln!(s, "\t\t{rule}");
