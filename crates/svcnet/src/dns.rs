@@ -143,6 +143,13 @@ pub async fn start_in_up(args: &UpDnsArgs, context: UpDnsContext) -> anyhow::Res
     }
     let config = DnsConfig { listen, zone: args.cluster_domain.clone(), ttl: args.dns_ttl, upstreams: upstreams(&args.dns_upstream), ..DnsConfig::default() };
     let server = DnsServer::bind(config).await?;
+    // kube-dns is in place before svcnet up says DNS is up (pods' resolv.conf and anyone counting
+    // the service range's free addresses can rely on it); the keeper below then re-checks it.
+    let mut first_pause = KUBE_DNS_RECHECK;
+    if let Err(error) = kube_dns::ensure(&context.client, cluster_ip, context.node_facing).await {
+        tracing::warn!(%error, "cannot put the kube-dns Service in place; retrying");
+        first_pause = KUBE_DNS_RETRY;
+    }
     let local = server.local_addr();
     let zone = args.cluster_domain.trim_end_matches('.');
     println!("cluster DNS on {local} (try: dig @{} -p {} backend.default.svc.{zone})", local.ip(), local.port());
@@ -154,6 +161,7 @@ pub async fn start_in_up(args: &UpDnsArgs, context: UpDnsContext) -> anyhow::Res
     let keeper = {
         let client = client.clone();
         async move {
+            tokio::time::sleep(first_pause).await;
             loop {
                 let pause = match kube_dns::ensure(&client, cluster_ip, node_facing).await {
                     Ok(()) => {
