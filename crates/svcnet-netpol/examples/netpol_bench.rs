@@ -184,6 +184,14 @@ async fn main() -> Result<()> {
         return Ok(());
     }
     let b = topology()?;
+    if std::env::var_os("NETPOL_BENCH_ONLY_CHANGES").is_none() {
+        connection_rates(&b, secs).await?;
+    }
+    changes(&b).await
+}
+
+/// New connections per second with no table, 0 and 1,000 policies.
+async fn connection_rates(b: &Bench, secs: f64) -> Result<()> {
     let options = CompileOptions { node_name: Some("node-1".into()), log_drops: false };
     // Three rounds over the configurations, each table loaded afresh, so that other load on
     // the machine falls on all of them alike; the median of each is reported.
@@ -194,7 +202,7 @@ async fn main() -> Result<()> {
         for (c, config) in configs.iter().enumerate() {
             let Some(policies) = config else {
                 svcnet_netpol::runner::remove_table(Some(b.node.name())).await?;
-                rates[c].push(conn_rate(&b, secs, 2)?);
+                rates[c].push(conn_rate(b, secs, 2)?);
                 continue;
             };
             let (ns, pods, nps) = objects(*policies);
@@ -207,7 +215,7 @@ async fn main() -> Result<()> {
             let t = Instant::now();
             svcnet_netpol::runner::nft_apply(Some(b.node.name()), &script).await?;
             let apply = t.elapsed();
-            rates[c].push(conn_rate(&b, secs, 2)?);
+            rates[c].push(conn_rate(b, secs, 2)?);
             notes[c] = format!(
                 "{} pods, {} policies: {} isolated pod chains, {} set elements; compile {:.0} ms, full nft load {:.0} ms",
                 pods.len(),
@@ -238,6 +246,11 @@ async fn main() -> Result<()> {
     }
     svcnet_netpol::runner::remove_table(Some(b.node.name())).await?;
 
+    Ok(())
+}
+
+/// Changes through the API server to the runner and the kernel, 1,000 policies / 10,000 pods.
+async fn changes(b: &Bench) -> Result<()> {
     // Label change through the API: the runner watches an in-process API server holding the
     // 10,000 pods and 1,000 policies.
     let dir = tempfile::tempdir()?;
@@ -286,24 +299,85 @@ async fn main() -> Result<()> {
     let first = t.elapsed();
     // The server (ns-0/pod-9, app-9) admits app-8 on its named port; the client is pod-8.
     let pods_api: Api<corev1::Pod> = Api::namespaced(client.clone(), "ns-0");
-    let mut times = Vec::new();
+    let (mut to_applied, mut to_probe, mut recompiled) = (Vec::new(), Vec::new(), Vec::new());
     for (label, want) in [("app-0", false), ("app-8", true), ("app-0", false), ("app-8", true), ("app-0", false), ("app-8", true)] {
+        let generation = applied.borrow_and_update().generation;
         let t = Instant::now();
         pods_api.patch("pod-8", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"labels": {"app": label}}}))).await?;
+        let (done, pods, _) = wait_generation(&mut applied, generation).await?;
+        to_applied.push((done - t).as_secs_f64() * 1e3);
+        recompiled.push(pods);
+        // Allowed: when a connection succeeds. Denied: the start of the first attempt that
+        // times out (200 ms later).
         let deadline = Instant::now() + Duration::from_secs(120);
-        while can_connect(&b) != want {
+        loop {
+            let attempt = Instant::now();
+            if can_connect(b) == want {
+                let seen = if want { Instant::now() } else { attempt };
+                to_probe.push((seen - t).as_secs_f64() * 1e3);
+                break;
+            }
             if Instant::now() > deadline {
                 bail!("label change to {label} did not take effect in 120 s");
             }
-            tokio::time::sleep(Duration::from_millis(5)).await;
+            tokio::time::sleep(Duration::from_millis(2)).await;
         }
-        times.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    // A namespace label change: ns-1 moves from team t1 to t0 and back, which changes the
+    // monitor peers of the 200 policies admitting team t0 or t1 (2,000 pods' sets).
+    let ns_api: Api<corev1::Namespace> = Api::all(client.clone());
+    let mut ns_changes = Vec::new();
+    for team in ["t0", "t1", "t0", "t1"] {
+        let generation = applied.borrow_and_update().generation;
+        let t = Instant::now();
+        ns_api.patch("ns-1", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"labels": {"team": team}}}))).await?;
+        let (done, pods, _) = wait_generation(&mut applied, generation).await?;
+        ns_changes.push(((done - t).as_secs_f64() * 1e3, pods));
+    }
+    // A policy added and deleted: deny all ingress in ns-2 (its 100 pods' chains rewritten).
+    let np_api: Api<netv1::NetworkPolicy> = Api::namespaced(client.clone(), "ns-2");
+    let deny: netv1::NetworkPolicy = serde_json::from_value(json!({"metadata": {"name": "deny-all", "namespace": "ns-2"}, "spec": {"podSelector": {}}}))?;
+    let mut np_changes = Vec::new();
+    for add in [true, false, true, false] {
+        let generation = applied.borrow_and_update().generation;
+        let t = Instant::now();
+        if add {
+            np_api.create(&PostParams::default(), &deny).await?;
+        } else {
+            np_api.delete("deny-all", &Default::default()).await?;
+        }
+        let (done, pods, _) = wait_generation(&mut applied, generation).await?;
+        np_changes.push(((done - t).as_secs_f64() * 1e3, pods));
     }
     runner.abort();
     server.shutdown().await;
-    times.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    println!("\nlabel change to effect (API patch -> watch -> compile -> nft -> connection allowed/denied), 1,000 policies / 10,000 pods");
-    println!("  runner start to first table: {:.0} ms", first.as_secs_f64() * 1e3);
-    println!("  label change: min {:.0} ms, median {:.0} ms, max {:.0} ms (6 changes)", times[0], times[times.len() / 2], times[times.len() - 1]);
+    let summary = |v: &[f64]| {
+        let mut v = v.to_vec();
+        v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        format!("min {:.0} ms, median {:.0} ms, max {:.0} ms ({} changes)", v[0], v[v.len() / 2], v[v.len() - 1], v.len())
+    };
+    println!("\nchanges to effect, 1,000 policies / 10,000 pods (API patch -> watch -> incremental compile -> nft transaction)");
+    println!("  runner start to first table (full compile and load): {:.0} ms", first.as_secs_f64() * 1e3);
+    println!("  pod label change, to the transaction applied: {}; pods recompiled {recompiled:?}", summary(&to_applied));
+    println!("  pod label change, to a probe connection seeing it: {}", summary(&to_probe));
+    let (ms, pods): (Vec<f64>, Vec<usize>) = ns_changes.into_iter().unzip();
+    println!("  namespace label change (team of ns-1), to the transaction applied: {}; pods recompiled {pods:?}", summary(&ms));
+    let (ms, pods): (Vec<f64>, Vec<usize>) = np_changes.into_iter().unzip();
+    println!("  policy add/delete (deny-all in ns-2), to the transaction applied: {}; pods recompiled {pods:?}", summary(&ms));
     Ok(())
+}
+
+/// Waits for the runner's next transaction after `generation`: (when it was seen, pods
+/// recompiled, whether it was a full compile).
+async fn wait_generation(applied: &mut tokio::sync::watch::Receiver<Applied>, generation: u64) -> Result<(Instant, usize, bool)> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        {
+            let a = applied.borrow_and_update();
+            if a.generation > generation {
+                return Ok((Instant::now(), a.pods_recompiled, a.full));
+            }
+        }
+        tokio::time::timeout_at(deadline, applied.changed()).await.context("no transaction within 120 s")??;
+    }
 }

@@ -234,6 +234,11 @@ impl Cluster {
         self.policies.get(key)
     }
 
+    /// The policies of namespace `ns`, by name.
+    pub fn policies_in_namespace<'a>(&'a self, ns: &str) -> impl Iterator<Item = &'a Policy> + 'a {
+        self.policies_by_ns.get(ns).into_iter().flatten().filter_map(|k| self.policies.get(k))
+    }
+
     /// The policies of `pod`'s namespace that select it and isolate `direction`, by name.
     pub fn isolating(&self, pod: &PodInfo, direction: Direction) -> impl Iterator<Item = &Policy> {
         self.policies_by_ns

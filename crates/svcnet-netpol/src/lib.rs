@@ -6,6 +6,8 @@
 //! - [`matrix`]: the connectivity truth table (text and SVG), as cyclonus prints it.
 //! - [`nft`]: the pure compiler from a [`Cluster`] to the desired state of the `inet svcnet-netpol`
 //!   table on one node, and the incremental nft script between two states.
+//! - [`table`]: that table kept current change by change (only the pods a change touches are
+//!   recompiled).
 //! - [`runner`]: list+watch of NetworkPolicies, Pods and Namespaces, applying the diffs with
 //!   `nft -f -` in the node's network namespace; [`metrics`] reads the drop counters.
 
@@ -18,6 +20,7 @@ pub mod nft;
 pub mod objects;
 pub mod runner;
 pub mod selector;
+pub mod table;
 
 pub use engine::{Cluster, Endpoint, Miss, RuleRef, SideVerdict, Verdict};
 pub use model::{Direction, NamespaceInfo, ObjectKey, PodInfo, PodKey, Policy, PolicyKey, PortProtocol, Protocol};

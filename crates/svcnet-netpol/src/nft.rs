@@ -154,6 +154,61 @@ pub struct NodeState {
     pub egress_allow: BTreeSet<AllowElement>,
 }
 
+impl NodeState {
+    /// Takes the chains of `pods` (both directions) and their set elements out of the state and
+    /// returns them as a state of their own. Elements are found by the chain's pod address
+    /// (the addresses of a node's running pods are unique).
+    pub fn extract<'a>(&mut self, pods: impl IntoIterator<Item = &'a PodKey>) -> NodeState {
+        let mut out = NodeState::default();
+        for pod in pods {
+            for direction in [Direction::Ingress, Direction::Egress] {
+                let (chains, set, out_chains, out_set) = match direction {
+                    Direction::Ingress => (&mut self.ingress_pods, &mut self.ingress_allow, &mut out.ingress_pods, &mut out.ingress_allow),
+                    Direction::Egress => (&mut self.egress_pods, &mut self.egress_allow, &mut out.egress_pods, &mut out.egress_allow),
+                };
+                let name = chain_name(direction, pod);
+                let Some(chain) = chains.remove(&name) else { continue };
+                let elements: Vec<AllowElement> = set.range(AllowElement::first_of(chain.ip)..=AllowElement::last_of(chain.ip)).copied().collect();
+                for e in elements {
+                    set.remove(&e);
+                    out_set.insert(e);
+                }
+                out_chains.insert(name, chain);
+            }
+        }
+        out
+    }
+
+    /// Adds the chains and elements of `other` (which share no chain with `self`).
+    pub fn merge(&mut self, other: NodeState) {
+        self.ingress_pods.extend(other.ingress_pods);
+        self.egress_pods.extend(other.egress_pods);
+        self.ingress_allow.extend(other.ingress_allow);
+        self.egress_allow.extend(other.egress_allow);
+    }
+
+    /// Set elements in both directions.
+    pub fn elements(&self) -> usize {
+        self.ingress_allow.len() + self.egress_allow.len()
+    }
+
+    /// Isolated pod chains in both directions.
+    pub fn chains(&self) -> usize {
+        self.ingress_pods.len() + self.egress_pods.len()
+    }
+}
+
+impl AllowElement {
+    /// The smallest and the largest element of `pod`, bounds for a range over one pod's elements.
+    fn first_of(pod: Ipv4Addr) -> AllowElement {
+        AllowElement { pod, peer: (0, 0), proto: (0, 0), port: (0, 0) }
+    }
+
+    fn last_of(pod: Ipv4Addr) -> AllowElement {
+        AllowElement { pod, peer: (u32::MAX, u32::MAX), proto: (u8::MAX, u8::MAX), port: (u16::MAX, u16::MAX) }
+    }
+}
+
 /// How to compile.
 #[derive(Clone, Debug, Default)]
 pub struct CompileOptions {
@@ -176,14 +231,24 @@ struct RuleTargets {
 
 /// The desired state of the table on a node.
 pub fn compile(cluster: &Cluster, options: &CompileOptions) -> NodeState {
+    compile_pods(cluster, options, cluster.pods())
+}
+
+/// Whether `pod` is isolated on this node (its chains live in this node's table).
+pub fn is_local(pod: &PodInfo, options: &CompileOptions) -> bool {
+    !pod.host_network && options.node_name.as_ref().is_none_or(|n| pod.node.as_ref() == Some(n))
+}
+
+/// The chains and set elements of `pods` (those of them that are local), as [`compile`] makes
+/// them: compiling every pod is [`compile`], compiling a few is an incremental update.
+pub fn compile_pods<'a>(cluster: &'a Cluster, options: &CompileOptions, pods: impl Iterator<Item = &'a PodInfo>) -> NodeState {
     let mut state = NodeState::default();
     // Computed once per compile: they do not depend on the selected pod.
     let mut targets: BTreeMap<(crate::PolicyKey, Direction, usize), std::rc::Rc<RuleTargets>> = BTreeMap::new();
     // Rules that say the same thing share their targets: a rule whose peers all name their
     // namespaces (or are ipBlocks) means the same in every policy namespace.
     let mut by_content: std::collections::HashMap<String, std::rc::Rc<RuleTargets>> = std::collections::HashMap::new();
-    let local = cluster.pods().filter(|p| !p.host_network && options.node_name.as_ref().is_none_or(|n| p.node.as_ref() == Some(n)));
-    for pod in local {
+    for pod in pods.filter(|p| is_local(p, options)) {
         let Some(IpAddr::V4(ip)) = pod.ip else { continue };
         for direction in [Direction::Ingress, Direction::Egress] {
             let policies: Vec<&Policy> = cluster.isolating(pod, direction).collect();

@@ -1,23 +1,24 @@
-//! The node-side runner: list+watch NetworkPolicies, Pods and Namespaces, compile the node's
-//! table and apply each change as one `nft -f -` transaction of element additions and deletions
-//! in the node's network namespace.
+//! The node-side runner: watch NetworkPolicies, Pods and Namespaces, keep the node's
+//! [`NodeTable`] current event by event, and apply each batch of changes as one `nft -f -`
+//! transaction of element additions and deletions (and the chains of pods whose isolating
+//! policies changed) in the node's network namespace.
 
-use std::future::Future;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use futures::StreamExt;
+use futures::stream::BoxStream;
+use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::core::v1 as corev1;
 use k8s_openapi::api::networking::v1 as netv1;
-use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Resource};
 use serde::de::DeserializeOwned;
 use tokio::io::AsyncWriteExt;
-use tokio::sync::{Notify, watch};
+use tokio::sync::watch;
 
-use crate::engine::Cluster;
+use crate::model::{NamespaceInfo, ObjectKey, PodInfo, Policy};
 use crate::nft::{self, CompileOptions, NodeState};
+use crate::table::NodeTable;
 use crate::{Error, Result};
 
 /// What the runner needs to know.
@@ -30,11 +31,15 @@ pub struct NetpolConfig {
     pub netns_name: Option<String>,
     /// Log drops (rate-limited, `nft log` with the pod and the isolating policies).
     pub log_drops: bool,
+    /// Publish a copy of the whole applied state with each transaction ([`Applied::state`]),
+    /// for tests that compare it with a fresh compile; off by default (a copy of 300,000
+    /// elements costs tens of milliseconds per change).
+    pub publish_state: bool,
 }
 
 impl NetpolConfig {
     pub fn new(node_name: impl Into<String>, netns_name: Option<String>) -> NetpolConfig {
-        NetpolConfig { node_name: node_name.into(), netns_name, log_drops: false }
+        NetpolConfig { node_name: node_name.into(), netns_name, log_drops: false, publish_state: false }
     }
 }
 
@@ -47,8 +52,12 @@ pub struct Applied {
     pub elements: usize,
     /// Isolated pod chains (both directions).
     pub chains: usize,
-    /// The state the table is in.
-    pub state: Arc<NodeState>,
+    /// Whether the last transaction came from a full compile (the start, a relist, a failure).
+    pub full: bool,
+    /// Local pods recompiled for the last transaction.
+    pub pods_recompiled: usize,
+    /// The state the table is in, when [`NetpolConfig::publish_state`] is set.
+    pub state: Option<Arc<NodeState>>,
 }
 
 /// Runs until the API watches end (never, normally) or the task is dropped.
@@ -56,94 +65,162 @@ pub async fn run(client: kube::Client, config: NetpolConfig) -> Result<()> {
     run_observed(client, config, watch::channel(Applied::default()).0).await
 }
 
+#[allow(clippy::large_enum_variant, reason = "moved once from the stream into the table")]
+enum Event {
+    Namespace(watcher::Event<corev1::Namespace>),
+    Pod(watcher::Event<corev1::Pod>),
+    Policy(watcher::Event<netv1::NetworkPolicy>),
+}
+
+/// Objects of each kind collected during a relist, and which kinds have been listed.
+#[derive(Default)]
+struct Relists {
+    namespaces: Option<Vec<NamespaceInfo>>,
+    pods: Option<Vec<PodInfo>>,
+    policies: Option<Vec<Policy>>,
+    listed: [bool; 3],
+}
+
 /// [`run`], publishing each applied state on `applied`.
 pub async fn run_observed(client: kube::Client, config: NetpolConfig, applied: watch::Sender<Applied>) -> Result<()> {
-    let changed = Arc::new(Notify::new());
-    let (policies, f1) = reflect::<netv1::NetworkPolicy>(Api::all(client.clone()), changed.clone());
-    let (pods, f2) = reflect::<corev1::Pod>(Api::all(client.clone()), changed.clone());
-    let (namespaces, f3) = reflect::<corev1::Namespace>(Api::all(client), changed.clone());
-    let watches = async {
-        tokio::join!(f1, f2, f3);
-        Err::<(), Error>(Error::Nft("the API watches ended".into()))
-    };
-    let apply_loop = async {
-        let ended = |_| Error::Nft("a watch ended before its first list".into());
-        policies.wait_until_ready().await.map_err(ended)?;
-        pods.wait_until_ready().await.map_err(ended)?;
-        namespaces.wait_until_ready().await.map_err(ended)?;
-        let options = CompileOptions { node_name: Some(config.node_name.clone()), log_drops: config.log_drops };
-        let mut current: Option<NodeState> = None;
-        let mut generation = 0;
-        loop {
+    let streams: Vec<BoxStream<'static, Event>> = vec![
+        events(Api::<corev1::Namespace>::all(client.clone()), Event::Namespace),
+        events(Api::<corev1::Pod>::all(client.clone()), Event::Pod),
+        events(Api::<netv1::NetworkPolicy>::all(client), Event::Policy),
+    ];
+    let mut merged = futures::stream::select_all(streams);
+    let options = CompileOptions { node_name: Some(config.node_name.clone()), log_drops: config.log_drops };
+    let mut table = NodeTable::new(options);
+    let mut relists = Relists::default();
+    let mut generation = 0;
+    let mut retry = false;
+    loop {
+        if !retry {
+            let Some(event) = merged.next().await else { return Err(Error::Nft("the API watches ended".into())) };
             let started = Instant::now();
-            // Compiling is CPU work (hundreds of ms at 10,000 pods): off the async threads.
-            let (n, p, np, o) = (namespaces.clone(), pods.clone(), policies.clone(), options.clone());
-            let desired = tokio::task::spawn_blocking(move || nft::compile(&snapshot(&n, &p, &np), &o))
-                .await
-                .map_err(|e| Error::Nft(format!("compiling the table: {e}")))?;
-            let script = match &current {
-                None => nft::full_script(&desired, &options),
-                Some(old) => nft::diff_script(old, &desired, &options),
-            };
-            if !script.is_empty() || current.is_none() {
-                match nft_apply(config.netns_name.as_deref(), &script).await {
-                    Ok(()) => {
-                        tracing::debug!(elapsed = ?started.elapsed(), bytes = script.len(), "netpol applied");
-                        current = Some(desired.clone());
-                    }
-                    Err(e) => {
-                        // Rebuild from scratch next time: the kernel's state is unknown.
-                        tracing::warn!(error = %e, "netpol: applying the nftables change failed; rebuilding the table");
-                        current = None;
-                        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-                        continue;
-                    }
-                }
+            handle(&mut table, &mut relists, event);
+            // Everything already received goes into the same transaction.
+            while let Some(Some(event)) = merged.next().now_or_never() {
+                handle(&mut table, &mut relists, event);
             }
-            generation += 1;
-            applied.send_replace(Applied {
-                generation,
-                elements: desired.ingress_allow.len() + desired.egress_allow.len(),
-                chains: desired.ingress_pods.len() + desired.egress_pods.len(),
-                state: Arc::new(desired),
-            });
-            changed.notified().await;
+            tracing::trace!(elapsed = ?started.elapsed(), "netpol events handled");
         }
-    };
-    tokio::select! {
-        r = watches => r,
-        r = apply_loop => r,
+        retry = false;
+        if !relists.listed.iter().all(|l| *l) || !table.pending() {
+            continue;
+        }
+        let started = Instant::now();
+        // A full compile is CPU work (hundreds of ms at 10,000 pods): off the async threads.
+        let (t, flush) = tokio::task::spawn_blocking(move || {
+            let f = table.flush();
+            (table, f)
+        })
+        .await
+        .map_err(|e| Error::Nft(format!("compiling the table: {e}")))?;
+        table = t;
+        if !flush.script.is_empty() {
+            if let Err(e) = nft_apply(config.netns_name.as_deref(), &flush.script).await {
+                // Rebuild from scratch: the kernel's state is unknown.
+                tracing::warn!(error = %e, "netpol: applying the nftables change failed; rebuilding the table");
+                table.invalidate();
+                retry = true;
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+        }
+        tracing::debug!(elapsed = ?started.elapsed(), bytes = flush.script.len(), full = flush.full, pods = flush.pods, "netpol applied");
+        generation += 1;
+        let state = table.state();
+        applied.send_replace(Applied {
+            generation,
+            elements: state.elements(),
+            chains: state.chains(),
+            full: flush.full,
+            pods_recompiled: flush.pods,
+            state: config.publish_state.then(|| Arc::new(state.clone())),
+        });
     }
 }
 
-/// A reflector of `api`: its store, and the future that drives it (notifying on each event).
-fn reflect<K>(api: Api<K>, changed: Arc<Notify>) -> (Store<K>, impl Future<Output = ()>)
+fn events<K>(api: Api<K>, wrap: fn(watcher::Event<K>) -> Event) -> BoxStream<'static, Event>
 where
     K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + DeserializeOwned + Send + Sync + 'static,
 {
-    let (store, writer) = reflector::store();
-    let stream = watcher(api, watcher::Config::default()).default_backoff().reflect(writer);
-    let fut = async move {
-        let mut stream = std::pin::pin!(stream);
-        while let Some(event) = stream.next().await {
-            match event {
-                // Wait for the end of a relist before judging a partial view.
-                Ok(watcher::Event::Init | watcher::Event::InitApply(_)) => {}
-                Ok(_) => changed.notify_one(),
-                Err(e) => tracing::warn!(error = %e, kind = %K::kind(&()), "netpol watch error"),
-            }
-        }
-    };
-    (store, fut)
+    watcher(api, watcher::Config::default())
+        .default_backoff()
+        .filter_map(move |event| {
+            futures::future::ready(match event {
+                Ok(event) => Some(wrap(event)),
+                Err(e) => {
+                    tracing::warn!(error = %e, kind = %K::kind(&()), "netpol watch error, retrying");
+                    None
+                }
+            })
+        })
+        .boxed()
 }
 
-fn snapshot(namespaces: &Store<corev1::Namespace>, pods: &Store<corev1::Pod>, policies: &Store<netv1::NetworkPolicy>) -> Cluster {
-    let (ns, p, np) = (namespaces.state(), pods.state(), policies.state());
-    let (cluster, errors) = Cluster::from_objects(ns.iter().map(|o| &**o), p.iter().map(|o| &**o), np.iter().map(|o| &**o));
-    for e in errors {
-        tracing::warn!(error = %e, "netpol: policy ignored");
+fn handle(table: &mut NodeTable, relists: &mut Relists, event: Event) {
+    match event {
+        Event::Namespace(e) => match e {
+            watcher::Event::Init => relists.namespaces = Some(Vec::new()),
+            watcher::Event::InitApply(o) => relists.namespaces.get_or_insert_with(Vec::new).extend(NamespaceInfo::from_namespace(&o)),
+            watcher::Event::InitDone => {
+                table.replace_namespaces(relists.namespaces.take().unwrap_or_default());
+                relists.listed[0] = true;
+            }
+            watcher::Event::Apply(o) => table.upsert_namespace_opt(NamespaceInfo::from_namespace(&o)),
+            watcher::Event::Delete(o) => {
+                if let Some(name) = o.metadata.name.as_deref() {
+                    table.remove_namespace(name);
+                }
+            }
+        },
+        Event::Pod(e) => match e {
+            watcher::Event::Init => relists.pods = Some(Vec::new()),
+            watcher::Event::InitApply(o) => relists.pods.get_or_insert_with(Vec::new).extend(PodInfo::from_pod(&o)),
+            watcher::Event::InitDone => {
+                table.replace_pods(relists.pods.take().unwrap_or_default());
+                relists.listed[1] = true;
+            }
+            watcher::Event::Apply(o) => {
+                if let Some(p) = PodInfo::from_pod(&o) {
+                    table.upsert_pod(p);
+                }
+            }
+            watcher::Event::Delete(o) => {
+                if let Some(p) = PodInfo::from_pod(&o) {
+                    table.remove_pod(&p.key);
+                }
+            }
+        },
+        Event::Policy(e) => match e {
+            watcher::Event::Init => relists.policies = Some(Vec::new()),
+            watcher::Event::InitApply(o) => {
+                if let Some(p) = compile_policy(&o) {
+                    relists.policies.get_or_insert_with(Vec::new).push(p);
+                }
+            }
+            watcher::Event::InitDone => {
+                table.replace_policies(relists.policies.take().unwrap_or_default());
+                relists.listed[2] = true;
+            }
+            watcher::Event::Apply(o) => match compile_policy(&o) {
+                Some(p) => table.upsert_policy(p),
+                // A policy that no longer compiles is left out, as a fresh start would.
+                None => table.remove_policy(&policy_key(&o)),
+            },
+            watcher::Event::Delete(o) => table.remove_policy(&policy_key(&o)),
+        },
     }
-    cluster
+}
+
+fn compile_policy(np: &netv1::NetworkPolicy) -> Option<Policy> {
+    Policy::from_network_policy(np).inspect_err(|e| tracing::warn!(error = %e, "netpol: policy ignored")).ok()
+}
+
+fn policy_key(np: &netv1::NetworkPolicy) -> ObjectKey {
+    ObjectKey::new(np.metadata.namespace.clone().unwrap_or_else(|| "default".into()), np.metadata.name.clone().unwrap_or_default())
 }
 
 /// Runs `nft -f -` with `script` in the namespace `netns` (or the current one).

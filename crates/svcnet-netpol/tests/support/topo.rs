@@ -134,6 +134,7 @@ impl Topology {
         let (tx, applied) = watch::channel(Applied::default());
         let mut config = NetpolConfig::new("node-1", Some(node.name().to_owned()));
         config.log_drops = log_drops;
+        config.publish_state = true;
         let runner_client = client.clone();
         let runner = tokio::spawn(async move {
             if let Err(e) = svcnet_netpol::run_observed(runner_client, config, tx).await {
@@ -196,7 +197,7 @@ impl Topology {
         let want = nft::compile(&self.env.cluster(&self.state), &CompileOptions { node_name: Some("node-1".into()), log_drops: false });
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            if self.applied.borrow().generation > 0 && *self.applied.borrow().state == want {
+            if self.applied.borrow().generation > 0 && self.applied.borrow().state.as_deref() == Some(&want) {
                 return Ok(());
             }
             let left = deadline.saturating_duration_since(Instant::now());

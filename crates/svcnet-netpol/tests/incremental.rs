@@ -1,0 +1,249 @@
+//! The incremental table equals a fresh full compile: random sequences of pod, namespace and
+//! policy changes applied to a [`NodeTable`] (flushed at random points) end in the state
+//! [`nft::compile`] makes from the final objects; and, in the kernel, the table the
+//! incremental transactions built lists exactly as a fresh full load of the final state.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1 as corev1;
+use k8s_openapi::api::networking::v1 as netv1;
+use proptest::prelude::*;
+use serde_json::{Value, json};
+use svcnet_netpol::model::{NamespaceInfo, PodInfo, Policy};
+use svcnet_netpol::nft::{self, CompileOptions};
+use svcnet_netpol::table::NodeTable;
+use svcnet_netpol::{Cluster, ObjectKey};
+
+fn arb_selector() -> impl Strategy<Value = Value> {
+    prop_oneof![
+        Just(json!({})),
+        "[ab]".prop_map(|v| json!({"matchLabels": {"app": v}})),
+        prop::collection::vec("[abc]", 1..3).prop_map(|vs| json!({"matchExpressions": [{"key": "app", "operator": "In", "values": vs}]})),
+        prop::collection::vec("[abc]", 1..3).prop_map(|vs| json!({"matchExpressions": [{"key": "app", "operator": "NotIn", "values": vs}]})),
+        Just(json!({"matchExpressions": [{"key": "tier", "operator": "Exists"}]})),
+    ]
+}
+
+fn arb_ns_selector() -> impl Strategy<Value = Value> {
+    prop_oneof![
+        1 => Just(json!({})),
+        1 => "[xyz]".prop_map(|v| json!({"matchLabels": {"kubernetes.io/metadata.name": v}})),
+        2 => Just(json!({"matchLabels": {"env": "prod"}})),
+        2 => Just(json!({"matchExpressions": [{"key": "env", "operator": "NotIn", "values": ["prod"]}]})),
+    ]
+}
+
+fn arb_peer() -> impl Strategy<Value = Value> {
+    prop_oneof![
+        arb_selector().prop_map(|s| json!({"podSelector": s})),
+        arb_ns_selector().prop_map(|s| json!({"namespaceSelector": s})),
+        (arb_selector(), arb_ns_selector()).prop_map(|(p, n)| json!({"podSelector": p, "namespaceSelector": n})),
+        (0u8..16, 28u8..=32, prop::collection::vec((0u8..16, 30u8..=32), 0..2)).prop_map(|(a, len, ex)| {
+            let except: Vec<String> = ex.into_iter().map(|(e, l)| format!("10.9.0.{}/{}", e, l.max(len))).collect();
+            json!({"ipBlock": {"cidr": format!("10.9.0.{a}/{len}"), "except": except}})
+        }),
+    ]
+}
+
+fn arb_port() -> impl Strategy<Value = Value> {
+    prop_oneof![
+        prop_oneof![Just("TCP"), Just("UDP")].prop_map(|p| json!({"protocol": p})),
+        (79i32..83).prop_map(|p| json!({"port": p})),
+        (79i32..82, 0i32..3).prop_map(|(p, n)| json!({"port": p, "endPort": p + n, "protocol": "UDP"})),
+        prop_oneof![Just("web"), Just("dns")].prop_map(|n| json!({"port": n, "protocol": if n == "dns" { "UDP" } else { "TCP" }})),
+    ]
+}
+
+fn arb_rule(field: &'static str) -> impl Strategy<Value = Value> {
+    (prop::option::of(prop::collection::vec(arb_peer(), 0..3)), prop::option::of(prop::collection::vec(arb_port(), 0..3))).prop_map(move |(peers, ports)| {
+        let mut r = json!({});
+        if let Some(p) = peers {
+            r[field] = json!(p);
+        }
+        if let Some(p) = ports {
+            r["ports"] = json!(p);
+        }
+        r
+    })
+}
+
+fn arb_policy_spec() -> impl Strategy<Value = Value> {
+    (
+        arb_selector(),
+        prop::option::of(prop::collection::vec(arb_rule("from"), 0..3)),
+        prop::option::of(prop::collection::vec(arb_rule("to"), 0..3)),
+        prop_oneof![Just(None), Just(Some(vec!["Ingress"])), Just(Some(vec!["Egress"])), Just(Some(vec!["Ingress", "Egress"]))],
+    )
+        .prop_map(|(sel, ingress, egress, types)| {
+            let mut spec = json!({"podSelector": sel});
+            if let Some(i) = ingress {
+                spec["ingress"] = json!(i);
+            }
+            if let Some(e) = egress {
+                spec["egress"] = json!(e);
+            }
+            if let Some(t) = types {
+                spec["policyTypes"] = json!(t);
+            }
+            spec
+        })
+}
+
+/// One change to the objects.
+#[derive(Clone, Debug)]
+enum Change {
+    /// Pod `p<i>` in namespace `ns` (x/y/z) with app label, tier label?, named ports?, address
+    /// 10.9.0.<ip>, on the local node?
+    Pod {
+        i: u8,
+        ns: &'static str,
+        app: String,
+        tier: bool,
+        named: bool,
+        ip: u8,
+        local: bool,
+    },
+    DeletePod {
+        i: u8,
+    },
+    Namespace {
+        ns: &'static str,
+        prod: bool,
+    },
+    DeleteNamespace {
+        ns: &'static str,
+    },
+    Policy {
+        i: u8,
+        ns: &'static str,
+        spec: Value,
+    },
+    DeletePolicy {
+        i: u8,
+    },
+    Flush,
+}
+
+fn arb_ns() -> impl Strategy<Value = &'static str> {
+    prop_oneof![Just("x"), Just("y"), Just("z")]
+}
+
+fn arb_change() -> impl Strategy<Value = Change> {
+    prop_oneof![
+        4 => (0u8..6, arb_ns(), "[abc]", any::<bool>(), any::<bool>(), 1u8..12, prop::bool::weighted(0.8))
+            .prop_map(|(i, ns, app, tier, named, ip, local)| Change::Pod { i, ns, app, tier, named, ip, local }),
+        1 => (0u8..6).prop_map(|i| Change::DeletePod { i }),
+        2 => (arb_ns(), any::<bool>()).prop_map(|(ns, prod)| Change::Namespace { ns, prod }),
+        1 => arb_ns().prop_map(|ns| Change::DeleteNamespace { ns }),
+        3 => (0u8..4, arb_ns(), arb_policy_spec()).prop_map(|(i, ns, spec)| Change::Policy { i, ns, spec }),
+        1 => (0u8..4).prop_map(|i| Change::DeletePolicy { i }),
+        2 => Just(Change::Flush),
+    ]
+}
+
+/// The objects as the API would hold them.
+#[derive(Default)]
+struct Objects {
+    namespaces: BTreeMap<String, corev1::Namespace>,
+    pods: BTreeMap<u8, corev1::Pod>,
+    policies: BTreeMap<u8, netv1::NetworkPolicy>,
+}
+
+impl Objects {
+    fn cluster(&self) -> Cluster {
+        let (c, errors) = Cluster::from_objects(self.namespaces.values(), self.pods.values(), self.policies.values());
+        assert!(errors.is_empty(), "{errors:?}");
+        c
+    }
+
+    /// Applies `change` here and to `table`.
+    fn apply(&mut self, change: &Change, table: &mut NodeTable) {
+        match change {
+            Change::Pod { i, ns, app, tier, named, ip, local } => {
+                let mut labels = json!({"app": app});
+                if *tier {
+                    labels["tier"] = json!("t");
+                }
+                let ports = if *named {
+                    json!([{"name": "web", "containerPort": 80 + i32::from(*i % 2)}, {"name": "dns", "containerPort": 81, "protocol": "UDP"}])
+                } else {
+                    json!([])
+                };
+                // A pod keeps its namespace: a different namespace is a different pod.
+                let ns = self.pods.get(i).and_then(|p| p.metadata.namespace.clone()).unwrap_or_else(|| ns.to_string());
+                // Addresses of pods that exist at the same time are unique.
+                let ip = (0..12u8).map(|k| (ip + k) % 12 + 1).find(|a| self.pods.iter().all(|(j, p)| j == i || pod_ip(p) != format!("10.9.0.{a}"))).unwrap();
+                let pod: corev1::Pod = serde_json::from_value(json!({
+                    "metadata": {"name": format!("p{i}"), "namespace": ns, "labels": labels},
+                    "spec": {"nodeName": if *local { "n" } else { "other" }, "containers": [{"name": "c", "image": "i", "ports": ports}]},
+                    "status": {"podIP": format!("10.9.0.{ip}")}
+                }))
+                .unwrap();
+                table.upsert_pod(PodInfo::from_pod(&pod).unwrap());
+                self.pods.insert(*i, pod);
+            }
+            Change::DeletePod { i } => {
+                if let Some(p) = self.pods.remove(i) {
+                    table.remove_pod(&PodInfo::from_pod(&p).unwrap().key);
+                }
+            }
+            Change::Namespace { ns, prod } => {
+                let labels = if *prod { json!({"env": "prod"}) } else { json!({"env": "dev"}) };
+                let obj: corev1::Namespace = serde_json::from_value(json!({"metadata": {"name": ns, "labels": labels}})).unwrap();
+                table.upsert_namespace(NamespaceInfo::from_namespace(&obj).unwrap());
+                self.namespaces.insert(ns.to_string(), obj);
+            }
+            Change::DeleteNamespace { ns } => {
+                if self.namespaces.remove(*ns).is_some() {
+                    table.remove_namespace(ns);
+                }
+            }
+            Change::Policy { i, ns, spec } => {
+                let ns = self.policies.get(i).and_then(|p| p.metadata.namespace.clone()).unwrap_or_else(|| ns.to_string());
+                let np: netv1::NetworkPolicy = serde_json::from_value(json!({"metadata": {"namespace": ns, "name": format!("np{i}")}, "spec": spec})).unwrap();
+                table.upsert_policy(Policy::from_network_policy(&np).unwrap());
+                self.policies.insert(*i, np);
+            }
+            Change::DeletePolicy { i } => {
+                if let Some(np) = self.policies.remove(i) {
+                    table.remove_policy(&ObjectKey::new(np.metadata.namespace.unwrap(), np.metadata.name.unwrap()));
+                }
+            }
+            Change::Flush => {
+                table.flush();
+            }
+        }
+    }
+}
+
+fn pod_ip(p: &corev1::Pod) -> String {
+    p.status.as_ref().and_then(|s| s.pod_ip.clone()).unwrap_or_default()
+}
+
+fn options() -> CompileOptions {
+    CompileOptions { node_name: Some("n".into()), log_drops: false }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+    /// Incremental flushes end where a full compile of the final objects starts.
+    #[test]
+    fn incremental_state_equals_full_compile(initial in prop::collection::vec(arb_change(), 3..16), changes in prop::collection::vec(arb_change(), 1..25)) {
+        let mut objects = Objects::default();
+        let mut table = NodeTable::new(options());
+        for c in &initial {
+            objects.apply(c, &mut table);
+        }
+        table.flush();
+        prop_assert_eq!(table.state(), &nft::compile(&objects.cluster(), &options()));
+        for c in &changes {
+            objects.apply(c, &mut table);
+            if matches!(c, Change::Flush) {
+                prop_assert_eq!(table.state(), &nft::compile(&objects.cluster(), &options()), "after {:?}", c);
+            }
+        }
+        let flush = table.flush();
+        prop_assert!(!flush.full);
+        prop_assert_eq!(table.state(), &nft::compile(&objects.cluster(), &options()));
+    }
+}
