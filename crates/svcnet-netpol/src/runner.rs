@@ -118,15 +118,15 @@ pub async fn run_observed(client: kube::Client, config: NetpolConfig, applied: w
         .await
         .map_err(|e| Error::Nft(format!("compiling the table: {e}")))?;
         table = t;
-        if !flush.script.is_empty() {
-            if let Err(e) = nft_apply(config.netns_name.as_deref(), &flush.script).await {
-                // Rebuild from scratch: the kernel's state is unknown.
-                tracing::warn!(error = %e, "netpol: applying the nftables change failed; rebuilding the table");
-                table.invalidate();
-                retry = true;
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                continue;
-            }
+        if !flush.script.is_empty()
+            && let Err(e) = nft_apply(config.netns_name.as_deref(), &flush.script).await
+        {
+            // Rebuild from scratch: the kernel's state is unknown.
+            tracing::warn!(error = %e, "netpol: applying the nftables change failed; rebuilding the table");
+            table.invalidate();
+            retry = true;
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            continue;
         }
         tracing::debug!(elapsed = ?started.elapsed(), bytes = flush.script.len(), full = flush.full, pods = flush.pods, "netpol applied");
         generation += 1;
