@@ -9,7 +9,7 @@
 //!
 //! The choice of block is the pure function [`next_pod_cidr`].
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
@@ -84,14 +84,23 @@ pub async fn run(client: Client, cidr: Option<ClusterCidr>) -> Result<()> {
     let stream = reflector::reflector(writer, watcher(nodes.clone(), watcher::Config::default())).default_backoff().touched_objects();
     let assign = async {
         let mut stream = std::pin::pin!(stream);
+        // Blocks this controller has patched onto nodes (by node uid). The cache learns of a patch
+        // only when its watch event comes through this very stream, so events already queued
+        // behind it (other new nodes, or the same node's earlier updates) must not see the block
+        // as free.
+        let mut assigned: BTreeMap<String, String> = BTreeMap::new();
         while let Some(event) = stream.next().await {
             let Ok(node) = event else { continue };
             let Some(cidr) = &cidr else { continue };
-            if pod_cidr(&node).is_some() || node.metadata.deletion_timestamp.is_some() {
+            let uid = node.metadata.uid.clone().unwrap_or_default();
+            if pod_cidr(&node).is_some() || node.metadata.deletion_timestamp.is_some() || assigned.contains_key(&uid) {
                 continue;
             }
             let all = store.state();
-            let Some(block) = next_pod_cidr(cidr, all.iter().filter_map(|n| pod_cidr(n))) else {
+            // Forget patches for nodes that are gone (their blocks are free again).
+            assigned.retain(|uid, _| all.iter().any(|n| n.metadata.uid.as_deref() == Some(uid.as_str())));
+            let taken = all.iter().filter_map(|n| pod_cidr(n)).chain(assigned.values().map(String::as_str));
+            let Some(block) = next_pod_cidr(cidr, taken) else {
                 tracing::error!(node = %node.name_any(), %cidr, "no podCIDR left for the node");
                 continue;
             };
@@ -99,14 +108,7 @@ pub async fn run(client: Client, cidr: Option<ClusterCidr>) -> Result<()> {
             match nodes.patch(&node.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await {
                 Ok(_) => {
                     tracing::info!(node = %node.name_any(), pod_cidr = %block, "assigned podCIDR");
-                    // Wait for the cache to show it, so that the next node gets another block.
-                    let name = node.name_any();
-                    for _ in 0..100 {
-                        if store.get(&reflector::ObjectRef::new(&name)).is_some_and(|n| pod_cidr(&n).is_some()) {
-                            break;
-                        }
-                        tokio::time::sleep(Duration::from_millis(20)).await;
-                    }
+                    assigned.insert(uid, block);
                 }
                 Err(source) => tracing::warn!(error = %source, node = %node.name_any(), "assigning podCIDR"),
             }

@@ -186,3 +186,24 @@ spec:
         (ep["subsets"][0]["addresses"].is_null() && ep["subsets"][0]["notReadyAddresses"][0]["ip"] == ip.as_str()).then_some(())
     });
 }
+
+/// Nodes registered at once each get a podCIDR of their own (the controller must not hand out a
+/// block twice while its cache has not yet seen its own patches).
+#[test]
+fn nodes_registered_together_get_distinct_pod_cidrs() {
+    let s = Svcnet::start();
+    let nodes: String = (1..=8).map(|i| format!("apiVersion: v1\nkind: Node\nmetadata:\n  name: n{i}\n---\n")).collect();
+    s.apply(&nodes);
+    let cidrs = wait_for("8 nodes with podCIDRs", LONG, || {
+        let list = s.get_json(&["nodes"]);
+        let cidrs: Vec<String> = list["items"].as_array().unwrap().iter().filter_map(|n| n["spec"]["podCIDR"].as_str().map(str::to_string)).collect();
+        (cidrs.len() == 8).then_some(cidrs)
+    });
+    let distinct: std::collections::BTreeSet<&String> = cidrs.iter().collect();
+    assert_eq!(distinct.len(), 8, "podCIDRs handed out twice: {cidrs:?}");
+    // A node deleted frees its block for the next one.
+    s.ok(&["delete", "node", "n1"]);
+    s.apply("apiVersion: v1\nkind: Node\nmetadata:\n  name: n9\n");
+    let n9 = wait_for("n9's podCIDR", LONG, || s.get_json(&["node", "n9"])["spec"]["podCIDR"].as_str().map(str::to_string));
+    assert_eq!(n9, "10.244.0.0/24", "the freed first block is reused");
+}
