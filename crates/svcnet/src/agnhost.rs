@@ -221,7 +221,10 @@ async fn netexec(http_port: u16, udp_port: u16) -> anyhow::Result<()> {
         loop {
             let (mut stream, peer) = listener.accept().await?;
             tokio::spawn(async move {
-                let Ok((_, target)) = read_request(&mut stream).await else { return };
+                let Ok((method, target)) = read_request(&mut stream).await else { return };
+                // As upstream's netexec, every request is logged (with the client's address, so
+                // `kubectl logs` shows who called: the way to see that pod traffic is not NATed).
+                eprintln!("netexec: {method} {target} from {peer}");
                 let (path, params) = query(&target);
                 let param = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
                 let (code, body) = match path.as_str() {
