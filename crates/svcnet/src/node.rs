@@ -92,6 +92,14 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
         _ = term.recv() => false,
     };
     tasks.shutdown().await;
+    // The proxy's and NetworkPolicy's tables go with the pods they served (a restarted agent
+    // writes them again in its first full sync).
+    if let Err(error) = svcnet_proxy::nft::NodeNamespace::new(None).delete_table().await {
+        tracing::warn!(%error, "removing the Service proxy's table");
+    }
+    if let Err(error) = svcnet_netpol::runner::remove_table(None).await {
+        tracing::warn!(%error, "removing the NetworkPolicy table");
+    }
     if let Ok(network) = Arc::try_unwrap(network) {
         network.remove().await?;
     }

@@ -207,3 +207,164 @@ fn nodes_registered_together_get_distinct_pod_cidrs() {
     let n9 = wait_for("n9's podCIDR", LONG, || s.get_json(&["node", "n9"])["spec"]["podCIDR"].as_str().map(str::to_string));
     assert_eq!(n9, "10.244.0.0/24", "the freed first block is reused");
 }
+
+/// A TCP relay on `listen` to `to`, for as long as the test runs (the API server listens on
+/// loopback; a node in a namespace of its own reaches it through the host's bridge address).
+fn relay(listen: &str, to: String) -> std::net::SocketAddr {
+    use std::net::{TcpListener, TcpStream};
+    let listener = TcpListener::bind(listen).unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for client in listener.incoming().flatten() {
+            let Ok(server) = TcpStream::connect(&to) else { continue };
+            let (mut c2, mut s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+            let (mut c1, mut s1) = (client, server);
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut c1, &mut s1);
+                let _ = s1.shutdown(std::net::Shutdown::Write);
+            });
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut s2, &mut c2);
+                let _ = c2.shutdown(std::net::Shutdown::Write);
+            });
+        }
+    });
+    addr
+}
+
+/// `svcnet node` started by the test inside a namespace of its own; stopped (SIGTERM) and its
+/// pods' namespaces removed when dropped.
+struct NodeAgent {
+    child: Option<std::process::Child>,
+    pod_netns_prefix: String,
+    log: std::path::PathBuf,
+}
+
+impl NodeAgent {
+    fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().unwrap();
+        let _ = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+        for _ in 0..400 {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        child.wait().unwrap()
+    }
+
+    fn pod_namespaces(&self) -> Vec<String> {
+        let out = std::process::Command::new("ip").args(["netns", "list"]).output().unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split_whitespace().next())
+            .filter(|n| n.starts_with(&self.pod_netns_prefix))
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+impl Drop for NodeAgent {
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            self.terminate();
+        }
+        for ns in self.pod_namespaces() {
+            let _ = std::process::Command::new("ip").args(["netns", "del", &ns]).status();
+        }
+    }
+}
+
+fn sh(args: &[&str]) {
+    let out = std::process::Command::new(args[0]).args(&args[1..]).output().unwrap();
+    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn svcnet_node_joins_from_a_namespace_of_its_own() {
+    let net = NodeNet::claim();
+    let host = format!("{}1", net.prefix);
+    let s = start(&net, 1, &["--tls-san", &host]);
+    wait_for("node-1 Ready", LONG, || (ready_nodes(&s).len() == 1).then_some(()));
+
+    // A "machine" of the test's own on the node network: a namespace with eth0 on the bridge
+    // (removed with the NodeNet: its name has the bridge's prefix).
+    let ns = net.node_netns("ext");
+    let ext_ip = format!("{}100", net.prefix);
+    let host_side = format!("{}x", net.bridge);
+    sh(&["ip", "netns", "add", &ns]);
+    sh(&["ip", "link", "add", &host_side, "type", "veth", "peer", "name", "eth0", "netns", &ns]);
+    sh(&["ip", "link", "set", &host_side, "master", &net.bridge, "up"]);
+    sh(&["ip", "-n", &ns, "addr", "add", &format!("{ext_ip}/24"), "dev", "eth0"]);
+    sh(&["ip", "-n", &ns, "link", "set", "lo", "up"]);
+    sh(&["ip", "-n", &ns, "link", "set", "eth0", "up"]);
+    sh(&["ip", "-n", &ns, "route", "add", "default", "via", &host]);
+
+    // Its kubeconfig: the API server through the host's bridge address.
+    let api = relay(&format!("{host}:0"), s.addr.clone());
+    let kubeconfig = std::fs::read_to_string(&s.kubeconfig).unwrap().replace(&format!("https://{}", s.addr), &format!("https://{api}"));
+    let state = tempfile::tempdir().unwrap();
+    let kubeconfig_path = state.path().join("kubeconfig");
+    std::fs::write(&kubeconfig_path, kubeconfig).unwrap();
+    let name = format!("ext-{}", net.bridge);
+    let log = state.path().join("node.log");
+    let child = std::process::Command::new("nsenter")
+        .arg(format!("--net=/run/netns/{ns}"))
+        .arg(common::svcnet_bin())
+        .args(["node", "--kubeconfig"])
+        .arg(&kubeconfig_path)
+        .args(["--name", &name, "--state-dir"])
+        .arg(state.path().join("state"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut agent = NodeAgent { child: Some(child), pod_netns_prefix: format!("svcnet-{name}_"), log };
+    let node = wait_for("the namespace's node Ready with a podCIDR", LONG, || ready_nodes(&s).into_iter().find(|n| n["metadata"]["name"] == name.as_str()));
+    assert_eq!(
+        node["status"]["addresses"][0]["address"],
+        ext_ip.as_str(),
+        "InternalIP = eth0's address; log:\n{}",
+        std::fs::read_to_string(&agent.log).unwrap_or_default()
+    );
+
+    let pod = |pod: &str, node: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {pod}, labels: {{app: {pod}}}}}\nspec:\n  nodeName: {node}\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: c\n    image: {NETEXEC}\n    args: [netexec, --http-port=8080]\n    readinessProbe: {{tcpSocket: {{port: 8080}}, periodSeconds: 1}}\n"
+        )
+    };
+    s.apply(&pod("here", "node-1"));
+    s.apply(&pod("there", &name));
+    let here = wait_for("pod here ready", LONG, || ready_pods(&s, "default", "app=here").pop());
+    let there = wait_for("pod there ready", LONG, || ready_pods(&s, "default", "app=there").pop());
+    let (here_ip, there_ip) = (here["status"]["podIP"].as_str().unwrap(), there["status"]["podIP"].as_str().unwrap());
+    assert_eq!(there["status"]["hostIP"], ext_ip.as_str());
+    assert!(there_ip.starts_with(node["spec"]["podCIDR"].as_str().unwrap().trim_end_matches("0/24")), "{there_ip} in the node's podCIDR");
+
+    // Pod to pod between the two agents, without NAT, both ways.
+    let out = s.ok(&["exec", "here", "--", "curl", "-sS", "--max-time", "5", &format!("http://{there_ip}:8080/clientip")]);
+    assert_eq!(out.rsplit_once(':').unwrap().0, here_ip);
+    let out = s.ok(&["exec", "there", "--", "curl", "-sS", "--max-time", "5", &format!("http://{here_ip}:8080/clientip")]);
+    assert_eq!(out.rsplit_once(':').unwrap().0, there_ip);
+    // exec, logs through the agent's own node API; cluster DNS and Services through its proxy.
+    assert_eq!(s.ok(&["exec", "there", "--", "hostname"]).trim(), "there");
+    assert!(s.ok(&["logs", "there"]).contains(&format!("GET /clientip from {here_ip}:")));
+    let answer = s.ok(&["exec", "there", "--", "dig", "+short", "kubernetes.default.svc.cluster.local"]);
+    assert_eq!(answer.trim(), "10.96.0.1");
+    s.apply("apiVersion: v1\nkind: Service\nmetadata: {name: here}\nspec:\n  selector: {app: here}\n  ports: [{port: 80, targetPort: 8080}]\n");
+    let out = wait_for("Service here from the agent's pod", LONG, || {
+        let out = s.kubectl(&["exec", "there", "--", "curl", "-sS", "--max-time", "3", "http://here/hostname"]);
+        out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    });
+    assert_eq!(out, "here");
+
+    // SIGTERM: the agent leaves its namespace as it found it.
+    assert!(agent.terminate().success(), "svcnet node exits 0; log:\n{}", std::fs::read_to_string(&agent.log).unwrap_or_default());
+    assert!(agent.pod_namespaces().is_empty(), "pod namespaces left: {:?}", agent.pod_namespaces());
+    let links = std::process::Command::new("ip").args(["-n", &ns, "-o", "link"]).output().unwrap();
+    let links = String::from_utf8_lossy(&links.stdout);
+    assert!(!links.contains("cbr0"), "cbr0 left: {links}");
+    let tables = std::process::Command::new("ip").args(["netns", "exec", &ns, "nft", "list", "tables"]).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&tables.stdout).trim(), "", "nftables tables left");
+}
