@@ -124,6 +124,7 @@ pub struct ExternalPath {
     /// `status.loadBalancer.ingress[].ip`.
     pub load_balancer_ips: Vec<IpAddr>,
     /// `spec.loadBalancerSourceRanges`, applied to the LoadBalancer IPs; empty = everyone.
+    /// Disjoint: overlapping or adjacent ranges are merged.
     pub source_ranges: Vec<IpNet>,
     /// `externalTrafficPolicy: Local`: only this node's endpoints, client address kept.
     pub local: bool,
@@ -154,7 +155,7 @@ pub struct PortPlan {
 pub struct ServicePlan {
     pub key: ServiceKey,
     pub ports: Vec<PortPlan>,
-    /// `healthCheckNodePort` with the number of local ready endpoints, for
+    /// `healthCheckNodePort` with the number of local ready endpoints (distinct addresses), for
     /// `externalTrafficPolicy: Local` Services.
     pub health_check: Option<HealthCheck>,
 }
@@ -211,7 +212,10 @@ pub fn plan_service<'a>(service: &Service, slices: impl IntoIterator<Item = &'a 
         Vec::new()
     };
     let source_ranges: Vec<IpNet> = if service_type == "LoadBalancer" {
-        spec.load_balancer_source_ranges.iter().flatten().filter_map(|r| r.trim().parse().ok()).collect()
+        let ranges: Vec<IpNet> = spec.load_balancer_source_ranges.iter().flatten().filter_map(|r| r.trim().parse().ok()).collect();
+        // Overlapping ranges are valid here but not as elements of an nftables interval set
+        // (the kernel refuses the transaction): merge them into disjoint prefixes.
+        IpNet::aggregate(&ranges)
     } else {
         Vec::new()
     };
@@ -224,7 +228,8 @@ pub fn plan_service<'a>(service: &Service, slices: impl IntoIterator<Item = &'a 
 
     let slices: Vec<&EndpointSlice> = slices.into_iter().filter(|s| ServiceKey::of_slice(s).as_ref() == Some(&key)).collect();
     let mut ports = Vec::new();
-    let mut local_ready_total = 0usize;
+    // Distinct addresses over all ports and slices, as upstream counts them for the health check.
+    let mut local_ready: BTreeSet<IpAddr> = BTreeSet::new();
     for port in spec.ports.iter().flatten() {
         let Some(protocol) = Protocol::parse(port.protocol.as_deref()) else { continue };
         let Ok(port_number) = u16::try_from(port.port) else { continue };
@@ -232,7 +237,7 @@ pub fn plan_service<'a>(service: &Service, slices: impl IntoIterator<Item = &'a 
         let candidates = endpoints_for_port(&slices, &name, protocol, node_name);
         let cluster = choose(&candidates, false);
         let local = choose(&candidates, true);
-        local_ready_total = local_ready_total.max(candidates.iter().filter(|c| c.local && c.ready).count());
+        local_ready.extend(candidates.iter().filter(|c| c.local && c.ready).map(|c| c.endpoint.ip));
 
         let internal = target(if internal_local { &local } else { &cluster }, internal_local, &cluster);
         let node_port = matches!(service_type, "NodePort" | "LoadBalancer").then_some(port.node_port).flatten().and_then(|p| u16::try_from(p).ok());
@@ -252,7 +257,7 @@ pub fn plan_service<'a>(service: &Service, slices: impl IntoIterator<Item = &'a 
         .then_some(spec.health_check_node_port)
         .flatten()
         .and_then(|p| u16::try_from(p).ok())
-        .map(|node_port| HealthCheck { node_port, local_endpoints: local_ready_total });
+        .map(|node_port| HealthCheck { node_port, local_endpoints: local_ready.len() });
     Ok(ServicePlan { key, ports, health_check })
 }
 
@@ -307,4 +312,49 @@ fn choose(candidates: &[Candidate], local_only: bool) -> Vec<Endpoint> {
         chosen = pool().filter(|c| c.serving && c.terminating).map(|c| c.endpoint).collect();
     }
     chosen.into_iter().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn service(spec: serde_json::Value) -> Service {
+        serde_json::from_value(serde_json::json!({"metadata": {"name": "s", "namespace": "ns"}, "spec": spec})).expect("a Service")
+    }
+
+    fn slice(name: &str, ports: serde_json::Value, endpoints: serde_json::Value) -> EndpointSlice {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "namespace": "ns", "labels": {LABEL_SERVICE_NAME: "s"}},
+            "addressType": "IPv4", "ports": ports, "endpoints": endpoints,
+        }))
+        .expect("an EndpointSlice")
+    }
+
+    #[test]
+    fn overlapping_source_ranges_are_merged() {
+        let lb = service(serde_json::json!({
+            "type": "LoadBalancer", "clusterIP": "10.96.0.5", "loadBalancerSourceRanges": ["10.0.0.0/8", "10.1.0.0/16", " 192.168.0.0/25", "192.168.0.128/25"],
+            "ports": [{"port": 80, "nodePort": 30080}],
+        }));
+        let plan = plan_service(&lb, [], "n").expect("planned");
+        let ranges = &plan.ports[0].external.as_ref().expect("external path").source_ranges;
+        assert_eq!(ranges, &["10.0.0.0/8".parse::<IpNet>().unwrap(), "192.168.0.0/24".parse().unwrap()]);
+    }
+
+    #[test]
+    fn health_check_counts_distinct_local_ready_addresses() {
+        let lb = service(serde_json::json!({
+            "type": "LoadBalancer", "clusterIP": "10.96.0.5", "externalTrafficPolicy": "Local", "healthCheckNodePort": 31000,
+            "ports": [{"name": "web", "port": 80, "nodePort": 30080}, {"name": "alt", "port": 81, "nodePort": 30081}],
+        }));
+        let here = |ip: &str| serde_json::json!({"addresses": [ip], "nodeName": "n"});
+        let slices = [
+            slice("a", serde_json::json!([{"name": "web", "port": 8080}]), serde_json::json!([here("10.244.0.1"), here("10.244.0.3")])),
+            slice("b", serde_json::json!([{"name": "alt", "port": 8081}]), serde_json::json!([here("10.244.0.2"), here("10.244.0.3")])),
+            // The same endpoint listed twice (slices being rebalanced) counts once.
+            slice("c", serde_json::json!([{"name": "web", "port": 8080}]), serde_json::json!([here("10.244.0.1")])),
+        ];
+        let plan = plan_service(&lb, &slices, "n").expect("planned");
+        assert_eq!(plan.health_check, Some(HealthCheck { node_port: 31000, local_endpoints: 3 }));
+    }
 }

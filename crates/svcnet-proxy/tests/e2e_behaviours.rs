@@ -1,0 +1,633 @@
+//! End-to-end, the behaviours `e2e.rs` does not cover: LoadBalancer IPs and `externalIPs` from
+//! outside, the health-check NodePort, `internalTrafficPolicy: Local`,
+//! `loadBalancerSourceRanges`, TCP/UDP/SCTP, several ports with named target ports, the Services
+//! the proxy must skip, masquerade where a reply would bypass the node, and a rolling update
+//! under continuous load. Same harness as `e2e.rs` (`common`): an in-process API server, the real
+//! proxy programming nftables in namespaces the test builds, real traffic. Run as root.
+//!
+//! Address plan (each test has its own node network, so ranges only need to be distinct within
+//! a test): node network 172.30.0.0/16 (client .100, second client .101, nodes .2-.4), pods
+//! 10.244.N.0/24, LoadBalancer IPs 172.30.254.0/24, `externalIPs` 203.0.113.0/24 (routed by the
+//! client to node-1).
+
+mod common;
+#[path = "common/traffic.rs"]
+mod traffic;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::time::Duration;
+
+use anyhow::{Context, Result, ensure};
+use common::*;
+use k8s_openapi::api::core::v1::Service;
+use kube::Api;
+use kube::api::{DeleteParams, Patch, PatchParams};
+use serde_json::json;
+use svcnet_netns::NetNs;
+use traffic::*;
+
+const WAIT: Duration = Duration::from_secs(20);
+const CLIENT: &str = "172.30.0.100";
+
+fn sa(ip: impl Into<IpAddr>, port: u16) -> SocketAddr {
+    SocketAddr::new(ip.into(), port)
+}
+
+fn endpoint(ip: &str, node: &str) -> serde_json::Value {
+    json!({"addresses": [ip], "nodeName": node})
+}
+
+/// An endpoint whose pod is being deleted but still serves (as the EndpointSlice controller
+/// writes it during a graceful shutdown).
+fn terminating(ip: &str, node: &str) -> serde_json::Value {
+    json!({"addresses": [ip], "nodeName": node, "conditions": {"ready": false, "serving": true, "terminating": true}})
+}
+
+fn tcp_port(port: u16) -> serde_json::Value {
+    json!([{"port": port, "protocol": "TCP"}])
+}
+
+fn node_port(service: &Service, index: usize) -> u16 {
+    service.spec.as_ref().and_then(|s| s.ports.as_ref()).and_then(|p| p[index].node_port).expect("allocated") as u16
+}
+
+async fn patch_service(cluster: &Cluster, name: &str, patch: serde_json::Value) -> Result<()> {
+    let api: Api<Service> = Api::namespaced(cluster.client.clone(), "default");
+    api.patch(name, &PatchParams::default(), &Patch::Merge(patch)).await?;
+    Ok(())
+}
+
+/// A connection that got no answer at all (dropped), as opposed to refused or unreachable.
+fn dropped(outcome: &Outcome) -> bool {
+    matches!(outcome, Outcome::Failed(error) if error.contains("timed out"))
+}
+
+/// Waits for a first reply through `to`, then makes `n` more connections: names seen.
+async fn names(ns: &NetNs, to: SocketAddr, n: usize) -> Result<BTreeMap<String, usize>> {
+    eventually(&format!("a first reply from {to}"), WAIT, || match connect(ns, to) {
+        outcome @ Outcome::Reply(_) => Ok(outcome),
+        other => Err(format!("{other:?}")),
+    })
+    .await?;
+    let mut seen = BTreeMap::new();
+    for _ in 0..n {
+        let outcome = connect(ns, to);
+        *seen.entry(reply_name(&outcome).unwrap_or("<failed>").to_owned()).or_insert(0) += 1;
+    }
+    Ok(seen)
+}
+
+/// Connects through `to` until every name in `want` has answered; fails on any other answer.
+async fn reaches_exactly(ns: &NetNs, to: SocketAddr, want: &[&str]) -> Result<()> {
+    let mut seen = BTreeSet::new();
+    eventually(&format!("{want:?} through {to} from {}", ns.name()), WAIT, || {
+        let outcome = connect(ns, to);
+        if let Some(name) = reply_name(&outcome) {
+            seen.insert(name.to_owned());
+        }
+        if want.iter().all(|w| seen.contains(*w)) { Ok(()) } else { Err(format!("{outcome:?}, seen {seen:?}")) }
+    })
+    .await?;
+    ensure!(seen.iter().all(|s| want.contains(&s.as_str())), "through {to}: {seen:?}, only {want:?} expected");
+    Ok(())
+}
+
+async fn until_dropped(ns: &NetNs, to: SocketAddr) -> Result<()> {
+    eventually(&format!("{to} dropped from {}", ns.name()), WAIT, || match connect(ns, to) {
+        outcome if dropped(&outcome) => Ok(()),
+        other => Err(format!("{other:?}")),
+    })
+    .await
+}
+
+/// Servers "a" (10.244.1.10), "b" (10.244.1.11), "c" (10.244.2.10) on `port`, a client pod
+/// 10.244.1.50, and the proxy on every node.
+struct Fixture {
+    topology: Topology,
+    cluster: Cluster,
+    _servers: Vec<ServerGuard>,
+    _proxies: Vec<ProxyGuard>,
+}
+
+async fn fixture(tag: &str, nodes: u8, port: u16) -> Result<Fixture> {
+    let mut topology = Topology::new(tag, nodes)?;
+    let cluster = Cluster::start().await?;
+    for (node, host) in [(1, 10), (1, 11), (2, 10), (1, 50)] {
+        topology.add_pod(node, host)?;
+    }
+    let servers = vec![
+        tcp_server(&topology.pod(1, 10).ns, sa([0, 0, 0, 0], port), "a")?,
+        tcp_server(&topology.pod(1, 11).ns, sa([0, 0, 0, 0], port), "b")?,
+        tcp_server(&topology.pod(2, 10).ns, sa([0, 0, 0, 0], port), "c")?,
+    ];
+    let proxies = (1..=nodes).map(|n| ProxyGuard::start(&cluster.client, topology.proxy_config(n))).collect();
+    Ok(Fixture { topology, cluster, _servers: servers, _proxies: proxies })
+}
+
+fn abc() -> serde_json::Value {
+    json!([endpoint("10.244.1.10", "node-1"), endpoint("10.244.1.11", "node-1"), endpoint("10.244.2.10", "node-2")])
+}
+
+/// A LoadBalancer ingress IP (held by one node, answered over ARP) and `externalIPs` (routed to
+/// node-1 by the client) reach the Service from outside the nodes, on the Service port only;
+/// pods reach the external IPs too; an external IP taken off the Service stops working.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_balancer_ip_and_external_ips_from_outside() -> Result<()> {
+    let mut f = fixture("bxip", 2, 8080).await?;
+    f.topology.add_nodes_api(&f.cluster).await?;
+    let client = &f.topology.client;
+    ip(client.name(), &format!("route add 203.0.113.0/24 via {}", f.topology.node(1).ip))?;
+    f.cluster
+        .create_service(
+            json!({"metadata": {"name": "lb"}, "spec": {"type": "LoadBalancer", "externalIPs": ["203.0.113.7"], "ports": [{"port": 80, "targetPort": 8080}]}}),
+        )
+        .await?;
+    f.cluster
+        .create_service(json!({"metadata": {"name": "ext"}, "spec": {"externalIPs": ["203.0.113.8"], "ports": [{"port": 81, "targetPort": 8080}]}}))
+        .await?;
+    f.cluster.put_slice("lb-1", "lb", tcp_port(8080), abc()).await?;
+    f.cluster.put_slice("ext-1", "ext", tcp_port(8080), json!([endpoint("10.244.2.10", "node-2")])).await?;
+    f.cluster.patch_service_status("lb", json!({"loadBalancer": {"ingress": [{"ip": "172.30.254.1"}]}})).await?;
+
+    reaches_exactly(client, sa([203, 0, 113, 7], 80), &["a", "b", "c"]).await?;
+    reaches_exactly(client, sa([172, 30, 254, 1], 80), &["a", "b", "c"]).await?;
+    reaches_exactly(client, sa([203, 0, 113, 8], 81), &["c"]).await?;
+    // externalTrafficPolicy Cluster: masqueraded, so the reply comes back through the node.
+    let outcome = connect(client, sa([203, 0, 113, 7], 80));
+    assert!(reply_peer(&outcome).is_some_and(|peer| peer != CLIENT), "{outcome:?}");
+    // Only the Service's port is DNATed on an external IP.
+    assert!(reply_name(&connect(client, sa([203, 0, 113, 8], 80))).is_none());
+    // Pods reach external IPs through their node's rules too.
+    reaches_exactly(&f.topology.pod(1, 50).ns, sa([203, 0, 113, 8], 81), &["c"]).await?;
+
+    patch_service(&f.cluster, "ext", json!({"spec": {"externalIPs": ["203.0.113.9"]}})).await?;
+    eventually("203.0.113.8 no longer served", WAIT, || match connect(client, sa([203, 0, 113, 8], 81)) {
+        Outcome::Reply(reply) => Err(reply),
+        _ => Ok(()),
+    })
+    .await?;
+    reaches_exactly(client, sa([203, 0, 113, 9], 81), &["c"]).await?;
+    Ok(())
+}
+
+/// Status, headers and body of a GET from a socket in `ns`.
+fn http_get(ns: &NetNs, to: SocketAddr, path: &str) -> std::result::Result<(u16, String, String), String> {
+    let request = format!("GET {path} HTTP/1.0\r\nHost: {to}\r\n\r\n");
+    let response = ns
+        .run_in(move || -> std::io::Result<String> {
+            use std::io::{Read, Write};
+            let mut stream = std::net::TcpStream::connect_timeout(&to, Duration::from_millis(1500))?;
+            stream.set_read_timeout(Some(Duration::from_millis(1500)))?;
+            stream.write_all(request.as_bytes())?;
+            let mut response = String::new();
+            stream.read_to_string(&mut response)?;
+            Ok(response)
+        })
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+    let (head, body) = response.split_once("\r\n\r\n").ok_or_else(|| response.clone())?;
+    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).ok_or_else(|| response.clone())?;
+    Ok((status, head.to_ascii_lowercase(), body.to_owned()))
+}
+
+/// `healthCheckNodePort` as kube-proxy serves it: on every node, 200 with the number of local
+/// *ready* endpoints (distinct addresses over all ports and slices) or 503 with 0, a JSON body
+/// naming the Service; a node with only terminating local endpoints says 503 while it still
+/// sends traffic to them; with `externalTrafficPolicy: Local` a node without local endpoints
+/// drops NodePort traffic (no refusal, so a load balancer's retry goes elsewhere). The port
+/// closes when the Service goes away.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_check_node_port_and_local_policy() -> Result<()> {
+    let mut f = fixture("bhc", 3, 8080).await?;
+    f.topology.add_nodes_api(&f.cluster).await?;
+    let service = f
+        .cluster
+        .create_service(json!({"metadata": {"name": "hc"}, "spec": {"type": "LoadBalancer", "externalTrafficPolicy": "Local", "ports": [
+            {"name": "web", "port": 80, "targetPort": 8080},
+            {"name": "alt", "port": 81, "targetPort": 8081},
+        ]}}))
+        .await?;
+    let web = node_port(&service, 0);
+    let health_port = service.spec.as_ref().and_then(|s| s.health_check_node_port).expect("allocated") as u16;
+    let web_port = json!([{"name": "web", "port": 8080}]);
+    let alt_port = json!([{"name": "alt", "port": 8081}]);
+    // node-1: a (web) and b (alt) = 2 addresses; node-2: c, listed in three slices = 1; node-3: none.
+    let put = |c: serde_json::Value| {
+        let (cluster, web_port, alt_port) = (&f.cluster, web_port.clone(), alt_port.clone());
+        async move {
+            cluster.put_slice("hc-1", "hc", web_port.clone(), json!([endpoint("10.244.1.10", "node-1"), c.clone()])).await?;
+            cluster.put_slice("hc-2", "hc", alt_port, json!([endpoint("10.244.1.11", "node-1"), c.clone()])).await?;
+            cluster.put_slice("hc-3", "hc", web_port, json!([c])).await
+        }
+    };
+    put(endpoint("10.244.2.10", "node-2")).await?;
+    let client = &f.topology.client;
+    let health = |node: u8| http_get(client, sa(f.topology.node(node).ip, health_port), "/");
+    for (node, status, count) in [(1, 200, 2), (2, 200, 1), (3, 503, 0)] {
+        let (got, head, body) = eventually(&format!("node-{node} health {status} with {count}"), WAIT, || match health(node) {
+            Ok((got, head, body)) if got == status && body.contains(&format!("\"localEndpoints\":{count}")) => Ok((got, head, body)),
+            other => Err(format!("{other:?}")),
+        })
+        .await?;
+        assert_eq!(got, status);
+        assert!(head.contains("content-type: application/json"), "{head}");
+        let body: serde_json::Value = serde_json::from_str(&body).with_context(|| body.clone())?;
+        assert_eq!(body, json!({"service": {"namespace": "default", "name": "hc"}, "localEndpoints": count, "serviceProxyHealthy": true}));
+    }
+    // Any path answers (load balancers probe "/" or "/healthz").
+    assert_eq!(http_get(client, sa(f.topology.node(1).ip, health_port), "/healthz").map(|r| r.0), Ok(200));
+
+    let through = |node: u8| sa(f.topology.node(node).ip, web);
+    reaches_exactly(client, through(1), &["a"]).await?;
+    reaches_exactly(client, through(2), &["c"]).await?;
+    assert_eq!(reply_peer(&connect(client, through(2))), Some(CLIENT), "client address kept");
+    let outcome = connect(client, through(3));
+    assert!(dropped(&outcome), "node-3 has no local endpoint: dropped, not {outcome:?}");
+
+    // c terminating: node-2 reports unhealthy but keeps serving its terminating endpoint.
+    put(terminating("10.244.2.10", "node-2")).await?;
+    eventually("node-2 unhealthy", WAIT, || match health(2) {
+        Ok((503, _, body)) if body.contains("\"localEndpoints\":0") => Ok(()),
+        other => Err(format!("{other:?}")),
+    })
+    .await?;
+    reaches_exactly(client, through(2), &["c"]).await?;
+
+    let services: Api<Service> = Api::namespaced(f.cluster.client.clone(), "default");
+    services.delete("hc", &DeleteParams::default()).await?;
+    eventually("health port closed", WAIT, || match health(1) {
+        Err(error) if error.contains("refused") => Ok(()),
+        other => Err(format!("{other:?}")),
+    })
+    .await?;
+    Ok(())
+}
+
+/// `internalTrafficPolicy: Local`: ClusterIP traffic goes only to endpoints on the client's own
+/// node, and is dropped on a node that has none (while NodePort traffic, under the external
+/// policy, still goes anywhere); back to `Cluster`, every node reaches every endpoint.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn internal_traffic_policy_local() -> Result<()> {
+    let mut f = fixture("bitp", 3, 8080).await?;
+    f.topology.add_pod(2, 50)?;
+    f.topology.add_pod(3, 50)?;
+    let service = f
+        .cluster
+        .create_service(
+            json!({"metadata": {"name": "itp"}, "spec": {"type": "NodePort", "internalTrafficPolicy": "Local", "ports": [{"port": 80, "targetPort": 8080}]}}),
+        )
+        .await?;
+    let vip = cluster_ip(&service);
+    f.cluster.put_slice("itp-1", "itp", tcp_port(8080), abc()).await?;
+    let pod = |node: u8| &f.topology.pod(node, 50).ns;
+    reaches_exactly(pod(1), sa(vip, 80), &["a", "b"]).await?;
+    reaches_exactly(pod(2), sa(vip, 80), &["c"]).await?;
+    until_dropped(pod(3), sa(vip, 80)).await?;
+    reaches_exactly(&f.topology.client, sa(f.topology.node(3).ip, node_port(&service, 0)), &["a", "b", "c"]).await?;
+
+    f.cluster.put_slice("itp-1", "itp", tcp_port(8080), json!([endpoint("10.244.1.10", "node-1"), endpoint("10.244.1.11", "node-1")])).await?;
+    until_dropped(pod(2), sa(vip, 80)).await?;
+    reaches_exactly(pod(1), sa(vip, 80), &["a", "b"]).await?;
+
+    patch_service(&f.cluster, "itp", json!({"spec": {"internalTrafficPolicy": "Cluster"}})).await?;
+    reaches_exactly(pod(3), sa(vip, 80), &["a", "b"]).await?;
+    reaches_exactly(pod(2), sa(vip, 80), &["a", "b"]).await?;
+    Ok(())
+}
+
+/// `loadBalancerSourceRanges`: a client inside a range reaches the LoadBalancer IP, another is
+/// dropped; ranges change in place; as upstream, they guard the LoadBalancer IP, not the NodePort.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_balancer_source_ranges() -> Result<()> {
+    let mut f = fixture("bsrc", 2, 8080).await?;
+    f.topology.add_nodes_api(&f.cluster).await?;
+    let other = add_lan_client(&f.topology, "c2", Ipv4Addr::new(172, 30, 0, 101))?;
+    let service = f
+        .cluster
+        .create_service(json!({"metadata": {"name": "fw"}, "spec": {"type": "LoadBalancer", "loadBalancerSourceRanges": ["172.30.0.100/32"], "ports": [{"port": 80, "targetPort": 8080}]}}))
+        .await?;
+    f.cluster.put_slice("fw-1", "fw", tcp_port(8080), abc()).await?;
+    f.cluster.patch_service_status("fw", json!({"loadBalancer": {"ingress": [{"ip": "172.30.254.2"}]}})).await?;
+    let lb = sa([172, 30, 254, 2], 80);
+    let client = &f.topology.client;
+    reaches_exactly(client, lb, &["a", "b", "c"]).await?;
+    let outcome = connect(&other, lb);
+    assert!(dropped(&outcome), "172.30.0.101 is outside the ranges: {outcome:?}");
+    reaches_exactly(&other, sa(f.topology.node(1).ip, node_port(&service, 0)), &["a", "b", "c"]).await?;
+
+    patch_service(&f.cluster, "fw", json!({"spec": {"loadBalancerSourceRanges": ["172.30.0.100/32", "172.30.0.100/30"]}})).await?;
+    reaches_exactly(&other, lb, &["a", "b", "c"]).await?;
+    patch_service(&f.cluster, "fw", json!({"spec": {"loadBalancerSourceRanges": ["10.0.0.0/8"]}})).await?;
+    until_dropped(client, lb).await?;
+    until_dropped(&other, lb).await?;
+    Ok(())
+}
+
+/// One Service with the same port number over TCP and UDP (each to its own target port) and an
+/// SCTP port. SCTP goes through as raw packets: an INIT reaches the endpoint DNATed (checksum
+/// rewritten), and the INIT ACK comes back from the ClusterIP.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_udp_and_sctp() -> Result<()> {
+    let mut topology = Topology::new("bprot", 2)?;
+    let cluster = Cluster::start().await?;
+    topology.add_pod(2, 10)?;
+    topology.add_pod(1, 50)?;
+    let backend = &topology.pod(2, 10).ns;
+    let _tcp = tcp_server(backend, sa([0, 0, 0, 0], 5354), "tcp")?;
+    let _udp = udp_server(backend, sa([0, 0, 0, 0], 5353), "udp")?;
+    let service = cluster
+        .create_service(json!({"metadata": {"name": "proto"}, "spec": {"ports": [
+            {"name": "dns-udp", "port": 53, "protocol": "UDP", "targetPort": 5353},
+            {"name": "dns-tcp", "port": 53, "protocol": "TCP", "targetPort": 5354},
+            {"name": "sig", "port": 3868, "protocol": "SCTP", "targetPort": 3869},
+        ]}}))
+        .await?;
+    let vip = cluster_ip(&service);
+    cluster
+        .put_slice(
+            "proto-1",
+            "proto",
+            json!([
+                {"name": "dns-udp", "port": 5353, "protocol": "UDP"},
+                {"name": "dns-tcp", "port": 5354, "protocol": "TCP"},
+                {"name": "sig", "port": 3869, "protocol": "SCTP"},
+            ]),
+            json!([endpoint("10.244.2.10", "node-2")]),
+        )
+        .await?;
+    let _proxies = [ProxyGuard::start(&cluster.client, topology.proxy_config(1)), ProxyGuard::start(&cluster.client, topology.proxy_config(2))];
+    let client_ns = &topology.pod(1, 50).ns;
+    assert_eq!(names(client_ns, sa(vip, 53), 3).await?, BTreeMap::from([("tcp".to_owned(), 3)]));
+    let udp = UdpClient::new(client_ns, 40053)?;
+    eventually("UDP answer", WAIT, || udp.ask(sa(vip, 53)).filter(|r| r == "udp").ok_or_else(|| "no answer".to_string())).await?;
+
+    let node1 = &topology.node(1).ns;
+    let services = proxy_elements(node1, "service-ips-v4");
+    assert!(services.iter().any(|e| e.starts_with(&format!("{vip} . sctp . 3868 :"))), "{services:?}");
+    if !kernel_has_sctp_sockets() {
+        eprintln!("this kernel has no SCTP sockets (CONFIG_IP_SCTP); SCTP is checked with raw packets only");
+    }
+    let client = RawSctp::open(client_ns)?;
+    let server = RawSctp::open(backend)?;
+    let vip4 = SocketAddrV4::new(vip, 3868);
+    let (init, ack) = tokio::task::spawn_blocking(move || -> Result<(SctpSeen, SctpSeen)> {
+        let deadline = std::time::Instant::now() + WAIT;
+        // A fresh source port per try: a try before the rules exist leaves an un-NATed entry.
+        for src_port in 41_000u16.. {
+            let tag = 0x5c7b_0000 | u32::from(src_port);
+            client.send_init(src_port, vip4, tag)?;
+            match server.receive(Duration::from_millis(500), |s| s.chunk_type == 1 && s.src.port() == src_port) {
+                Ok(init) => {
+                    server.answer_init(&init, 0x0ac4_0001)?;
+                    let ack = client.receive(Duration::from_secs(2), |s| s.chunk_type == 2 && s.dst.port() == src_port)?;
+                    return Ok((init, ack));
+                }
+                Err(error) if std::time::Instant::now() > deadline => return Err(error),
+                Err(_) => {}
+            }
+        }
+        unreachable!("ports run out long after the deadline")
+    })
+    .await??;
+    assert_eq!(init.dst, SocketAddrV4::new(Ipv4Addr::new(10, 244, 2, 10), 3869), "{init:?}");
+    assert_eq!(*init.src.ip(), Ipv4Addr::new(10, 244, 1, 50), "not masqueraded inside the cluster: {init:?}");
+    assert!(init.checksum_ok, "the DNATed INIT's CRC32c was rewritten: {init:?}");
+    assert_eq!(ack.src, vip4, "the INIT ACK comes back from the Service address: {ack:?}");
+    assert!(ack.checksum_ok, "{ack:?}");
+    let tracked = exec(node1.name(), &["conntrack", "-L", "-p", "sctp", "--orig-dst", &vip.to_string()])?;
+    assert!(tracked.contains("dport=3868") && tracked.contains("src=10.244.2.10") && tracked.contains("sport=3869"), "{tracked}");
+    Ok(())
+}
+
+/// Several ports: each Service port goes to its own target port, a named target port resolves
+/// per EndpointSlice (pods of another version listen elsewhere), NodePorts likewise; a port no
+/// slice provides is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_ports_with_named_target_ports() -> Result<()> {
+    let mut topology = Topology::new("bmp", 2)?;
+    let cluster = Cluster::start().await?;
+    for (node, host) in [(1, 10), (1, 11), (2, 10), (1, 50)] {
+        topology.add_pod(node, host)?;
+    }
+    let mut servers = Vec::new();
+    for (node, host, name, http, admin) in [(1, 10, "a", 8080, 9090), (1, 11, "b", 8081, 9091), (2, 10, "c", 8080, 9090)] {
+        let ns = &topology.pod(node, host).ns;
+        servers.push(tcp_server(ns, sa([0, 0, 0, 0], http), &format!("{name}-http"))?);
+        servers.push(tcp_server(ns, sa([0, 0, 0, 0], admin), &format!("{name}-admin"))?);
+    }
+    let service = cluster
+        .create_service(json!({"metadata": {"name": "multi"}, "spec": {"type": "NodePort", "ports": [
+            {"name": "http", "port": 80, "targetPort": "web"},
+            {"name": "admin", "port": 81, "targetPort": 9090},
+            {"name": "metrics", "port": 82, "targetPort": "metrics"},
+        ]}}))
+        .await?;
+    let vip = cluster_ip(&service);
+    let ports = |http: u16, admin: u16| json!([{"name": "http", "port": http, "protocol": "TCP"}, {"name": "admin", "port": admin, "protocol": "TCP"}]);
+    cluster.put_slice("multi-1", "multi", ports(8080, 9090), json!([endpoint("10.244.1.10", "node-1"), endpoint("10.244.2.10", "node-2")])).await?;
+    cluster.put_slice("multi-2", "multi", ports(8081, 9091), json!([endpoint("10.244.1.11", "node-1")])).await?;
+    let _proxies = [ProxyGuard::start(&cluster.client, topology.proxy_config(1)), ProxyGuard::start(&cluster.client, topology.proxy_config(2))];
+    let pod = &topology.pod(1, 50).ns;
+    reaches_exactly(pod, sa(vip, 80), &["a-http", "b-http", "c-http"]).await?;
+    reaches_exactly(pod, sa(vip, 81), &["a-admin", "b-admin", "c-admin"]).await?;
+    assert_eq!(connect(pod, sa(vip, 82)), Outcome::Refused);
+    let node2 = topology.node(2).ip;
+    reaches_exactly(&topology.client, sa(node2, node_port(&service, 0)), &["a-http", "b-http", "c-http"]).await?;
+    reaches_exactly(&topology.client, sa(node2, node_port(&service, 1)), &["a-admin", "b-admin", "c-admin"]).await?;
+    assert_eq!(connect(&topology.client, sa(node2, node_port(&service, 2))), Outcome::Refused);
+    Ok(())
+}
+
+/// Services the proxy leaves alone get no rules: labelled for another proxy, labelled headless,
+/// headless (clusterIP None) and ExternalName. Their addresses are not DNATed (and not refused
+/// either); the label added to a working Service takes its rules away, removed brings them back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn skipped_services_get_no_rules() -> Result<()> {
+    let f = fixture("bskip", 2, 8080).await?;
+    let mut skipped = Vec::new();
+    for (name, port, extra) in [
+        ("other", 80, json!({"metadata": {"labels": {"service.kubernetes.io/service-proxy-name": "someone-else"}}})),
+        ("lheadless", 81, json!({"metadata": {"labels": {"service.kubernetes.io/headless": ""}}})),
+    ] {
+        let mut manifest = json!({"metadata": {"name": name}, "spec": {"ports": [{"port": port, "targetPort": 8080}]}});
+        manifest["metadata"]["labels"] = extra["metadata"]["labels"].clone();
+        let service = f.cluster.create_service(manifest).await?;
+        f.cluster.put_slice(&format!("{name}-1"), name, tcp_port(8080), json!([endpoint("10.244.1.10", "node-1")])).await?;
+        skipped.push((name, sa(cluster_ip(&service), port)));
+    }
+    f.cluster.create_service(json!({"metadata": {"name": "headless"}, "spec": {"clusterIP": "None", "ports": [{"port": 7701, "targetPort": 7702}]}})).await?;
+    f.cluster.put_slice("headless-1", "headless", tcp_port(7702), json!([endpoint("10.244.1.11", "node-1")])).await?;
+    f.cluster
+        .create_service(json!({"metadata": {"name": "extname"}, "spec": {"type": "ExternalName", "externalName": "db.example.org", "ports": [{"port": 7777}]}}))
+        .await?;
+    f.cluster.put_slice("extname-1", "extname", tcp_port(7778), json!([endpoint("10.244.2.10", "node-2")])).await?;
+    let control = f.cluster.create_service(json!({"metadata": {"name": "control"}, "spec": {"ports": [{"port": 80, "targetPort": 8080}]}})).await?;
+    f.cluster.put_slice("control-1", "control", tcp_port(8080), json!([endpoint("10.244.2.10", "node-2")])).await?;
+    let control = sa(cluster_ip(&control), 80);
+    let pod = &f.topology.pod(1, 50).ns;
+    // The control Service, created last, works: the proxy has seen everything before it.
+    reaches_exactly(pod, control, &["c"]).await?;
+    for node in [1, 2] {
+        let table = proxy_table(&f.topology.node(node).ns);
+        for (name, addr) in &skipped {
+            assert!(!table.contains(&addr.ip().to_string()), "{name} has rules on node-{node}:\n{table}");
+        }
+        for absent in ["10.244.1.11", "7701", "7702", "7777", "7778"] {
+            assert!(!table.contains(absent), "{absent} in the table of node-{node}:\n{table}");
+        }
+    }
+    for (name, addr) in &skipped {
+        let outcome = connect(pod, *addr);
+        assert!(matches!(outcome, Outcome::Failed(_)), "{name} ({addr}): neither DNATed nor refused, got {outcome:?}");
+    }
+
+    patch_service(&f.cluster, "control", json!({"metadata": {"labels": {"service.kubernetes.io/service-proxy-name": "someone-else"}}})).await?;
+    eventually("control's rules removed", WAIT, || match connect(pod, control) {
+        outcome @ Outcome::Failed(_) => Ok(outcome),
+        other => Err(format!("{other:?}")),
+    })
+    .await?;
+    assert!(!proxy_table(&f.topology.node(1).ns).contains(&control.ip().to_string()));
+    patch_service(&f.cluster, "control", json!({"metadata": {"labels": {"service.kubernetes.io/service-proxy-name": null}}})).await?;
+    reaches_exactly(pod, control, &["c"]).await?;
+    patch_service(&f.cluster, "other", json!({"metadata": {"labels": {"service.kubernetes.io/service-proxy-name": null}}})).await?;
+    reaches_exactly(pod, skipped[0].1, &["a"]).await?;
+    Ok(())
+}
+
+/// Masquerade exactly where the reply would otherwise bypass the node: NodePort traffic from
+/// outside to an endpoint on another node (the endpoint sees node-1's address, and answers
+/// through it), and a ClusterIP reached from outside the cluster CIDR. With
+/// `externalTrafficPolicy: Local` the endpoint sees the client's own address; pod-to-ClusterIP
+/// traffic is never masqueraded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn masquerade_where_reply_would_bypass_the_node() -> Result<()> {
+    let f = fixture("bmasq", 2, 8080).await?;
+    let client = &f.topology.client;
+    let only_c = json!([endpoint("10.244.2.10", "node-2")]);
+    let cluster_policy =
+        f.cluster.create_service(json!({"metadata": {"name": "cl"}, "spec": {"type": "NodePort", "ports": [{"port": 80, "targetPort": 8080}]}})).await?;
+    let local_policy = f
+        .cluster
+        .create_service(
+            json!({"metadata": {"name": "lo"}, "spec": {"type": "NodePort", "externalTrafficPolicy": "Local", "ports": [{"port": 80, "targetPort": 8080}]}}),
+        )
+        .await?;
+    f.cluster.put_slice("cl-1", "cl", tcp_port(8080), only_c.clone()).await?;
+    f.cluster.put_slice("lo-1", "lo", tcp_port(8080), only_c).await?;
+    let (node1, node2) = (f.topology.node(1).ip, f.topology.node(2).ip);
+
+    let peer = |to: SocketAddr| async move {
+        let outcome = eventually(&format!("a reply through {to}"), WAIT, || match connect(client, to) {
+            outcome @ Outcome::Reply(_) => Ok(outcome),
+            other => Err(format!("{other:?}")),
+        })
+        .await?;
+        anyhow::Ok(reply_peer(&outcome).unwrap_or_default().to_owned())
+    };
+    assert_eq!(peer(sa(node1, node_port(&cluster_policy, 0))).await?, node1.to_string(), "to another node: masqueraded to node-1");
+    assert_eq!(peer(sa(node2, node_port(&cluster_policy, 0))).await?, "10.244.2.1", "Cluster policy: masqueraded on node-2 too");
+    assert_eq!(peer(sa(node2, node_port(&local_policy, 0))).await?, CLIENT, "Local policy: client address kept");
+    let outcome = connect(client, sa(node1, node_port(&local_policy, 0)));
+    assert!(dropped(&outcome), "Local policy, no endpoint on node-1: {outcome:?}");
+
+    // From outside the cluster CIDR to a ClusterIP (the client routes the service range to
+    // node-1): the endpoint on node-2 would answer the client directly without masquerade.
+    ip(client.name(), &format!("route add 10.96.0.0/12 via {node1}"))?;
+    assert_eq!(peer(sa(cluster_ip(&cluster_policy), 80)).await?, node1.to_string());
+    let outcome = connect(&f.topology.pod(1, 50).ns, sa(cluster_ip(&cluster_policy), 80));
+    assert_eq!(reply_peer(&outcome), Some("10.244.1.50"), "pod to ClusterIP keeps its address: {outcome:?}");
+    Ok(())
+}
+
+/// A rolling update the way a Deployment does it (maxSurge 1, maxUnavailable 0) while two
+/// clients keep opening new connections, one from a pod to the ClusterIP and one from outside
+/// to a NodePort: a new endpoint is added ready, the old one marked terminating (still serving;
+/// its pod exits only after no new connection goes to it), then removed. Not one connection
+/// fails, and the new endpoints take the traffic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rolling_update_under_load_fails_no_connection() -> Result<()> {
+    let mut topology = Topology::new("broll", 2)?;
+    let cluster = Cluster::start().await?;
+    let pods = [("v1-a", 1, 10), ("v1-b", 2, 10), ("v2-a", 1, 20), ("v2-b", 2, 20)];
+    for (_, node, host) in pods {
+        topology.add_pod(node, host)?;
+    }
+    topology.add_pod(1, 50)?;
+    let mut servers: BTreeMap<&str, TaskGuard> = BTreeMap::new();
+    for (name, node, host) in pods {
+        servers.insert(name, http_server(&topology.pod(node, host).ns, sa([0, 0, 0, 0], 8080), name)?);
+    }
+    let address = |name: &str| {
+        let (_, node, host) = pods.iter().find(|p| p.0 == name).expect("known pod");
+        (format!("10.244.{node}.{host}"), format!("node-{node}"))
+    };
+    let service =
+        cluster.create_service(json!({"metadata": {"name": "roll"}, "spec": {"type": "NodePort", "ports": [{"port": 80, "targetPort": 8080}]}})).await?;
+    let put = |endpoints: Vec<(&str, bool)>| {
+        let slice: Vec<serde_json::Value> = endpoints
+            .iter()
+            .map(|(name, ready)| {
+                let (ip, node) = address(name);
+                if *ready { endpoint(&ip, &node) } else { terminating(&ip, &node) }
+            })
+            .collect();
+        cluster.put_slice("roll-1", "roll", tcp_port(8080), json!(slice))
+    };
+    put(vec![("v1-a", true), ("v1-b", true)]).await?;
+    let _proxies = [ProxyGuard::start(&cluster.client, topology.proxy_config(1)), ProxyGuard::start(&cluster.client, topology.proxy_config(2))];
+    let vip = sa(cluster_ip(&service), 80);
+    let external = sa(topology.node(2).ip, node_port(&service, 0));
+    let pod = &topology.pod(1, 50).ns;
+    for (ns, to) in [(pod, vip), (&topology.client, external)] {
+        eventually("the Service answers", WAIT, || ns.run_in(move || http_get_name(to)).map_err(|e| e.to_string())?).await?;
+    }
+    let loops = [LoadLoop::start(pod, vip)?, LoadLoop::start(&topology.client, external)?];
+    let nodes = [&topology.node(1).ns, &topology.node(2).ns];
+    // Waits until every loop has finished `n` more requests than now.
+    let progress = |n: usize| {
+        let targets: Vec<usize> = loops.iter().map(|l| l.done() + n).collect();
+        let loops = &loops;
+        async move {
+            eventually(&format!("{n} more requests"), WAIT, || {
+                if loops.iter().zip(&targets).all(|(l, t)| l.done() >= *t) { Ok(()) } else { Err("not yet".to_string()) }
+            })
+            .await
+        }
+    };
+    progress(20).await?;
+
+    let mut current = vec![("v1-a", true), ("v1-b", true)];
+    for (old, new) in [("v1-a", "v2-a"), ("v1-b", "v2-b")] {
+        current.push((new, true));
+        put(current.clone()).await?;
+        eventually(&format!("{new} gets traffic from every client"), WAIT, || {
+            if loops.iter().all(|l| l.tally(|t| t.by_name.contains_key(new))) { Ok(()) } else { Err("not yet".to_string()) }
+        })
+        .await?;
+        current.iter_mut().filter(|(name, _)| *name == old).for_each(|e| e.1 = false);
+        put(current.clone()).await?;
+        let (old_ip, _) = address(old);
+        eventually(&format!("no new connection goes to terminating {old}"), WAIT, || {
+            let left: Vec<_> = nodes.iter().filter(|n| proxy_elements(n, "endpoints-v4").iter().any(|e| e.contains(&format!("{old_ip} . 8080")))).collect();
+            if left.is_empty() { Ok(()) } else { Err(format!("still picked on {} nodes", left.len())) }
+        })
+        .await?;
+        // Connections picked before that have finished once every client made a few more.
+        progress(3).await?;
+        current.retain(|(name, _)| *name != old);
+        put(current.clone()).await?;
+        servers.remove(old);
+        progress(20).await?;
+    }
+    progress(50).await?;
+    for (n, l) in loops.into_iter().enumerate() {
+        let tally = l.finish();
+        assert!(tally.failures.is_empty(), "client {n}: {} of {} requests failed: {:?}", tally.failures.len(), tally.done, tally.failures);
+        assert!(tally.by_name.get("v2-a").is_some_and(|c| *c > 0) && tally.by_name.get("v2-b").is_some_and(|c| *c > 0), "client {n}: {:?}", tally.by_name);
+        assert!(tally.recent.iter().all(|name| name.starts_with("v2-")), "client {n} still reaches old pods: {:?}", tally.recent);
+        eprintln!("client {n}: {} requests, none failed: {:?}", tally.done, tally.by_name);
+    }
+    Ok(())
+}
