@@ -25,6 +25,9 @@ use super::probe::{self, Outcome, ProbeKind};
 use super::{PodEntry, Shared, dns, env, pod_dir};
 use crate::runtime::ContainerHandle;
 
+/// The waiting reason while a restart waits out its back-off.
+const CRASH_LOOP: &str = "CrashLoopBackOff";
+
 /// The first restart of a crashed container is immediate; the next ones wait 10 s, doubling up to
 /// 5 minutes (upstream's CrashLoopBackOff); ten minutes of running resets it.
 const BACKOFF_INITIAL: Duration = Duration::from_secs(10);
@@ -421,8 +424,9 @@ impl Worker {
             }
         };
         let c = &self.containers[index];
-        let restart = match c.state {
+        let restart = match &c.state {
             RunState::Terminated { .. } => c.restart_count + 1,
+            RunState::Waiting { reason, .. } if reason == CRASH_LOOP => c.restart_count + 1,
             _ => c.restart_count,
         };
         let log = self.log_path(&spec.name, restart);
@@ -442,10 +446,14 @@ impl Worker {
                 let c = &mut self.containers[index];
                 let message = format!("failed to start container {:?}: {error}", spec.name);
                 tracing::warn!(pod = %key, %message);
-                if let RunState::Terminated { .. } = c.state {
-                    c.restart_count += 1;
+                match &c.state {
+                    RunState::Terminated { .. } => {
+                        c.restart_count += 1;
+                        c.last_state = Some(c.state.clone());
+                    }
+                    RunState::Waiting { reason, .. } if reason == CRASH_LOOP => c.restart_count += 1,
+                    _ => c.last_state = Some(c.state.clone()),
                 }
-                c.last_state = Some(c.state.clone());
                 c.state = RunState::Terminated { exit_code: 128, signal: None, reason: "StartError".into(), started_at: None, finished_at: now };
                 let _ = std::fs::write(&log, format!("{message}\n"));
                 self.schedule_restart(index);
@@ -453,9 +461,14 @@ impl Worker {
             }
         };
         let c = &mut self.containers[index];
-        if let RunState::Terminated { .. } = c.state {
-            c.restart_count = restart;
-            c.last_state = Some(c.state.clone());
+        match &c.state {
+            RunState::Terminated { .. } => {
+                c.restart_count = restart;
+                c.last_state = Some(c.state.clone());
+            }
+            // The run that ended is already the last state.
+            RunState::Waiting { reason, .. } if reason == CRASH_LOOP => c.restart_count = restart,
+            _ => {}
         }
         c.generation += 1;
         c.pid = Some(process.pid());
@@ -615,10 +628,21 @@ impl Worker {
     }
 
     fn schedule_restart(&mut self, index: usize) {
+        let key = self.key();
         let c = &mut self.containers[index];
         let wait = c.backoff;
         c.next_start = Some(Instant::now() + wait);
         c.backoff = if wait.is_zero() { BACKOFF_INITIAL } else { (wait * 2).min(BACKOFF_MAX) };
+        if !wait.is_zero() {
+            // As the kubelet shows it: waiting in CrashLoopBackOff, the run that ended as the
+            // last state (`kubectl get pods` prints the reason).
+            if let RunState::Terminated { .. } = c.state {
+                c.last_state = Some(c.state.clone());
+            }
+            let message =
+                format!("back-off {}s restarting failed container={} pod={}", wait.as_secs(), c.spec.name, key.rsplit('/').next().unwrap_or_default());
+            c.state = RunState::Waiting { reason: CRASH_LOOP.into(), message: Some(message) };
+        }
     }
 
     /// Graceful termination: SIGTERM, the grace period, SIGKILL; then the sandbox goes and the
@@ -725,22 +749,24 @@ impl Worker {
         if init_failed {
             return "Failed";
         }
-        if self.sandbox.is_none() {
-            return "Pending";
-        }
         let all_terminated = apps.iter().all(|c| matches!(c.state, RunState::Terminated { .. }));
-        let any_running = apps.iter().any(|c| matches!(c.state, RunState::Running { .. }));
-        if any_running {
-            return "Running";
-        }
         if all_terminated && !apps.is_empty() {
+            // Checked before the sandbox: a finished pod's sandbox is torn down, its phase stays.
             let failed = apps.iter().any(|c| matches!(c.state, RunState::Terminated { exit_code, .. } if exit_code != 0));
             match policy {
                 "Never" => return if failed { "Failed" } else { "Succeeded" },
                 "OnFailure" if !failed => return "Succeeded",
                 _ => {}
             }
+        }
+        if self.sandbox.is_none() {
+            return "Pending";
+        }
+        if all_terminated && !apps.is_empty() {
             // Waiting for a restart.
+            return "Running";
+        }
+        if apps.iter().any(|c| matches!(c.state, RunState::Running { .. })) {
             return "Running";
         }
         if apps.iter().any(|c| c.restart_count > 0 || c.last_state.is_some()) {
