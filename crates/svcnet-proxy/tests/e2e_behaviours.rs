@@ -631,3 +631,127 @@ async fn rolling_update_under_load_fails_no_connection() -> Result<()> {
     }
     Ok(())
 }
+
+/// A single-replica replacement under load: the only endpoint starts terminating before its
+/// successor is ready (traffic falls back to it while it still serves), the successor appears
+/// not ready, then ready, and takes over; the old one goes. Not one connection fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn single_replica_replaced_under_load_through_terminating_fallback() -> Result<()> {
+    let mut topology = Topology::new("brep", 2)?;
+    let cluster = Cluster::start().await?;
+    topology.add_pod(2, 10)?;
+    topology.add_pod(2, 20)?;
+    topology.add_pod(1, 50)?;
+    let old_server = http_server(&topology.pod(2, 10).ns, sa([0, 0, 0, 0], 8080), "old")?;
+    let _new_server = http_server(&topology.pod(2, 20).ns, sa([0, 0, 0, 0], 8080), "new")?;
+    let service = cluster.create_service(json!({"metadata": {"name": "one"}, "spec": {"ports": [{"port": 80, "targetPort": 8080}]}})).await?;
+    let vip = sa(cluster_ip(&service), 80);
+    let old = endpoint("10.244.2.10", "node-2");
+    cluster.put_slice("one-1", "one", tcp_port(8080), json!([old])).await?;
+    let _proxy = ProxyGuard::start(&cluster.client, topology.proxy_config(1));
+    let pod = &topology.pod(1, 50).ns;
+    eventually("the Service answers", WAIT, || pod.run_in(move || http_get_name(vip)).map_err(|e| e.to_string())?).await?;
+    let load = LoadLoop::start(pod, vip)?;
+    let progress = |n: usize| {
+        let target = load.done() + n;
+        let load = &load;
+        async move { eventually(&format!("{n} more requests"), WAIT, || if load.done() >= target { Ok(()) } else { Err("not yet".to_string()) }).await }
+    };
+    progress(20).await?;
+    let not_ready = json!({"addresses": ["10.244.2.20"], "nodeName": "node-2", "conditions": {"ready": false, "serving": false, "terminating": false}});
+    for endpoints in [json!([terminating("10.244.2.10", "node-2")]), json!([terminating("10.244.2.10", "node-2"), not_ready])] {
+        cluster.put_slice("one-1", "one", tcp_port(8080), endpoints).await?;
+        progress(20).await?;
+    }
+    cluster.put_slice("one-1", "one", tcp_port(8080), json!([terminating("10.244.2.10", "node-2"), endpoint("10.244.2.20", "node-2")])).await?;
+    let node = &topology.node(1).ns;
+    eventually("only the ready endpoint is picked", WAIT, || {
+        let endpoints = proxy_elements(node, "endpoints-v4");
+        if endpoints.iter().any(|e| e.contains("10.244.2.10 . 8080")) { Err(format!("{endpoints:?}")) } else { Ok(()) }
+    })
+    .await?;
+    progress(3).await?;
+    cluster.put_slice("one-1", "one", tcp_port(8080), json!([endpoint("10.244.2.20", "node-2")])).await?;
+    drop(old_server);
+    progress(50).await?;
+    let tally = load.finish();
+    assert!(tally.failures.is_empty(), "{} of {} requests failed: {:?}", tally.failures.len(), tally.done, tally.failures);
+    assert!(tally.by_name.get("old").is_some_and(|c| *c >= 40), "the terminating endpoint served meanwhile: {:?}", tally.by_name);
+    assert!(tally.recent.iter().all(|name| name == "new"), "{:?}", tally.recent);
+    eprintln!("{} requests, none failed: {:?}", tally.done, tally.by_name);
+    Ok(())
+}
+
+/// With `externalTrafficPolicy: Local` the LoadBalancer IP is held by a node that has a local
+/// endpoint (a node without one would drop the traffic), keeps the client's address, and moves
+/// when the endpoints move.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_policy_load_balancer_ip_follows_its_endpoints() -> Result<()> {
+    let mut f = fixture("blbl", 2, 8080).await?;
+    f.topology.add_nodes_api(&f.cluster).await?;
+    f.cluster
+        .create_service(json!({"metadata": {"name": "lbl"}, "spec": {"type": "LoadBalancer", "externalTrafficPolicy": "Local", "ports": [{"port": 80, "targetPort": 8080}]}}))
+        .await?;
+    f.cluster.patch_service_status("lbl", json!({"loadBalancer": {"ingress": [{"ip": "172.30.254.3"}]}})).await?;
+    let lb = sa([172, 30, 254, 3], 80);
+    let holders = |topology: &Topology| -> Vec<String> {
+        let holds = |n: &TestNode| exec(n.ns.name(), &["ip", "-o", "addr", "show", "dev", "eth0"]).unwrap_or_default().contains("172.30.254.3/32");
+        topology.nodes.iter().filter(|n| holds(n)).map(|n| n.name.clone()).collect()
+    };
+    for (slice, node, names) in [
+        (json!([endpoint("10.244.2.10", "node-2")]), "node-2", &["c"][..]),
+        (json!([endpoint("10.244.1.10", "node-1"), endpoint("10.244.1.11", "node-1")]), "node-1", &["a", "b"][..]),
+    ] {
+        f.cluster.put_slice("lbl-1", "lbl", tcp_port(8080), slice).await?;
+        eventually(&format!("{node} alone holds the address"), WAIT, || match holders(&f.topology).as_slice() {
+            [one] if one == node => Ok(()),
+            other => Err(format!("{other:?}")),
+        })
+        .await?;
+        reaches_exactly(&f.topology.client, lb, names).await?;
+        assert_eq!(reply_peer(&connect(&f.topology.client, lb)), Some(CLIENT), "client address kept");
+    }
+    Ok(())
+}
+
+/// Changing a Service's type (ClusterIP → NodePort → LoadBalancer → ClusterIP) adds and removes
+/// its external frontends while a client keeps using its ClusterIP without one failed
+/// connection; a NodePort that is given up is no longer forwarded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn type_changes_never_interrupt_the_cluster_ip() -> Result<()> {
+    let mut f = fixture("btyp", 2, 8080).await?;
+    f.topology.add_nodes_api(&f.cluster).await?;
+    let _http = [http_server(&f.topology.pod(1, 10).ns, sa([0, 0, 0, 0], 8088), "a")?, http_server(&f.topology.pod(2, 10).ns, sa([0, 0, 0, 0], 8088), "c")?];
+    let service = f.cluster.create_service(json!({"metadata": {"name": "morph"}, "spec": {"ports": [{"port": 80, "targetPort": 8088}]}})).await?;
+    f.cluster.put_slice("morph-1", "morph", tcp_port(8088), json!([endpoint("10.244.1.10", "node-1"), endpoint("10.244.2.10", "node-2")])).await?;
+    let vip = sa(cluster_ip(&service), 80);
+    let pod = &f.topology.pod(1, 50).ns;
+    eventually("the Service answers", WAIT, || pod.run_in(move || http_get_name(vip)).map_err(|e| e.to_string())?).await?;
+    let load = LoadLoop::start(pod, vip)?;
+    let client = &f.topology.client;
+    let node1 = f.topology.node(1).ip;
+    let get = |to: SocketAddr| client.run_in(move || http_get_name(to)).map_err(|e| e.to_string()).and_then(|r| r);
+
+    patch_service(&f.cluster, "morph", json!({"spec": {"type": "NodePort"}})).await?;
+    let api: Api<Service> = Api::namespaced(f.cluster.client.clone(), "default");
+    let node_port = node_port(&api.get("morph").await?, 0);
+    eventually("NodePort served", WAIT, || get(sa(node1, node_port))).await?;
+    patch_service(&f.cluster, "morph", json!({"spec": {"type": "LoadBalancer"}})).await?;
+    f.cluster.patch_service_status("morph", json!({"loadBalancer": {"ingress": [{"ip": "172.30.254.4"}]}})).await?;
+    eventually("LoadBalancer IP served", WAIT, || get(sa([172, 30, 254, 4], 80))).await?;
+    // Back to ClusterIP (NodePorts are released with the type, as the API server does).
+    patch_service(&f.cluster, "morph", json!({"spec": {"type": "ClusterIP", "ports": [{"port": 80, "targetPort": 8088, "nodePort": null}]}})).await?;
+    eventually("NodePort given up", WAIT, || {
+        let node_ports = proxy_elements(&f.topology.node(1).ns, "node-ports");
+        if node_ports.iter().any(|e| e.starts_with(&format!("tcp . {node_port} "))) { Err(format!("{node_ports:?}")) } else { Ok(()) }
+    })
+    .await?;
+    let outcome = connect(client, sa(node1, node_port));
+    assert!(reply_name(&outcome).is_none(), "{outcome:?}");
+    let before = load.done();
+    eventually("more requests", WAIT, || if load.done() >= before + 50 { Ok(()) } else { Err("not yet".to_string()) }).await?;
+    let tally = load.finish();
+    assert!(tally.failures.is_empty(), "{} of {} requests failed: {:?}", tally.failures.len(), tally.done, tally.failures);
+    assert_eq!(tally.by_name.keys().collect::<Vec<_>>(), ["a", "c"]);
+    Ok(())
+}
