@@ -1,6 +1,9 @@
 //! NetworkPolicy enforced in the kernel: upstream's e2e cases run against real namespaces, the
-//! runner and an in-process API server; for every step what the probes observe must equal the
-//! engine's matrix (which `engine_cases` holds to upstream's expectations).
+//! runner, the real Service proxy and an in-process API server; for every step what the probes
+//! observe, to each pod's IP and through each pod's own ClusterIP Service (as upstream probes),
+//! must equal the matrix tool's prediction (which `engine_cases` holds to upstream's
+//! expectations), and the incrementally built nftables table must list exactly as a fresh full
+//! load of the same state.
 
 mod support;
 
@@ -27,24 +30,29 @@ async fn run_cases(tag: &str, subnet: u8, pick: impl Fn(usize) -> bool) -> Resul
             // A probe can be lost (a dropped datagram looks like a denial); re-probe differing
             // cells a few times before calling it a failure.
             for _ in 0..3 {
-                if diff_off_diagonal(&observed, &predicted).is_empty() {
+                if diff_off_diagonal(&observed.0, &predicted).is_empty() && diff_off_diagonal(&observed.1, &predicted).is_empty() {
                     break;
                 }
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 observed = topo.probe_all(&ports());
             }
-            for p in &observed.allowed {
-                for (f, row) in p.iter().enumerate() {
-                    for (t, ok) in row.iter().enumerate() {
-                        if f != t {
-                            if *ok { allowed_seen += 1 } else { denied_seen += 1 }
+            for (how, m) in [("pod IP", &observed.0), ("Service", &observed.1)] {
+                for p in &m.allowed {
+                    for (f, row) in p.iter().enumerate() {
+                        for (t, ok) in row.iter().enumerate() {
+                            if f != t {
+                                if *ok { allowed_seen += 1 } else { denied_seen += 1 }
+                            }
                         }
                     }
                 }
+                let diff = diff_off_diagonal(m, &predicted);
+                if !diff.is_empty() {
+                    failures.push(format!("case {i} {:?} step {s}, via {how}: observed vs predicted:\n  {}\n{}", case.name, diff.join("\n  "), m.to_text()));
+                }
             }
-            let diff = diff_off_diagonal(&observed, &predicted);
-            if !diff.is_empty() {
-                failures.push(format!("case {i} {:?} step {s}: observed vs predicted:\n  {}\n{}", case.name, diff.join("\n  "), observed.to_text()));
+            if let Err(e) = topo.check_kernel_table(false).await {
+                failures.push(format!("case {i} {:?} step {s}: {e:#}", case.name));
             }
             ran += 1;
         }
@@ -104,6 +112,10 @@ async fn node_reaches_isolated_pods_and_drops_are_counted() -> Result<()> {
     assert!(text.contains("svcnet_netpol_dropped_packets_total{direction=\"ingress\",namespace=\"x\",pod=\"a\"}"), "{text}");
     let rules = svcnet_netpol::runner::nft_command(Some(topo.node.name()), &["list", "chain", "inet", "svcnet-netpol", "in_x_a"], None).await?;
     assert!(rules.contains("log prefix \"netpol drop in x/a [deny-all]: \""), "{rules}");
+    // The comparison with a fresh full load sees a stray element.
+    topo.check_kernel_table(true).await?;
+    svcnet_netpol::runner::nft_apply(Some(topo.node.name()), "add element inet svcnet-netpol in_x_a { 10.244.105.99 . 6 . 9 }\n").await?;
+    assert!(topo.check_kernel_table(true).await.is_err(), "a stray element must make the tables differ");
     Ok(())
 }
 
@@ -150,20 +162,15 @@ async fn established_connections_survive_a_new_policy() -> Result<()> {
     Ok(())
 }
 
-/// Traffic to a Service is judged after the proxy's DNAT, on the pod IP and target port, the way
-/// upstream's e2e probes through per-pod Services. The DNAT here is a test table standing in for
-/// `svcnet-proxy`'s (prerouting, dstnat priority): ClusterIP 10.96.107.10:8080 -> x/a:80.
+/// Traffic to a Service is judged after the proxy's DNAT, on the pod IP and target port: x/a's
+/// own Service (ClusterIP port 8080 -> 80, programmed by `svcnet-proxy`) is reached from y, which
+/// a policy admits on port 80, and not from z; a policy naming the Service port admits nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn judged_after_service_dnat() -> Result<()> {
     use support::topo::probe;
     use svcnet_netpol::PortProtocol;
     let mut topo = Topology::new("sv", 107, false).await?;
-    let xa = topo.pod(&key("x/a")).ip;
-    let dnat = format!(
-        "table ip svcnet-test-dnat {{\n chain prerouting {{\n  type nat hook prerouting priority dstnat; policy accept;\n  ip daddr 10.96.107.10 tcp dport 8080 dnat to {xa}:80\n }}\n}}\n"
-    );
-    svcnet_netpol::runner::nft_apply(Some(topo.node.name()), &dnat).await?;
-    let cluster_ip: std::net::Ipv4Addr = "10.96.107.10".parse()?;
+    let cluster_ip = topo.pod(&key("x/a")).service_ip;
     let svc = PortProtocol::parse("8080/TCP")?;
     assert_eq!(probe(&topo.pod(&key("z/a")).ns, cluster_ip, svc).as_deref(), Some("x/a"), "the Service works before any policy");
     // Allow y on the target port 80 only: y reaches the Service, z does not.
@@ -181,5 +188,6 @@ async fn judged_after_service_dnat() -> Result<()> {
     topo.change(&[Change::Apply(wrong)]).await?;
     topo.wait_applied().await?;
     assert_eq!(probe(&topo.pod(&key("y/b")).ns, cluster_ip, svc), None);
+    topo.check_kernel_table(false).await?;
     Ok(())
 }

@@ -653,5 +653,96 @@ pub fn cases(env: &Env) -> Vec<Case> {
                 |p, f, t| f.namespace != "y" || (t.namespace == "z" && (tcp(p, 80) || (p.protocol == Protocol::Udp && p.port == 81))),
             )],
         },
+        Case {
+            name: "svcnet: should allow ingress from pod IPs in an ipBlock, except one pod",
+            steps: vec![step(
+                vec![apply(
+                    "x",
+                    "ingress-cidr-except",
+                    json!({"podSelector": {"matchLabels": {"pod": "a"}}, "ingress": [{"from": [{"ipBlock": {"cidr": format!("{}/24", env.ip("x/a")), "except": [format!("{}/32", env.ip("y/b"))]}}]}]}),
+                )],
+                move |_, f, t| !is(t, xa) || !is(f, "y/b"),
+            )],
+        },
+        Case {
+            name: "svcnet: should allow ingress from one pod's IP as a /32 ipBlock",
+            steps: vec![step(
+                vec![apply(
+                    "x",
+                    "ingress-cidr-32",
+                    json!({"podSelector": {"matchLabels": {"pod": "a"}}, "ingress": [{"from": [{"ipBlock": {"cidr": format!("{}/32", env.ip("z/c"))}}], "ports": [{"port": 80}, {"port": 81, "protocol": "UDP"}]}]}),
+                )],
+                move |p, f, t| !is(t, xa) || (is(f, "z/c") && (tcp(p, 80) || (p.protocol == Protocol::Udp && p.port == 81))),
+            )],
+        },
+        Case {
+            name: "svcnet: a peer pod relabelled away loses access",
+            steps: vec![
+                step(
+                    vec![
+                        Change::PodLabels(key("x/b"), vec![("pod2".into(), "updated".into())]),
+                        apply(
+                            "x",
+                            "from-pod2",
+                            json!({"podSelector": {"matchLabels": {"pod": "a"}}, "ingress": [{"from": [{"podSelector": {"matchLabels": {"pod2": "updated"}}}]}]}),
+                        ),
+                    ],
+                    move |_, f, t| !is(t, xa) || is(f, "x/b"),
+                ),
+                step(vec![Change::PodLabels(key("x/b"), Vec::new())], move |_, _, t| !is(t, xa)),
+            ],
+        },
+        Case {
+            name: "svcnet: a namespace relabelled away loses access, by matchExpressions",
+            steps: vec![
+                step(
+                    vec![
+                        Change::NamespaceLabels("y".into(), vec![("tier".into(), "trusted".into())]),
+                        apply(
+                            "x",
+                            "from-trusted",
+                            json!({"podSelector": {"matchExpressions": [{"key": "pod", "operator": "In", "values": ["a", "b"]}]}, "ingress": [{"from": [{"namespaceSelector": {"matchExpressions": [{"key": "tier", "operator": "Exists"}]}, "podSelector": {"matchExpressions": [{"key": "pod", "operator": "NotIn", "values": ["c"]}]}}]}]}),
+                        ),
+                    ],
+                    |_, f, t| !(is(t, "x/a") || is(t, "x/b")) || (f.namespace == "y" && f.name != "c"),
+                ),
+                step(vec![Change::NamespaceLabels("y".into(), Vec::new())], |_, _, t| !(is(t, "x/a") || is(t, "x/b"))),
+            ],
+        },
+        Case {
+            name: "svcnet: egress endPort range and a protocol-only rule",
+            steps: vec![step(
+                vec![
+                    apply(
+                        "x",
+                        "eg-range",
+                        json!({"podSelector": {}, "policyTypes": ["Egress"], "egress": [{"ports": [{"port": 81, "endPort": 90, "protocol": "TCP"}]}]}),
+                    ),
+                    apply(
+                        "x",
+                        "eg-udp",
+                        json!({"podSelector": {"matchLabels": {"pod": "c"}}, "policyTypes": ["Egress"], "egress": [{"to": [{"namespaceSelector": {}}], "ports": [{"protocol": "UDP"}]}]}),
+                    ),
+                ],
+                |p, f, _| f.namespace != "x" || tcp(p, 81) || (f.name == "c" && p.protocol == Protocol::Udp),
+            )],
+        },
+        Case {
+            name: "svcnet: egress of one namespace and ingress of another stacked",
+            steps: vec![
+                step(
+                    vec![
+                        apply(
+                            "x",
+                            "eg-to-y",
+                            json!({"podSelector": {}, "policyTypes": ["Egress"], "egress": [{"to": [{"namespaceSelector": {"matchLabels": {"ns": "y"}}}]}]}),
+                        ),
+                        apply("y", "in-from-x", json!({"podSelector": {}, "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {"ns": "x"}}}]}]})),
+                    ],
+                    |_, f, t| (f.namespace != "x" || t.namespace == "y") && (t.namespace != "y" || f.namespace == "x"),
+                ),
+                step(vec![Change::Delete { namespace: "y".into(), name: "in-from-x".into() }], |_, f, t| f.namespace != "x" || t.namespace == "y"),
+            ],
+        },
     ]
 }

@@ -1,7 +1,10 @@
 //! A node namespace with the pod bridge of the brief's layout (cbr0, isolated ports, proxy_arp +
 //! proxy_arp_pvlan: every packet between pods is routed by the node), pods x/a ... z/c as
 //! namespaces with TCP and UDP servers on 80 and 81, an in-process API server holding the same
-//! Namespaces and Pods, and the runner under test. Everything is removed by guards on drop.
+//! Namespaces and Pods, one ClusterIP Service per pod (as upstream's e2e suite makes them:
+//! Service ports 8080/8081 to target ports 80/81, TCP and UDP) programmed by the real
+//! `svcnet-proxy` runner in the node namespace, and the NetworkPolicy runner under test.
+//! Everything is removed by guards on drop.
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
@@ -43,6 +46,8 @@ pub struct TestPod {
     pub key: PodKey,
     pub ns: NetNs,
     pub ip: Ipv4Addr,
+    /// The ClusterIP of the pod's own Service (`s-<pod>` in its namespace).
+    pub service_ip: Ipv4Addr,
     _servers: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -54,9 +59,18 @@ impl Drop for TestPod {
     }
 }
 
+/// The Service port in front of a pod's port: 80 -> 8080, 81 -> 8081 (the policy is judged
+/// on the target port, after the proxy's DNAT).
+pub fn service_port(port: PortProtocol) -> PortProtocol {
+    PortProtocol { port: port.port + 8000, protocol: port.protocol }
+}
+
 pub struct Topology {
     pub env: Env,
     pub node: NetNs,
+    /// An empty namespace where a fresh full table is loaded to compare with the node's.
+    reference: NetNs,
+    proxy: tokio::task::JoinHandle<()>,
     pub pods: Vec<TestPod>,
     pub client: kube::Client,
     pub state: State,
@@ -69,6 +83,7 @@ pub struct Topology {
 impl Drop for Topology {
     fn drop(&mut self) {
         self.runner.abort();
+        self.proxy.abort();
     }
 }
 
@@ -107,7 +122,7 @@ impl Topology {
                 servers.push(tcp_server(&ns, port, &key.to_string())?);
                 servers.push(udp_server(&ns, port, &key.to_string())?);
             }
-            pods.push(TestPod { key, ns, ip: pod_ip, _servers: servers });
+            pods.push(TestPod { key, ns, ip: pod_ip, service_ip: Ipv4Addr::UNSPECIFIED, _servers: servers });
         }
 
         let dir = tempfile::tempdir()?;
@@ -124,13 +139,24 @@ impl Topology {
         for ns in super::NAMESPACES {
             Api::<corev1::Namespace>::all(client.clone()).create(&PostParams::default(), &env.namespace(ns, &[])).await?;
         }
-        for p in &pods {
+        for p in &mut pods {
             let mut pod = env.pod(&p.key, "node-1", &[]);
             let status = pod.status.take();
             let api: Api<corev1::Pod> = Api::namespaced(client.clone(), &p.key.namespace);
             api.create(&PostParams::default(), &pod).await?;
             api.patch_status(&p.key.name, &PatchParams::default(), &Patch::Merge(json!({"status": status}))).await?;
+            p.service_ip = create_service(&client, p).await?;
         }
+        let mut proxy_config = svcnet_proxy::ProxyConfig::new("node-1", Some(node.name().to_owned()), Vec::new());
+        proxy_config.lb_interface = None;
+        proxy_config.batch_interval = Duration::from_millis(10);
+        let proxy_client = client.clone();
+        let proxy = tokio::spawn(async move {
+            if let Err(e) = svcnet_proxy::run(proxy_client, proxy_config).await {
+                eprintln!("proxy ended: {e}");
+            }
+        });
+        let reference = NetNs::create(&format!("{tag}-ref"))?;
         let (tx, applied) = watch::channel(Applied::default());
         let mut config = NetpolConfig::new("node-1", Some(node.name().to_owned()));
         config.log_drops = log_drops;
@@ -141,8 +167,9 @@ impl Topology {
                 eprintln!("netpol runner ended: {e}");
             }
         });
-        let mut t = Topology { env, node, pods, client, state: State::default(), applied, runner, _server: server, _dir: dir };
+        let mut t = Topology { env, node, reference, proxy, pods, client, state: State::default(), applied, runner, _server: server, _dir: dir };
         t.wait_applied().await?;
+        t.wait_services().await?;
         Ok(t)
     }
 
@@ -208,16 +235,59 @@ impl Topology {
         }
     }
 
+    /// Waits until every pod's Service answers on every port (from another pod; no policy is in
+    /// place yet), i.e. the proxy has programmed them all.
+    async fn wait_services(&self) -> Result<()> {
+        let ports = super::ports();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let (_, via_service) = self.probe_all(&ports);
+            let missing: Vec<String> = via_service
+                .differences(&Matrix::filled(via_service.pods.clone(), ports.clone(), true))
+                .iter()
+                .map(|(p, f, t, _)| format!("{f}->{t} {p}"))
+                .collect();
+            if missing.is_empty() {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("the per-pod Services did not all answer within 60s: {missing:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// The node's `inet svcnet-netpol` table, as built by the runner's incremental transactions,
+    /// lists exactly as the same table loaded whole from a fresh full compile of the current state.
+    pub async fn check_kernel_table(&self, log_drops: bool) -> Result<()> {
+        let options = CompileOptions { node_name: Some("node-1".into()), log_drops };
+        let want = nft::compile(&self.env.cluster(&self.state), &options);
+        svcnet_netpol::runner::nft_apply(Some(self.reference.name()), &nft::full_script(&want, &options)).await?;
+        let list = |ns: String| async move {
+            let json = svcnet_netpol::runner::nft_command(Some(&ns), &["-j", "-s", "list", "table", "inet", nft::TABLE], None).await?;
+            anyhow::Ok(normalize_listing(&json)?)
+        };
+        let (have, fresh) = (list(self.node.name().to_owned()).await?, list(self.reference.name().to_owned()).await?);
+        if have != fresh {
+            let only_have: Vec<&String> = have.iter().filter(|x| !fresh.contains(x)).collect();
+            let only_fresh: Vec<&String> = fresh.iter().filter(|x| !have.contains(x)).collect();
+            bail!("the incrementally built table differs from a fresh full load:\n only incremental: {only_have:#?}\n only fresh: {only_fresh:#?}");
+        }
+        Ok(())
+    }
+
     pub fn pod(&self, key: &PodKey) -> &TestPod {
         self.pods.iter().find(|p| &p.key == key).expect("pod")
     }
 
-    /// Probes every pair (not a pod to itself) on every port, all at once; `true` = the server
-    /// answered with its own name.
-    pub fn probe_all(&self, ports: &[PortProtocol]) -> Matrix {
+    /// Probes every pair (not a pod to itself) on every port, all at once, to the pod's IP and
+    /// through its Service; `true` = the server answered with its own name. Returns (via pod
+    /// IP, via Service), the Service's cells under the target port.
+    pub fn probe_all(&self, ports: &[PortProtocol]) -> (Matrix, Matrix) {
         let keys: Vec<PodKey> = self.pods.iter().map(|p| p.key.clone()).collect();
-        let mut m = Matrix::filled(keys.clone(), ports.to_vec(), true);
-        let results: Vec<(PortProtocol, PodKey, PodKey, bool)> = std::thread::scope(|s| {
+        let mut direct = Matrix::filled(keys.clone(), ports.to_vec(), true);
+        let mut via_service = direct.clone();
+        let results: Vec<(bool, PortProtocol, PodKey, PodKey, bool)> = std::thread::scope(|s| {
             let mut handles = Vec::new();
             for port in ports {
                 for from in &self.pods {
@@ -226,17 +296,85 @@ impl Topology {
                             continue;
                         }
                         let port = *port;
-                        handles.push(s.spawn(move || (port, from.key.clone(), to.key.clone(), probe(&from.ns, to.ip, port) == Some(to.key.to_string()))));
+                        for service in [false, true] {
+                            let (addr, p) = if service { (to.service_ip, service_port(port)) } else { (to.ip, port) };
+                            handles
+                                .push(s.spawn(move || (service, port, from.key.clone(), to.key.clone(), probe(&from.ns, addr, p) == Some(to.key.to_string()))));
+                        }
                     }
                 }
             }
             handles.into_iter().map(|h| h.join().expect("probe thread")).collect()
         });
-        for (port, f, t, ok) in results {
-            m.set(port, &f, &t, ok);
+        for (service, port, f, t, ok) in results {
+            if service { via_service.set(port, &f, &t, ok) } else { direct.set(port, &f, &t, ok) }
         }
-        m
+        (direct, via_service)
     }
+}
+
+/// Creates the pod's Service `s-<pod>` (selectorless, ClusterIP; ports 8080/8081 to 80/81, TCP
+/// and UDP) and its EndpointSlice; returns the allocated ClusterIP.
+async fn create_service(client: &kube::Client, pod: &TestPod) -> Result<Ipv4Addr> {
+    let name = format!("s-{}", pod.key.name);
+    let mut ports = Vec::new();
+    for p in super::ports() {
+        let port_name = format!("{}{}", if p.protocol == Protocol::Tcp { "t" } else { "u" }, p.port);
+        ports.push((port_name, p));
+    }
+    let service: corev1::Service = serde_json::from_value(json!({
+        "metadata": {"name": name, "namespace": pod.key.namespace},
+        "spec": {"type": "ClusterIP", "ports": ports.iter().map(|(n, p)| json!({"name": n, "port": service_port(*p).port, "targetPort": p.port, "protocol": p.protocol.as_str()})).collect::<Vec<_>>()}
+    }))?;
+    let created = Api::<corev1::Service>::namespaced(client.clone(), &pod.key.namespace).create(&PostParams::default(), &service).await?;
+    let cluster_ip: Ipv4Addr = created.spec.and_then(|s| s.cluster_ip).context("no ClusterIP allocated")?.parse()?;
+    let slice: k8s_openapi::api::discovery::v1::EndpointSlice = serde_json::from_value(json!({
+        "metadata": {"name": format!("{name}-1"), "namespace": pod.key.namespace, "labels": {"kubernetes.io/service-name": name}},
+        "addressType": "IPv4",
+        "ports": ports.iter().map(|(n, p)| json!({"name": n, "port": p.port, "protocol": p.protocol.as_str()})).collect::<Vec<_>>(),
+        "endpoints": [{"addresses": [pod.ip.to_string()], "conditions": {"ready": true, "serving": true, "terminating": false}, "nodeName": "node-1",
+            "targetRef": {"kind": "Pod", "namespace": pod.key.namespace, "name": pod.key.name}}],
+    }))?;
+    Api::<k8s_openapi::api::discovery::v1::EndpointSlice>::namespaced(client.clone(), &pod.key.namespace)
+        .patch(&format!("{name}-1"), &PatchParams::apply("netpol-test").force(), &Patch::Apply(&slice))
+        .await?;
+    Ok(cluster_ip)
+}
+
+/// `nft -j -s list table` as a sorted list of objects, without handles, counter values and the
+/// order of set elements (which depends on insertion order).
+fn normalize_listing(json: &str) -> Result<Vec<String>> {
+    fn strip(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::Object(m) => {
+                for k in ["handle", "packets", "bytes"] {
+                    m.remove(k);
+                }
+                for (k, x) in m.iter_mut() {
+                    strip(x);
+                    if k == "elem"
+                        && let serde_json::Value::Array(items) = x
+                    {
+                        items.sort_by_key(|i| i.to_string());
+                    }
+                }
+            }
+            serde_json::Value::Array(a) => a.iter_mut().for_each(strip),
+            _ => {}
+        }
+    }
+    let mut v: serde_json::Value = serde_json::from_str(json)?;
+    let items = v.get_mut("nftables").and_then(|x| x.as_array_mut()).context("no nftables array")?;
+    let mut out: Vec<String> = items
+        .iter_mut()
+        .filter(|i| i.get("metainfo").is_none())
+        .map(|i| {
+            strip(i);
+            i.to_string()
+        })
+        .collect();
+    out.sort();
+    Ok(out)
 }
 
 /// One new connection (TCP) or exchange (UDP, from a fresh socket) from `from` to `to:port`.
