@@ -755,3 +755,68 @@ async fn type_changes_never_interrupt_the_cluster_ip() -> Result<()> {
     assert_eq!(tally.by_name.keys().collect::<Vec<_>>(), ["a", "c"]);
     Ok(())
 }
+
+/// Scaling a Service from 3 to 40 endpoints and back under load: more endpoints than the
+/// preset pick chains (the runner then rebuilds the table in one transaction) and every one of
+/// them reached, with not one failed connection. One pod namespace holds the 40 addresses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scaling_past_the_preset_pick_chains_under_load() -> Result<()> {
+    let mut topology = Topology::new("bscal", 1)?;
+    let cluster = Cluster::start().await?;
+    let many = topology.add_pod(1, 100)?.ns.name().to_owned();
+    for host in 101..140 {
+        ip(&many, &format!("addr add 10.244.1.{host}/24 dev eth0"))?;
+    }
+    topology.add_pod(1, 50)?;
+    let _server = http_server_named_by_address(&topology.pod(1, 100).ns, 8080)?;
+    let service = cluster.create_service(json!({"metadata": {"name": "scale"}, "spec": {"ports": [{"port": 80, "targetPort": 8080}]}})).await?;
+    let vip = sa(cluster_ip(&service), 80);
+    let endpoints = |n: u8| json!((100..100 + n).map(|host| endpoint(&format!("10.244.1.{host}"), "node-1")).collect::<Vec<_>>());
+    cluster.put_slice("scale-1", "scale", tcp_port(8080), endpoints(3)).await?;
+    let _proxy = ProxyGuard::start(&cluster.client, topology.proxy_config(1));
+    let pod = &topology.pod(1, 50).ns;
+    eventually("the Service answers", WAIT, || pod.run_in(move || http_get_name(vip)).map_err(|e| e.to_string())?).await?;
+    let load = LoadLoop::start(pod, vip)?;
+    cluster.put_slice("scale-1", "scale", tcp_port(8080), endpoints(40)).await?;
+    eventually("all 40 endpoints reached", WAIT, || match load.tally(|t| t.by_name.len()) {
+        40 => Ok(()),
+        n => Err(format!("{n} so far")),
+    })
+    .await?;
+    cluster.put_slice("scale-1", "scale", tcp_port(8080), endpoints(3)).await?;
+    let first_three = ["10.244.1.100", "10.244.1.101", "10.244.1.102"];
+    eventually("back to three", WAIT, || {
+        let recent: BTreeSet<String> = load.tally(|t| t.recent.iter().cloned().collect());
+        if load.tally(|t| t.recent.len()) == 50 && recent.iter().all(|r| first_three.contains(&r.as_str())) { Ok(()) } else { Err(format!("{recent:?}")) }
+    })
+    .await?;
+    let tally = load.finish();
+    assert!(tally.failures.is_empty(), "{} of {} requests failed: {:?}", tally.failures.len(), tally.done, tally.failures);
+    assert_eq!(tally.by_name.len(), 40, "{:?}", tally.by_name);
+    Ok(())
+}
+
+/// Endpoints in a node's own namespace (host-network pods): reached through the ClusterIP from
+/// pods on either node, from the nodes themselves, and through the NodePort from outside.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_network_endpoints() -> Result<()> {
+    let mut f = fixture("bhost", 2, 8080).await?;
+    f.topology.add_pod(2, 50)?;
+    let node2 = f.topology.node(2).ip;
+    let _host_server = tcp_server(&f.topology.node(2).ns, sa(node2, 8090), "host2")?;
+    let service =
+        f.cluster.create_service(json!({"metadata": {"name": "hostnet"}, "spec": {"type": "NodePort", "ports": [{"port": 80, "targetPort": 8090}]}})).await?;
+    f.cluster.put_slice("hostnet-1", "hostnet", tcp_port(8090), json!([endpoint(&node2.to_string(), "node-2")])).await?;
+    let vip = sa(cluster_ip(&service), 80);
+    reaches_exactly(&f.topology.pod(1, 50).ns, vip, &["host2"]).await?;
+    assert_eq!(reply_peer(&connect(&f.topology.pod(1, 50).ns, vip)), Some("10.244.1.50"));
+    reaches_exactly(&f.topology.pod(2, 50).ns, vip, &["host2"]).await?;
+    for node in [1, 2] {
+        reaches_exactly(&f.topology.client, sa(f.topology.node(node).ip, node_port(&service, 0)), &["host2"]).await?;
+        // The node's own processes (with a default route, as real nodes have).
+        let ns = &f.topology.node(node).ns;
+        ip(ns.name(), "route add default via 172.30.0.1")?;
+        reaches_exactly(ns, vip, &["host2"]).await?;
+    }
+    Ok(())
+}

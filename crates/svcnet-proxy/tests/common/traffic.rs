@@ -56,13 +56,23 @@ impl Drop for TaskGuard {
 /// An HTTP/1.1 server in a namespace answering every request with 200 and `NAME PEER-IP\n`,
 /// closing the connection after the reply.
 pub fn http_server(ns: &NetNs, addr: SocketAddr, name: &str) -> Result<TaskGuard> {
+    serve_http(ns, addr, Some(name.to_owned()))
+}
+
+/// An HTTP server like [`http_server`] on every address of the namespace, answering with the
+/// local address the connection arrived at as its name (one namespace stands for many pods).
+pub fn http_server_named_by_address(ns: &NetNs, port: u16) -> Result<TaskGuard> {
+    serve_http(ns, SocketAddr::from(([0, 0, 0, 0], port)), None)
+}
+
+fn serve_http(ns: &NetNs, addr: SocketAddr, name: Option<String>) -> Result<TaskGuard> {
     let listener = ns.run_in(move || std::net::TcpListener::bind(addr))??;
     listener.set_nonblocking(true)?;
     let listener = tokio::net::TcpListener::from_std(listener)?;
-    let name = name.to_owned();
     let task = tokio::spawn(async move {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         while let Ok((mut stream, peer)) = listener.accept().await {
+            let Some(name) = name.clone().or_else(|| stream.local_addr().ok().map(|a| a.ip().to_string())) else { continue };
             let body = format!("{name} {}\n", peer.ip());
             tokio::spawn(async move {
                 let mut request = Vec::new();
