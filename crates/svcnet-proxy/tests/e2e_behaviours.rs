@@ -548,7 +548,18 @@ async fn masquerade_where_reply_would_bypass_the_node() -> Result<()> {
 /// fails, and the new endpoints take the traffic.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rolling_update_under_load_fails_no_connection() -> Result<()> {
-    let mut topology = Topology::new("broll", 2)?;
+    rolling_update("broll", false).await
+}
+
+/// The same with `sessionAffinity: ClientIP`: each client is pinned to an endpoint, moves when
+/// that endpoint starts terminating, and still no connection fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rolling_update_with_session_affinity_fails_no_connection() -> Result<()> {
+    rolling_update("braff", true).await
+}
+
+async fn rolling_update(tag: &str, affinity: bool) -> Result<()> {
+    let mut topology = Topology::new(tag, 2)?;
     let cluster = Cluster::start().await?;
     let pods = [("v1-a", 1, 10), ("v1-b", 2, 10), ("v2-a", 1, 20), ("v2-b", 2, 20)];
     for (_, node, host) in pods {
@@ -563,8 +574,12 @@ async fn rolling_update_under_load_fails_no_connection() -> Result<()> {
         let (_, node, host) = pods.iter().find(|p| p.0 == name).expect("known pod");
         (format!("10.244.{node}.{host}"), format!("node-{node}"))
     };
-    let service =
-        cluster.create_service(json!({"metadata": {"name": "roll"}, "spec": {"type": "NodePort", "ports": [{"port": 80, "targetPort": 8080}]}})).await?;
+    let affinity = if affinity { "ClientIP" } else { "None" };
+    let service = cluster
+        .create_service(
+            json!({"metadata": {"name": "roll"}, "spec": {"type": "NodePort", "sessionAffinity": affinity, "ports": [{"port": 80, "targetPort": 8080}]}}),
+        )
+        .await?;
     let put = |endpoints: Vec<(&str, bool)>| {
         let slice: Vec<serde_json::Value> = endpoints
             .iter()
@@ -602,10 +617,14 @@ async fn rolling_update_under_load_fails_no_connection() -> Result<()> {
     for (old, new) in [("v1-a", "v2-a"), ("v1-b", "v2-b")] {
         current.push((new, true));
         put(current.clone()).await?;
-        eventually(&format!("{new} gets traffic from every client"), WAIT, || {
-            if loops.iter().all(|l| l.tally(|t| t.by_name.contains_key(new))) { Ok(()) } else { Err("not yet".to_string()) }
-        })
-        .await?;
+        if affinity == "None" {
+            eventually(&format!("{new} gets traffic from every client"), WAIT, || {
+                if loops.iter().all(|l| l.tally(|t| t.by_name.contains_key(new))) { Ok(()) } else { Err("not yet".to_string()) }
+            })
+            .await?;
+        } else {
+            progress(20).await?;
+        }
         current.iter_mut().filter(|(name, _)| *name == old).for_each(|e| e.1 = false);
         put(current.clone()).await?;
         let (old_ip, _) = address(old);
@@ -625,7 +644,12 @@ async fn rolling_update_under_load_fails_no_connection() -> Result<()> {
     for (n, l) in loops.into_iter().enumerate() {
         let tally = l.finish();
         assert!(tally.failures.is_empty(), "client {n}: {} of {} requests failed: {:?}", tally.failures.len(), tally.done, tally.failures);
-        assert!(tally.by_name.get("v2-a").is_some_and(|c| *c > 0) && tally.by_name.get("v2-b").is_some_and(|c| *c > 0), "client {n}: {:?}", tally.by_name);
+        if affinity == "None" {
+            assert!(tally.by_name.get("v2-a").is_some_and(|c| *c > 0) && tally.by_name.get("v2-b").is_some_and(|c| *c > 0), "client {n}: {:?}", tally.by_name);
+        } else {
+            let recent: BTreeSet<&String> = tally.recent.iter().collect();
+            assert_eq!(recent.len(), 1, "client {n} pinned to one endpoint: {:?}", tally.recent);
+        }
         assert!(tally.recent.iter().all(|name| name.starts_with("v2-")), "client {n} still reaches old pods: {:?}", tally.recent);
         eprintln!("client {n}: {} requests, none failed: {:?}", tally.done, tally.by_name);
     }
