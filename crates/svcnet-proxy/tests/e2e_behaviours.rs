@@ -341,6 +341,7 @@ async fn tcp_udp_and_sctp() -> Result<()> {
             {"name": "dns-udp", "port": 53, "protocol": "UDP", "targetPort": 5353},
             {"name": "dns-tcp", "port": 53, "protocol": "TCP", "targetPort": 5354},
             {"name": "sig", "port": 3868, "protocol": "SCTP", "targetPort": 3869},
+            {"name": "none", "port": 54, "protocol": "UDP", "targetPort": 5355},
         ]}}))
         .await?;
     let vip = cluster_ip(&service);
@@ -361,6 +362,15 @@ async fn tcp_udp_and_sctp() -> Result<()> {
     assert_eq!(names(client_ns, sa(vip, 53), 3).await?, BTreeMap::from([("tcp".to_owned(), 3)]));
     let udp = UdpClient::new(client_ns, 40053)?;
     eventually("UDP answer", WAIT, || udp.ask(sa(vip, 53)).filter(|r| r == "udp").ok_or_else(|| "no answer".to_string())).await?;
+    // A UDP port without endpoints is refused too (ICMP port unreachable, seen on a connected socket).
+    let refused = client_ns.run_in(move || -> std::io::Result<()> {
+        let socket = std::net::UdpSocket::bind("0.0.0.0:0")?;
+        socket.set_read_timeout(Some(Duration::from_millis(1500)))?;
+        socket.connect(sa(vip, 54))?;
+        socket.send(b"?")?;
+        socket.recv(&mut [0u8; 64]).map(drop)
+    })?;
+    assert_eq!(refused.map_err(|e| e.kind()), Err(std::io::ErrorKind::ConnectionRefused));
 
     let node1 = &topology.node(1).ns;
     let services = proxy_elements(node1, "service-ips-v4");
@@ -842,5 +852,50 @@ async fn host_network_endpoints() -> Result<()> {
         ip(ns.name(), "route add default via 172.30.0.1")?;
         reaches_exactly(ns, vip, &["host2"]).await?;
     }
+    Ok(())
+}
+
+/// The proxy restarting (as after an upgrade) under load: while it is away its rules keep
+/// working; the endpoints change meanwhile; the new proxy's full sync replaces the table in one
+/// transaction and picks the change up; not one connection fails. An EndpointSlice written
+/// before its Service is used once the Service appears.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_restart_under_load_fails_no_connection() -> Result<()> {
+    let mut topology = Topology::new("brst", 1)?;
+    let cluster = Cluster::start().await?;
+    for host in [10, 11, 50] {
+        topology.add_pod(1, host)?;
+    }
+    let _servers = [http_server(&topology.pod(1, 10).ns, sa([0, 0, 0, 0], 8080), "a")?, http_server(&topology.pod(1, 11).ns, sa([0, 0, 0, 0], 8080), "b")?];
+    let service = cluster.create_service(json!({"metadata": {"name": "steady"}, "spec": {"ports": [{"port": 80, "targetPort": 8080}]}})).await?;
+    let vip = sa(cluster_ip(&service), 80);
+    cluster.put_slice("steady-1", "steady", tcp_port(8080), json!([endpoint("10.244.1.10", "node-1")])).await?;
+    let proxy = ProxyGuard::start(&cluster.client, topology.proxy_config(1));
+    let pod = &topology.pod(1, 50).ns;
+    eventually("the Service answers", WAIT, || pod.run_in(move || http_get_name(vip)).map_err(|e| e.to_string())?).await?;
+    let load = LoadLoop::start(pod, vip)?;
+    let progress = |n: usize| {
+        let target = load.done() + n;
+        let load = &load;
+        async move { eventually(&format!("{n} more requests"), WAIT, || if load.done() >= target { Ok(()) } else { Err("not yet".to_string()) }).await }
+    };
+    progress(20).await?;
+    drop(proxy);
+    cluster.put_slice("steady-1", "steady", tcp_port(8080), json!([endpoint("10.244.1.10", "node-1"), endpoint("10.244.1.11", "node-1")])).await?;
+    progress(50).await?;
+    assert!(!load.tally(|t| t.by_name.contains_key("b")), "no proxy, no change: {:?}", load.tally(|t| t.by_name.clone()));
+    let _proxy = ProxyGuard::start(&cluster.client, topology.proxy_config(1));
+    eventually("the new proxy sends traffic to b", WAIT, || if load.tally(|t| t.by_name.contains_key("b")) { Ok(()) } else { Err("not yet".to_string()) })
+        .await?;
+    progress(50).await?;
+
+    cluster.put_slice("late-1", "late", tcp_port(8080), json!([endpoint("10.244.1.11", "node-1")])).await?;
+    let late = cluster.create_service(json!({"metadata": {"name": "late"}, "spec": {"ports": [{"port": 80, "targetPort": 8080}]}})).await?;
+    let late = sa(cluster_ip(&late), 80);
+    let name = eventually("the late Service answers", WAIT, || pod.run_in(move || http_get_name(late)).map_err(|e| e.to_string())?).await?;
+    assert_eq!(name, "b");
+
+    let tally = load.finish();
+    assert!(tally.failures.is_empty(), "{} of {} requests failed: {:?}", tally.failures.len(), tally.done, tally.failures);
     Ok(())
 }
