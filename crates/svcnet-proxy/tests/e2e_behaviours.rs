@@ -899,3 +899,36 @@ async fn proxy_restart_under_load_fails_no_connection() -> Result<()> {
     assert!(tally.failures.is_empty(), "{} of {} requests failed: {:?}", tally.failures.len(), tally.done, tally.failures);
     Ok(())
 }
+
+/// `sessionAffinityConfig.clientIP.timeoutSeconds`: a client stays on one endpoint while it keeps
+/// coming back within the timeout; once it has been away longer, its entry expires and the next
+/// connection is balanced afresh (so over a few rounds it lands on another endpoint).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_affinity_timeout_expires() -> Result<()> {
+    let f = fixture("bafft", 2, 8080).await?;
+    let service = f
+        .cluster
+        .create_service(json!({"metadata": {"name": "brief"}, "spec": {
+            "sessionAffinity": "ClientIP", "sessionAffinityConfig": {"clientIP": {"timeoutSeconds": 1}},
+            "ports": [{"port": 80, "targetPort": 8080}],
+        }}))
+        .await?;
+    let vip = sa(cluster_ip(&service), 80);
+    f.cluster.put_slice("brief-1", "brief", tcp_port(8080), abc()).await?;
+    let pod = &f.topology.pod(1, 50).ns;
+    let node = &f.topology.node(1).ns;
+    let pinned = |entries: &[String]| entries.iter().any(|e| e.contains("10.244.1.50"));
+    let mut landed = BTreeSet::new();
+    let deadline = std::time::Instant::now() + WAIT;
+    while landed.len() < 2 {
+        let seen = names(pod, vip, 10).await?;
+        assert_eq!(seen.len(), 1, "pinned within the timeout: {seen:?}");
+        landed.extend(seen.into_keys());
+        let entries = proxy_elements(node, "affinity-v4");
+        assert!(entries.iter().any(|e| e.contains("10.244.1.50") && e.contains("timeout 1s")), "{entries:?}");
+        eventually("the affinity entry expires", WAIT, || if pinned(&proxy_elements(node, "affinity-v4")) { Err("not yet".to_string()) } else { Ok(()) })
+            .await?;
+        assert!(std::time::Instant::now() < deadline, "always the same endpoint after expiry: {landed:?}");
+    }
+    Ok(())
+}
