@@ -2,7 +2,9 @@
 //! for the cargo-fuzz target (`fuzz/fuzz_targets/request.rs`) and its plain-test twin
 //! (`tests/fuzz_request.rs`, which runs the stored corpus and mutated inputs on stable Rust).
 //! Each run checks what must hold for any input: no panic, a response that decodes again with
-//! the request's id, within the client's UDP limit, and encodable for TCP.
+//! the request's id, within the client's UDP limit, and encodable for TCP; and whenever the UDP
+//! fast path answers, the same response as the general path (every header bit, the question as
+//! sent, every record with its case, EDNS).
 
 use hickory_proto::op::Message;
 use serde_json::json;
@@ -53,8 +55,40 @@ pub fn snapshot() -> Snapshot {
     Snapshot::build(parse_zone("cluster.local").expect("zone"), 5, 1, &objects)
 }
 
+/// The UDP response of the general path (hickory decodes, [`respond`] answers, [`encode_udp`]
+/// encodes), or `None` when it forwards or sends nothing. CNAMEs are not chased here.
+pub fn general_udp(snapshot: &Snapshot, data: &[u8]) -> Option<Vec<u8>> {
+    let Ok(request) = Message::from_vec(data) else { return format_error(data) };
+    match respond(snapshot, &request) {
+        Reply::Respond(response) => Some(encode_udp(&response, udp_limit(&request)).expect("a response to a decodable request encodes")),
+        Reply::Forward => None,
+    }
+}
+
+/// The UDP fast path's response, or `None` when it leaves the request to the general path.
+pub fn fast_udp(snapshot: &Snapshot, data: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    crate::wire::answer(snapshot, data, &mut out, &mut Default::default())?;
+    Some(out)
+}
+
+/// Checks that the fast path, when it answers `data`, answers as the general path does: the
+/// decoded messages are equal and so are their texts (which keep the names' case, unlike
+/// hickory's case-insensitive name equality). Returns whether the fast path answered.
+pub fn fast_path_agrees(snapshot: &Snapshot, data: &[u8]) -> bool {
+    let Some(fast) = fast_udp(snapshot, data) else { return false };
+    let general = general_udp(snapshot, data).expect("the general path answers what the fast path answers");
+    let fast_msg = Message::from_vec(&fast).expect("the fast path's response decodes");
+    let general_msg = Message::from_vec(&general).expect("the general path's response decodes");
+    assert_eq!(fast_msg, general_msg, "fast and general paths differ");
+    assert_eq!(format!("{fast_msg:?}"), format!("{general_msg:?}"), "fast and general paths differ in case");
+    assert!(fast.len() <= general.len().max(udp_limit(&Message::from_vec(data).expect("decodes"))));
+    true
+}
+
 /// One datagram through the request path; panics when an invariant breaks.
 pub fn request(snapshot: &Snapshot, data: &[u8]) {
+    fast_path_agrees(snapshot, data);
     let Ok(request) = Message::from_vec(data) else {
         if let Some(bytes) = format_error(data) {
             let formerr = Message::from_vec(&bytes).expect("FORMERR decodes");

@@ -28,6 +28,7 @@ pub mod metrics;
 mod server;
 pub mod snapshot;
 mod watch;
+mod wire;
 
 use std::{io, net::SocketAddr};
 

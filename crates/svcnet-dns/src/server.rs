@@ -1,10 +1,27 @@
 //! The I/O edge: UDP and TCP listeners that decode requests, answer them from the current
 //! snapshot (or forward them), and encode responses, truncating for UDP.
+//!
+//! UDP is served by dedicated OS threads (as many as cores, per address) sharing one socket,
+//! each receiving up to [`BATCH`] datagrams per `recvmmsg` call: one wakeup for many queries
+//! under load instead of one task wakeup each. Each datagram first tries the allocation-free
+//! fast path (`crate::wire`); the rest are decoded with hickory and answered by
+//! [`respond`], on the same thread, except forwarding and CNAME chasing, which go to the tokio
+//! runtime as tasks. TCP is served by tokio tasks.
 
 use std::{
+    io::IoSliceMut,
     net::SocketAddr,
-    sync::Arc,
+    os::fd::AsRawFd,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
     time::{Duration, Instant},
+};
+
+use nix::{
+    errno::Errno,
+    sys::socket::{MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg},
 };
 
 use arc_swap::ArcSwap;
@@ -14,7 +31,7 @@ use hickory_proto::{
 };
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
-    net::{TcpListener, TcpStream, UdpSocket},
+    net::{TcpListener, TcpStream},
     task::JoinSet,
 };
 
@@ -24,12 +41,19 @@ use crate::{
     message::{Reply, encode_udp, format_error, respond, udp_limit},
     metrics::{Metrics, Observation},
     snapshot::{Answer, Snapshot, parse_zone},
+    wire::{self, ZoneKind},
 };
 
 /// A TCP connection with no request for this long is closed.
 const TCP_IDLE: Duration = Duration::from_secs(10);
 /// How many times to look for a port free for both UDP and TCP when asked for port 0.
 const BIND_ATTEMPTS: usize = 20;
+/// Datagrams received per `recvmmsg` call, at most.
+const BATCH: usize = 32;
+/// The largest UDP datagram.
+const MAX_DATAGRAM: usize = 65535;
+/// How often an idle UDP thread looks whether its server was dropped.
+const STOP_POLL: Duration = Duration::from_millis(100);
 
 /// Publishes snapshots to a running server (the watch task does; tests may too).
 #[derive(Clone)]
@@ -50,7 +74,7 @@ impl SnapshotHandle {
 /// A DNS server with its sockets bound, not yet serving.
 pub struct DnsServer {
     config: DnsConfig,
-    udp: Vec<Arc<UdpSocket>>,
+    udp: Vec<std::net::UdpSocket>,
     tcp: Vec<TcpListener>,
     local_addrs: Vec<SocketAddr>,
     snapshots: SnapshotHandle,
@@ -98,7 +122,7 @@ impl DnsServer {
         let mut local_addrs = Vec::new();
         for addr in &config.listen {
             let (u, t, local) = bind_pair(*addr).await?;
-            udp.push(Arc::new(u));
+            udp.push(u);
             tcp.push(t);
             local_addrs.push(local);
         }
@@ -159,32 +183,61 @@ impl DnsServer {
             root_label: ".".into(),
         });
         let mut tasks = JoinSet::new();
-        // Several receivers per socket, so that one core's worth of answering is not the limit.
-        let receivers = std::thread::available_parallelism().map_or(1, |n| n.get());
+        // The UDP threads stop (within STOP_POLL) once this future is dropped or returns.
+        let stop = StopOnDrop(Arc::new(AtomicBool::new(false)));
+        let (failed_tx, mut failed) = tokio::sync::mpsc::unbounded_channel();
+        let runtime = tokio::runtime::Handle::current();
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
         for (socket, addr) in self.udp.into_iter().zip(&self.local_addrs) {
-            let server = server_label(*addr);
-            for _ in 0..receivers {
-                tasks.spawn(serve_udp(Arc::clone(&socket), server.clone(), Arc::clone(&shared)));
+            socket.set_read_timeout(Some(STOP_POLL))?;
+            let socket = Arc::new(socket);
+            for _ in 0..threads {
+                let udp = UdpThread {
+                    socket: Arc::clone(&socket),
+                    via: Via { server: server_label(*addr), tcp: false },
+                    shared: Arc::clone(&shared),
+                    runtime: runtime.clone(),
+                    stop: Arc::clone(&stop.0),
+                };
+                let failed_tx = failed_tx.clone();
+                std::thread::Builder::new().name("svcnet-dns-udp".into()).spawn(move || {
+                    if let Err(error) = udp.serve() {
+                        let _ = failed_tx.send(error);
+                    }
+                })?;
             }
         }
+        drop(failed_tx);
         for (listener, addr) in self.tcp.into_iter().zip(&self.local_addrs) {
             tasks.spawn(serve_tcp(listener, server_label(*addr), Arc::clone(&shared)));
         }
-        match tasks.join_next().await {
-            Some(Ok(r)) => r,
-            Some(Err(e)) => Err(Error::Io(std::io::Error::other(e))),
-            None => Ok(()),
+        tokio::select! {
+            Some(error) = failed.recv() => Err(Error::Io(error)),
+            joined = tasks.join_next() => match joined {
+                Some(Ok(r)) => r,
+                Some(Err(e)) => Err(Error::Io(std::io::Error::other(e))),
+                None => Ok(()),
+            },
         }
     }
 }
 
+/// Tells the UDP threads to stop when dropped.
+struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
 /// UDP and TCP on the same address; for port 0, on the same kernel-chosen port.
-async fn bind_pair(addr: SocketAddr) -> Result<(UdpSocket, TcpListener, SocketAddr)> {
+async fn bind_pair(addr: SocketAddr) -> Result<(std::net::UdpSocket, TcpListener, SocketAddr)> {
     let bind_err = |source| Error::Bind { addr, source };
     for _ in 0..BIND_ATTEMPTS {
         let tcp = TcpListener::bind(addr).await.map_err(bind_err)?;
         let local = tcp.local_addr().map_err(bind_err)?;
-        match UdpSocket::bind(local).await {
+        match std::net::UdpSocket::bind(local) {
             Ok(udp) => return Ok((udp, tcp, local)),
             Err(e) if addr.port() == 0 && e.kind() == std::io::ErrorKind::AddrInUse => continue,
             Err(e) => return Err(bind_err(e)),
@@ -193,49 +246,118 @@ async fn bind_pair(addr: SocketAddr) -> Result<(UdpSocket, TcpListener, SocketAd
     Err(bind_err(std::io::Error::new(std::io::ErrorKind::AddrInUse, "no port free for both UDP and TCP")))
 }
 
-async fn serve_udp(socket: Arc<UdpSocket>, server: Arc<str>, shared: Arc<Shared>) -> Result<()> {
-    let via = Via { server, tcp: false };
-    let mut buf = vec![0u8; 65535];
-    loop {
-        let (n, peer) = match socket.recv_from(&mut buf).await {
-            Ok(x) => x,
-            // ICMP errors from earlier sends surface here on some systems; they are not fatal.
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => continue,
-            Err(e) => return Err(e.into()),
-        };
-        let started = Instant::now();
-        let Ok(request) = Message::from_vec(&buf[..n]) else {
-            if let Some(bytes) = format_error(&buf[..n]) {
-                let _ = socket.send_to(&bytes, peer).await;
-                shared.observe(&via, None, peer, false, ResponseCode::FormErr, started);
+/// One UDP receiving thread.
+struct UdpThread {
+    socket: Arc<std::net::UdpSocket>,
+    via: Via,
+    shared: Arc<Shared>,
+    runtime: tokio::runtime::Handle,
+    stop: Arc<AtomicBool>,
+}
+
+// === impl UdpThread ===
+
+impl UdpThread {
+    /// Receives batches and answers them until told to stop or the socket fails.
+    fn serve(self) -> std::io::Result<()> {
+        let fd = self.socket.as_raw_fd();
+        let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(BATCH, None);
+        // Pages are only touched as datagrams fill them: large, mostly untouched buffers.
+        let mut buffers: Vec<Vec<u8>> = (0..BATCH).map(|_| vec![0u8; MAX_DATAGRAM]).collect();
+        let mut received: Vec<(usize, Option<SocketAddr>)> = Vec::with_capacity(BATCH);
+        let mut out = Vec::with_capacity(usize::from(crate::message::MAX_UDP_PAYLOAD));
+        let mut scratch = wire::Scratch::default();
+        while !self.stop.load(Ordering::Relaxed) {
+            received.clear();
+            {
+                let mut slices: Vec<[IoSliceMut<'_>; 1]> = buffers.iter_mut().map(|b| [IoSliceMut::new(b)]).collect();
+                match recvmmsg(fd, &mut headers, slices.iter_mut(), MsgFlags::MSG_WAITFORONE, None) {
+                    Ok(messages) => {
+                        // In order: the i-th message is in the i-th buffer.
+                        received.extend(messages.map(|m| (m.bytes, m.address.as_ref().and_then(socket_addr))));
+                    }
+                    // The poll timeout; ICMP errors from earlier sends; signals.
+                    Err(Errno::EAGAIN | Errno::EINTR | Errno::ECONNREFUSED) => continue,
+                    Err(errno) => return Err(errno.into()),
+                }
             }
-            continue;
+            let started = Instant::now();
+            let snapshot = self.shared.snapshots.current();
+            for (buffer, (len, peer)) in buffers.iter().zip(&received) {
+                let Some(peer) = peer else { continue };
+                let request = &buffer[..*len];
+                if let Some(answered) = wire::answer(&snapshot, request, &mut out, &mut scratch) {
+                    let zone = match answered.zone {
+                        ZoneKind::Cluster => &self.shared.zone_label,
+                        ZoneKind::InAddr => &self.shared.in_addr_label,
+                        ZoneKind::Ip6 => &self.shared.ip6_label,
+                    };
+                    self.shared.count(&self.via, zone, *peer, Some(answered.qtype), answered.rcode, started);
+                    self.send(&out, *peer);
+                } else if let Some(bytes) = self.general(&snapshot, request, *peer, started) {
+                    self.send(&bytes, *peer);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn send(&self, bytes: &[u8], peer: SocketAddr) {
+        if let Err(error) = self.socket.send_to(bytes, peer) {
+            tracing::debug!(%peer, %error, "cannot send DNS response");
+        }
+    }
+
+    /// The general path: decode with hickory and answer, or hand forwarding and CNAME chasing
+    /// to a task. Returns the response to send now, if any.
+    fn general(&self, snapshot: &Snapshot, data: &[u8], peer: SocketAddr, started: Instant) -> Option<Vec<u8>> {
+        let shared = &self.shared;
+        let Ok(request) = Message::from_vec(data) else {
+            let bytes = format_error(data)?;
+            shared.observe(&self.via, None, peer, false, ResponseCode::FormErr, started);
+            return Some(bytes);
         };
         let limit = udp_limit(&request);
-        match respond(&shared.snapshots.current(), &request) {
+        match respond(snapshot, &request) {
             Reply::Respond(response) if needs_chase(&response) => {
-                // The CNAME's target may need an upstream: off the receive loop.
-                let (socket, via, shared) = (Arc::clone(&socket), via.clone(), Arc::clone(&shared));
-                tokio::spawn(async move {
+                // The CNAME's target may need an upstream: off this thread.
+                let (socket, via, shared) = (Arc::clone(&self.socket), self.via.clone(), Arc::clone(shared));
+                self.runtime.spawn(async move {
                     let response = chase_cname(&shared, &request, response).await;
-                    send_udp(&socket, peer, &response, limit).await;
+                    // Counted before sent, so that a client that has its answer sees it counted.
                     shared.observe(&via, Some(&request), peer, false, response.metadata.response_code, started);
+                    send_udp(&socket, peer, &response, limit);
                 });
+                None
             }
             Reply::Respond(response) => {
-                send_udp(&socket, peer, &response, limit).await;
-                shared.observe(&via, Some(&request), peer, false, response.metadata.response_code, started);
+                shared.observe(&self.via, Some(&request), peer, false, response.metadata.response_code, started);
+                match encode_udp(&response, limit) {
+                    Ok(bytes) => Some(bytes),
+                    Err(error) => {
+                        tracing::warn!(%error, "cannot encode DNS response");
+                        None
+                    }
+                }
             }
             Reply::Forward => {
-                let (socket, via, shared) = (Arc::clone(&socket), via.clone(), Arc::clone(&shared));
-                tokio::spawn(async move {
+                let (socket, via, shared) = (Arc::clone(&self.socket), self.via.clone(), Arc::clone(shared));
+                self.runtime.spawn(async move {
                     let response = shared.forwarder.forward(&request).await;
-                    send_udp(&socket, peer, &response, limit).await;
                     shared.observe(&via, Some(&request), peer, true, response.metadata.response_code, started);
+                    send_udp(&socket, peer, &response, limit);
                 });
+                None
             }
         }
     }
+}
+
+fn socket_addr(addr: &SockaddrStorage) -> Option<SocketAddr> {
+    if let Some(v4) = addr.as_sockaddr_in() {
+        return Some(SocketAddr::V4((*v4).into()));
+    }
+    addr.as_sockaddr_in6().map(|v6| SocketAddr::V6((*v6).into()))
 }
 
 // === impl Shared ===
@@ -244,7 +366,13 @@ impl Shared {
     /// Counts one answered request.
     fn observe(&self, via: &Via, request: Option<&Message>, peer: SocketAddr, forwarded: bool, rcode: ResponseCode, started: Instant) {
         let query = request.and_then(|r| r.queries.first());
-        let zone = match query {
+        let zone = self.zone_label_of(query, forwarded);
+        self.count(via, zone, peer, query.map(|q| q.query_type()), rcode, started);
+    }
+
+    /// The `zone` label of a question.
+    fn zone_label_of(&self, query: Option<&Query>, forwarded: bool) -> &Arc<str> {
+        match query {
             Some(_) if forwarded => &self.root_label,
             Some(q) if self.zone.zone_of(q.name()) => &self.zone_label,
             Some(q) if q.name().iter().next_back().is_some_and(|l| l.eq_ignore_ascii_case(b"arpa")) => {
@@ -255,23 +383,20 @@ impl Shared {
                 }
             }
             _ => &self.root_label,
-        };
-        self.metrics.observe(Observation {
-            server: &via.server,
-            zone,
-            tcp: via.tcp,
-            ipv6: peer.is_ipv6(),
-            qtype: query.map(|q| q.query_type()),
-            rcode,
-            duration: started.elapsed(),
-        });
+        }
+    }
+
+    /// Counts one answered request under `zone`.
+    fn count(&self, via: &Via, zone: &Arc<str>, peer: SocketAddr, qtype: Option<RecordType>, rcode: ResponseCode, started: Instant) {
+        self.metrics.observe(Observation { server: &via.server, zone, tcp: via.tcp, ipv6: peer.is_ipv6(), qtype, rcode, duration: started.elapsed() });
     }
 }
 
-async fn send_udp(socket: &UdpSocket, peer: SocketAddr, response: &Message, limit: usize) {
+/// Sends from a task (a UDP send does not wait for the peer).
+fn send_udp(socket: &std::net::UdpSocket, peer: SocketAddr, response: &Message, limit: usize) {
     match encode_udp(response, limit) {
         Ok(bytes) => {
-            if let Err(error) = socket.send_to(&bytes, peer).await {
+            if let Err(error) = socket.send_to(&bytes, peer) {
                 tracing::debug!(%peer, %error, "cannot send DNS response");
             }
         }

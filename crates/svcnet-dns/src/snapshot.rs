@@ -190,115 +190,153 @@ impl Snapshot {
     /// name); matching is case-insensitive.
     pub fn answer(&self, qname: &Name, qtype: RecordType) -> Answer {
         let labels = labels_of(qname);
-        let z = self.zone_labels.len();
-        if labels.len() >= z && labels[labels.len() - z..] == self.zone_labels[..] {
-            if !self.synced {
-                return Answer::NotSynced;
-            }
-            return self.in_zone(qname, &labels[..labels.len() - z], qtype);
+        let labels: Vec<&str> = labels.iter().map(String::as_str).collect();
+        let mut collect = Collect { snapshot: self, qname, answers: Vec::new(), additionals: Vec::new() };
+        match self.lookup(&labels, qtype, &mut collect) {
+            Outcome::Found if collect.answers.is_empty() => Answer::NoData,
+            Outcome::Found => Answer::Records { answers: collect.answers, additionals: collect.additionals },
+            Outcome::NoData => Answer::NoData,
+            Outcome::NxDomain => Answer::NxDomain,
+            Outcome::NotSynced => Answer::NotSynced,
+            Outcome::NotOurs => Answer::NotOurs,
         }
-        if let Some(ip) = reverse_ip(&labels) {
+    }
+
+    /// Whether `labels` (lowercased, the root's empty label left out) end with the zone's.
+    pub(crate) fn in_zone_labels(&self, labels: &[&str]) -> bool {
+        let z = self.zone_labels.len();
+        labels.len() >= z && labels[labels.len() - z..].iter().zip(&self.zone_labels).all(|(a, b)| *a == b)
+    }
+
+    /// The one implementation of the specification's names: finds what `labels` (lowercased)
+    /// name and gives its records of `qtype` to `sink`. [`Outcome::Found`] with no answer record
+    /// given is NODATA (additionals given then are dropped). [`Snapshot::answer`] collects
+    /// hickory records from it and the UDP fast path (`crate::wire`) writes wire bytes, so both
+    /// answer alike by construction.
+    pub(crate) fn lookup(&self, labels: &[&str], qtype: RecordType, sink: &mut impl Sink) -> Outcome {
+        if self.in_zone_labels(labels) {
+            if !self.synced {
+                return Outcome::NotSynced;
+            }
+            return self.in_zone(&labels[..labels.len() - self.zone_labels.len()], qtype, sink);
+        }
+        if let Some(ip) = reverse_ip(labels) {
             return match self.reverse.get(&ip).and_then(|claims| claims.first()) {
-                _ if !self.synced => Answer::NotSynced,
-                Some(claim) if qtype == RecordType::PTR => records(vec![self.record(qname, RData::PTR(PTR(claim.target.clone())))], vec![]),
-                Some(_) => Answer::NoData,
-                None => Answer::NotOurs,
+                _ if !self.synced => Outcome::NotSynced,
+                Some(claim) if qtype == RecordType::PTR => {
+                    sink.record(Section::Answer, Owner::Question, Data::Ptr(&claim.target));
+                    Outcome::Found
+                }
+                Some(_) => Outcome::NoData,
+                None => Outcome::NotOurs,
             };
         }
-        Answer::NotOurs
+        Outcome::NotOurs
     }
 
-    fn record(&self, owner: &Name, rdata: RData) -> Record {
-        Record::from_rdata(owner.clone(), self.ttl, rdata)
-    }
-
-    fn address_records(&self, owner: &Name, ips: &[IpAddr], qtype: RecordType) -> Vec<Record> {
-        ips.iter()
-            .filter_map(|ip| match (ip, qtype) {
-                (IpAddr::V4(v4), RecordType::A) => Some(self.record(owner, RData::A(A(*v4)))),
-                (IpAddr::V6(v6), RecordType::AAAA) => Some(self.record(owner, RData::AAAA(AAAA(*v6)))),
-                _ => None,
-            })
-            .collect()
+    fn address_records(section: Section, owner: Owner<'_>, ips: &[IpAddr], qtype: RecordType, sink: &mut impl Sink) {
+        for ip in ips {
+            match (ip, qtype) {
+                (IpAddr::V4(v4), RecordType::A) => sink.record(section, owner, Data::A(*v4)),
+                (IpAddr::V6(v6), RecordType::AAAA) => sink.record(section, owner, Data::Aaaa(*v6)),
+                _ => {}
+            }
+        }
     }
 
     /// A and AAAA records for `owner`, for the additional section.
-    fn all_address_records(&self, owner: &Name, ips: &[IpAddr]) -> Vec<Record> {
-        let mut out = self.address_records(owner, ips, RecordType::A);
-        out.extend(self.address_records(owner, ips, RecordType::AAAA));
-        out
+    fn all_address_records(owner: &Name, ips: &[IpAddr], sink: &mut impl Sink) {
+        Self::address_records(Section::Additional, Owner::Name(owner), ips, RecordType::A, sink);
+        Self::address_records(Section::Additional, Owner::Name(owner), ips, RecordType::AAAA, sink);
     }
 
     /// `rel` are the lowercased labels left of the zone.
-    fn in_zone(&self, qname: &Name, rel: &[String], qtype: RecordType) -> Answer {
+    fn in_zone(&self, rel: &[&str], qtype: RecordType, sink: &mut impl Sink) -> Outcome {
         let Some((last, rest)) = rel.split_last() else {
             // The zone apex exists; only its SOA is served.
-            return if qtype == RecordType::SOA { records(vec![self.soa()], vec![]) } else { Answer::NoData };
-        };
-        match last.as_str() {
-            "dns-version" if rest.is_empty() => {
-                if qtype == RecordType::TXT {
-                    records(vec![self.record(qname, RData::TXT(TXT::new(vec![SCHEMA_VERSION.to_string()])))], vec![])
-                } else {
-                    Answer::NoData
-                }
+            if qtype != RecordType::SOA {
+                return Outcome::NoData;
             }
-            "svc" => self.services(qname, rest, qtype),
-            "pod" => self.pods(qname, rest, qtype),
-            _ => Answer::NxDomain,
+            sink.record(Section::Answer, Owner::Name(&self.zone), Data::Soa);
+            return Outcome::Found;
+        };
+        match *last {
+            "dns-version" if rest.is_empty() => {
+                if qtype != RecordType::TXT {
+                    return Outcome::NoData;
+                }
+                sink.record(Section::Answer, Owner::Question, Data::Txt(SCHEMA_VERSION));
+                Outcome::Found
+            }
+            "svc" => self.services(rest, qtype, sink),
+            "pod" => self.pods(rest, qtype, sink),
+            _ => Outcome::NxDomain,
         }
     }
 
     /// `rel` ends with the namespace: `[[_port, _proto,] | [endpoint,]] svc, ns`.
-    fn services(&self, qname: &Name, rel: &[String], qtype: RecordType) -> Answer {
-        let Some((ns, rest)) = rel.split_last() else { return Answer::NoData };
-        if !self.namespaces.contains(ns) {
-            return Answer::NxDomain;
+    fn services(&self, rel: &[&str], qtype: RecordType, sink: &mut impl Sink) -> Outcome {
+        let Some((ns, rest)) = rel.split_last() else { return Outcome::NoData };
+        if !self.namespaces.contains(*ns) {
+            return Outcome::NxDomain;
         }
-        let Some((svc_name, rest)) = rest.split_last() else { return Answer::NoData };
-        let Some(svc) = self.services.get(&(ns.clone(), svc_name.clone())) else { return Answer::NxDomain };
+        let Some((svc_name, rest)) = rest.split_last() else { return Outcome::NoData };
+        let Some(svc) = self.services.get(&((*ns).to_string(), (*svc_name).to_string())) else { return Outcome::NxDomain };
         match rest {
-            [] => self.service(qname, svc, qtype, None),
+            [] => Self::service(svc, qtype, None, sink),
             [endpoint] => {
                 // Names below an ExternalName Service do not exist.
                 if matches!(svc.kind, Kind::ExternalName(_)) {
-                    return Answer::NxDomain;
+                    return Outcome::NxDomain;
                 }
-                let Some(ips) = svc.endpoints.get(endpoint) else { return Answer::NxDomain };
+                let Some(ips) = svc.endpoints.get(*endpoint) else { return Outcome::NxDomain };
                 match qtype {
-                    RecordType::A | RecordType::AAAA => records(self.address_records(qname, ips, qtype), vec![]),
-                    _ => Answer::NoData,
+                    RecordType::A | RecordType::AAAA => {
+                        Self::address_records(Section::Answer, Owner::Question, ips, qtype, sink);
+                        Outcome::Found
+                    }
+                    _ => Outcome::NoData,
                 }
             }
             [port, proto] => {
-                let (Some(port), Some(proto)) = (port.strip_prefix('_'), proto.strip_prefix('_')) else { return Answer::NxDomain };
+                let (Some(port), Some(proto)) = (port.strip_prefix('_'), proto.strip_prefix('_')) else { return Outcome::NxDomain };
                 if port.is_empty() || matches!(svc.kind, Kind::ExternalName(_)) || !svc.ports.iter().any(|p| p.name == port && p.protocol == proto) {
-                    return Answer::NxDomain;
+                    return Outcome::NxDomain;
                 }
-                self.service(qname, svc, qtype, Some((port, proto)))
+                Self::service(svc, qtype, Some((port, proto)), sink)
             }
-            _ => Answer::NxDomain,
+            _ => Outcome::NxDomain,
         }
     }
 
     /// The records of a Service's own name, or of one of its `_port._proto` names.
-    fn service(&self, qname: &Name, svc: &ServiceEntry, qtype: RecordType, port: Option<(&str, &str)>) -> Answer {
-        let ports: Vec<&Port> = svc.ports.iter().filter(|p| port.is_none_or(|(name, proto)| p.name == name && p.protocol == proto)).collect();
+    fn service(svc: &ServiceEntry, qtype: RecordType, port: Option<(&str, &str)>, sink: &mut impl Sink) -> Outcome {
+        let wanted = |p: &&Port| port.is_none_or(|(name, proto)| p.name == name && p.protocol == proto);
+        let port_count = svc.ports.iter().filter(wanted).count();
         match &svc.kind {
-            Kind::ExternalName(target) => records(vec![self.record(qname, RData::CNAME(CNAME(target.clone())))], vec![]),
+            Kind::ExternalName(target) => {
+                sink.record(Section::Answer, Owner::Question, Data::Cname(target));
+                Outcome::Found
+            }
             Kind::ClusterIp(ips) => match qtype {
-                RecordType::A | RecordType::AAAA if port.is_none() => records(self.address_records(qname, ips, qtype), vec![]),
-                RecordType::SRV => {
-                    let weight = srv_weight(ports.len());
-                    let answers = ports.iter().map(|p| self.record(qname, RData::SRV(SRV::new(0, weight, p.port, svc.fqdn.clone())))).collect();
-                    records(answers, self.all_address_records(&svc.fqdn, ips))
+                RecordType::A | RecordType::AAAA if port.is_none() => {
+                    Self::address_records(Section::Answer, Owner::Question, ips, qtype, sink);
+                    Outcome::Found
                 }
-                _ => Answer::NoData,
+                RecordType::SRV => {
+                    let weight = srv_weight(port_count);
+                    for p in svc.ports.iter().filter(wanted) {
+                        sink.record(Section::Answer, Owner::Question, Data::Srv { weight, port: p.port, target: &svc.fqdn });
+                    }
+                    Self::all_address_records(&svc.fqdn, ips, sink);
+                    Outcome::Found
+                }
+                _ => Outcome::NoData,
             },
             Kind::Headless => {
                 // A headless Service without ready endpoints does not exist, as in CoreDNS.
                 if svc.endpoints.is_empty() {
-                    return Answer::NxDomain;
+                    return Outcome::NxDomain;
                 }
                 match qtype {
                     RecordType::A | RecordType::AAAA if port.is_none() => {
@@ -308,24 +346,23 @@ impl Snapshot {
                                 ips.push(*ip);
                             }
                         }
-                        records(self.address_records(qname, &ips, qtype), vec![])
+                        Self::address_records(Section::Answer, Owner::Question, &ips, qtype, sink);
+                        Outcome::Found
                     }
                     RecordType::SRV => {
-                        let weight = srv_weight(ports.len() * svc.endpoints.len());
-                        let mut answers = Vec::new();
-                        let mut additionals = Vec::new();
+                        let weight = srv_weight(port_count * svc.endpoints.len());
                         for (host, ips) in &svc.endpoints {
                             let Some(target) = child(&svc.fqdn, host) else { continue };
-                            for p in &ports {
-                                answers.push(self.record(qname, RData::SRV(SRV::new(0, weight, p.port, target.clone()))));
+                            for p in svc.ports.iter().filter(wanted) {
+                                sink.record(Section::Answer, Owner::Question, Data::Srv { weight, port: p.port, target: &target });
                             }
-                            if !ports.is_empty() {
-                                additionals.extend(self.all_address_records(&target, ips));
+                            if port_count > 0 {
+                                Self::all_address_records(&target, ips, sink);
                             }
                         }
-                        records(answers, additionals)
+                        Outcome::Found
                     }
-                    _ => Answer::NoData,
+                    _ => Outcome::NoData,
                 }
             }
         }
@@ -333,28 +370,114 @@ impl Snapshot {
 
     /// `rel` ends with the namespace: `[a-b-c-d,] ns`. Only IPs of pods in that namespace
     /// answer (CoreDNS's `pods verified`).
-    fn pods(&self, qname: &Name, rel: &[String], qtype: RecordType) -> Answer {
-        let Some((ns, rest)) = rel.split_last() else { return Answer::NoData };
-        if !self.namespaces.contains(ns) {
-            return Answer::NxDomain;
+    fn pods(&self, rel: &[&str], qtype: RecordType, sink: &mut impl Sink) -> Outcome {
+        let Some((ns, rest)) = rel.split_last() else { return Outcome::NoData };
+        if !self.namespaces.contains(*ns) {
+            return Outcome::NxDomain;
         }
         match rest {
-            [] => Answer::NoData,
+            [] => Outcome::NoData,
             [ip] => {
-                let Some(ip) = undashed(ip) else { return Answer::NxDomain };
-                if !self.pod_ips.contains_key(&(ns.clone(), ip)) {
-                    return Answer::NxDomain;
+                let Some(ip) = undashed(ip) else { return Outcome::NxDomain };
+                if !self.pod_ips.contains_key(&((*ns).to_string(), ip)) {
+                    return Outcome::NxDomain;
                 }
-                records(self.address_records(qname, &[ip], qtype), vec![])
+                Self::address_records(Section::Answer, Owner::Question, &[ip], qtype, sink);
+                Outcome::Found
             }
-            _ => Answer::NxDomain,
+            _ => Outcome::NxDomain,
         }
     }
 }
 
-/// Records, or NODATA when there are none.
-fn records(answers: Vec<Record>, additionals: Vec<Record>) -> Answer {
-    if answers.is_empty() { Answer::NoData } else { Answer::Records { answers, additionals } }
+/// What [`Snapshot::lookup`] found, besides the records it gave its sink.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// The name exists; its records (none: NODATA) went to the sink.
+    Found,
+    /// The name exists without records of the asked type.
+    NoData,
+    /// The name does not exist.
+    NxDomain,
+    /// In the zone, before the first sync.
+    NotSynced,
+    /// Not ours to answer.
+    NotOurs,
+}
+
+/// The section a record goes to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Section {
+    Answer,
+    Additional,
+}
+
+/// A record's owner name.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Owner<'a> {
+    /// The question's name as asked (its case kept).
+    Question,
+    /// A name of the snapshot.
+    Name(&'a Name),
+}
+
+/// A record's data; every record has the snapshot's TTL and class IN.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Data<'a> {
+    A(Ipv4Addr),
+    Aaaa(Ipv6Addr),
+    Cname(&'a Name),
+    Ptr(&'a Name),
+    /// Priority 0.
+    Srv {
+        weight: u16,
+        port: u16,
+        target: &'a Name,
+    },
+    Txt(&'static str),
+    /// The zone's SOA ([`Snapshot::soa`]); its owner is the zone.
+    Soa,
+}
+
+/// Receives the records of one answer, in order.
+pub(crate) trait Sink {
+    fn record(&mut self, section: Section, owner: Owner<'_>, data: Data<'_>);
+}
+
+/// The sink of [`Snapshot::answer`]: hickory records.
+struct Collect<'q> {
+    snapshot: &'q Snapshot,
+    qname: &'q Name,
+    answers: Vec<Record>,
+    additionals: Vec<Record>,
+}
+
+impl Sink for Collect<'_> {
+    fn record(&mut self, section: Section, owner: Owner<'_>, data: Data<'_>) {
+        let owner = match owner {
+            Owner::Question => self.qname.clone(),
+            Owner::Name(name) => name.clone(),
+        };
+        let record = match data {
+            Data::Soa => self.snapshot.soa(),
+            data => {
+                let rdata = match data {
+                    Data::A(v4) => RData::A(A(v4)),
+                    Data::Aaaa(v6) => RData::AAAA(AAAA(v6)),
+                    Data::Cname(target) => RData::CNAME(CNAME(target.clone())),
+                    Data::Ptr(target) => RData::PTR(PTR(target.clone())),
+                    Data::Srv { weight, port, target } => RData::SRV(SRV::new(0, weight, port, target.clone())),
+                    Data::Txt(text) => RData::TXT(TXT::new(vec![text.to_string()])),
+                    Data::Soa => unreachable!("handled above"),
+                };
+                Record::from_rdata(owner, self.snapshot.ttl, rdata)
+            }
+        };
+        match section {
+            Section::Answer => self.answers.push(record),
+            Section::Additional => self.additionals.push(record),
+        }
+    }
 }
 
 /// CoreDNS gives each of N SRV records of one priority the weight ⌊100/N⌋.
@@ -376,13 +499,13 @@ fn undashed(label: &str) -> Option<IpAddr> {
 }
 
 /// The address of a full reverse name (`4.3.2.1.in-addr.arpa`, 32 nibbles `.ip6.arpa`).
-fn reverse_ip(labels: &[String]) -> Option<IpAddr> {
+fn reverse_ip(labels: &[&str]) -> Option<IpAddr> {
     match labels {
-        [d, c, b, a, in_addr, arpa] if in_addr == "in-addr" && arpa == "arpa" => {
-            let octet = |s: &String| if s.len() > 1 && s.starts_with('0') { None } else { s.parse::<u8>().ok() };
+        [d, c, b, a, in_addr, arpa] if *in_addr == "in-addr" && *arpa == "arpa" => {
+            let octet = |s: &str| if s.len() > 1 && s.starts_with('0') { None } else { s.parse::<u8>().ok() };
             Some(IpAddr::V4(Ipv4Addr::new(octet(a)?, octet(b)?, octet(c)?, octet(d)?)))
         }
-        [nibbles @ .., ip6, arpa] if nibbles.len() == 32 && ip6 == "ip6" && arpa == "arpa" => {
+        [nibbles @ .., ip6, arpa] if nibbles.len() == 32 && *ip6 == "ip6" && *arpa == "arpa" => {
             let mut value: u128 = 0;
             for nibble in nibbles.iter().rev() {
                 let [c] = nibble.as_bytes() else { return None };
@@ -581,14 +704,17 @@ mod tests {
 
     #[test]
     fn reverse_names() {
-        let labels = |s: &str| labels_of(&name(s));
-        assert_eq!(reverse_ip(&labels("4.3.2.1.in-addr.arpa.")), Some("1.2.3.4".parse().unwrap()));
-        assert_eq!(reverse_ip(&labels("4.3.2.1.IN-ADDR.ARPA.")), Some("1.2.3.4".parse().unwrap()));
-        assert_eq!(reverse_ip(&labels("04.3.2.1.in-addr.arpa.")), None);
-        assert_eq!(reverse_ip(&labels("3.2.1.in-addr.arpa.")), None);
-        assert_eq!(reverse_ip(&labels("256.3.2.1.in-addr.arpa.")), None);
-        assert_eq!(reverse_ip(&labels("1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.d.f.ip6.arpa.")), Some("fd00::1".parse().unwrap()));
-        assert_eq!(reverse_ip(&labels("10.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.d.f.ip6.arpa.")), None);
+        let reverse_ip = |s: &str| {
+            let labels = labels_of(&name(s));
+            reverse_ip(&labels.iter().map(String::as_str).collect::<Vec<_>>())
+        };
+        assert_eq!(reverse_ip("4.3.2.1.in-addr.arpa."), Some("1.2.3.4".parse().unwrap()));
+        assert_eq!(reverse_ip("4.3.2.1.IN-ADDR.ARPA."), Some("1.2.3.4".parse().unwrap()));
+        assert_eq!(reverse_ip("04.3.2.1.in-addr.arpa."), None);
+        assert_eq!(reverse_ip("3.2.1.in-addr.arpa."), None);
+        assert_eq!(reverse_ip("256.3.2.1.in-addr.arpa."), None);
+        assert_eq!(reverse_ip("1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.d.f.ip6.arpa."), Some("fd00::1".parse().unwrap()));
+        assert_eq!(reverse_ip("10.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.d.f.ip6.arpa."), None);
         assert_eq!(undashed("fd00--1"), Some("fd00::1".parse().unwrap()));
         assert_eq!(dashed("fd00::1".parse().unwrap()), "fd00--1");
     }
