@@ -325,8 +325,9 @@ async fn load_balancer_source_ranges() -> Result<()> {
 }
 
 /// One Service with the same port number over TCP and UDP (each to its own target port) and an
-/// SCTP port. SCTP goes through as raw packets: an INIT reaches the endpoint DNATed (checksum
-/// rewritten), and the INIT ACK comes back from the ClusterIP.
+/// SCTP port, all also NodePorts. SCTP goes through as raw packets: an INIT reaches the endpoint
+/// DNATed (checksum rewritten), and the INIT ACK comes back from the ClusterIP, or from the
+/// NodePort for a client outside the nodes; a UDP port without endpoints is refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tcp_udp_and_sctp() -> Result<()> {
     let mut topology = Topology::new("bprot", 2)?;
@@ -337,7 +338,7 @@ async fn tcp_udp_and_sctp() -> Result<()> {
     let _tcp = tcp_server(backend, sa([0, 0, 0, 0], 5354), "tcp")?;
     let _udp = udp_server(backend, sa([0, 0, 0, 0], 5353), "udp")?;
     let service = cluster
-        .create_service(json!({"metadata": {"name": "proto"}, "spec": {"ports": [
+        .create_service(json!({"metadata": {"name": "proto"}, "spec": {"type": "NodePort", "ports": [
             {"name": "dns-udp", "port": 53, "protocol": "UDP", "targetPort": 5353},
             {"name": "dns-tcp", "port": 53, "protocol": "TCP", "targetPort": 5354},
             {"name": "sig", "port": 3868, "protocol": "SCTP", "targetPort": 3869},
@@ -379,25 +380,12 @@ async fn tcp_udp_and_sctp() -> Result<()> {
         eprintln!("this kernel has no SCTP sockets (CONFIG_IP_SCTP); SCTP is checked with raw packets only");
     }
     let client = RawSctp::open(client_ns)?;
+    let outside = RawSctp::open(&topology.client)?;
     let server = RawSctp::open(backend)?;
     let vip4 = SocketAddrV4::new(vip, 3868);
-    let (init, ack) = tokio::task::spawn_blocking(move || -> Result<(SctpSeen, SctpSeen)> {
-        let deadline = std::time::Instant::now() + WAIT;
-        // A fresh source port per try: a try before the rules exist leaves an un-NATed entry.
-        for src_port in 41_000u16.. {
-            let tag = 0x5c7b_0000 | u32::from(src_port);
-            client.send_init(src_port, vip4, tag)?;
-            match server.receive(Duration::from_millis(500), |s| s.chunk_type == 1 && s.src.port() == src_port) {
-                Ok(init) => {
-                    server.answer_init(&init, 0x0ac4_0001)?;
-                    let ack = client.receive(Duration::from_secs(2), |s| s.chunk_type == 2 && s.dst.port() == src_port)?;
-                    return Ok((init, ack));
-                }
-                Err(error) if std::time::Instant::now() > deadline => return Err(error),
-                Err(_) => {}
-            }
-        }
-        unreachable!("ports run out long after the deadline")
+    let node_port4 = SocketAddrV4::new(topology.node(1).ip, node_port(&service, 2));
+    let ((init, ack), (init_np, ack_np)) = tokio::task::spawn_blocking(move || -> Result<_> {
+        Ok((sctp_handshake(&client, &server, vip4, 41_000, WAIT)?, sctp_handshake(&outside, &server, node_port4, 42_000, WAIT)?))
     })
     .await??;
     assert_eq!(init.dst, SocketAddrV4::new(Ipv4Addr::new(10, 244, 2, 10), 3869), "{init:?}");
@@ -405,6 +393,11 @@ async fn tcp_udp_and_sctp() -> Result<()> {
     assert!(init.checksum_ok, "the DNATed INIT's CRC32c was rewritten: {init:?}");
     assert_eq!(ack.src, vip4, "the INIT ACK comes back from the Service address: {ack:?}");
     assert!(ack.checksum_ok, "{ack:?}");
+    // Through the NodePort from outside: DNATed, masqueraded to node-1 (the endpoint is on node-2).
+    assert_eq!(init_np.dst, SocketAddrV4::new(Ipv4Addr::new(10, 244, 2, 10), 3869), "{init_np:?}");
+    assert_eq!(*init_np.src.ip(), topology.node(1).ip, "{init_np:?}");
+    assert!(init_np.checksum_ok, "{init_np:?}");
+    assert_eq!(ack_np.src, node_port4, "{ack_np:?}");
     let tracked = exec(node1.name(), &["conntrack", "-L", "-p", "sctp", "--orig-dst", &vip.to_string()])?;
     assert!(tracked.contains("dport=3868") && tracked.contains("src=10.244.2.10") && tracked.contains("sport=3869"), "{tracked}");
     Ok(())

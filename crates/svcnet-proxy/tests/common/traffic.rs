@@ -319,6 +319,29 @@ impl RawSctp {
     }
 }
 
+/// An INIT from `client` to `to` until `server` sees it (a fresh source port and tag per try,
+/// from `first_port`: a try before the rules exist leaves an un-NATed conntrack entry), answered
+/// with an INIT ACK that `client` must receive: (the INIT as the server saw it, the INIT ACK as
+/// the client saw it). Blocking.
+pub fn sctp_handshake(client: &RawSctp, server: &RawSctp, to: SocketAddrV4, first_port: u16, timeout: Duration) -> Result<(SctpSeen, SctpSeen)> {
+    let deadline = Instant::now() + timeout;
+    for src_port in first_port..=u16::MAX {
+        let tag = 0x5c7b_0000 | u32::from(src_port);
+        client.send_init(src_port, to, tag)?;
+        // Matched by tag: a masquerading node may change the source port.
+        match server.receive(Duration::from_millis(500), |s| s.chunk_type == 1 && s.initiate_tag == tag) {
+            Ok(init) => {
+                server.answer_init(&init, 0x0ac4_0001)?;
+                let ack = client.receive(Duration::from_secs(2), |s| s.chunk_type == 2 && s.dst.port() == src_port && s.vtag == tag)?;
+                return Ok((init, ack));
+            }
+            Err(error) if Instant::now() > deadline => return Err(error),
+            Err(_) => {}
+        }
+    }
+    bail!("no SCTP handshake through {to}")
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
