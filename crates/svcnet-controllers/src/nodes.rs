@@ -81,36 +81,45 @@ fn pod_cidr(node: &Node) -> Option<&str> {
 pub async fn run(client: Client, cidr: Option<ClusterCidr>) -> Result<()> {
     let nodes: Api<Node> = Api::all(client.clone());
     let (store, writer) = reflector::store::<Node>();
-    let stream = reflector::reflector(writer, watcher(nodes.clone(), watcher::Config::default())).default_backoff().touched_objects();
+    // The reflector fills its store from the initial list only at `InitDone`; every pass looks at
+    // all nodes in the store, so nothing is decided on a partial view.
+    let stream = reflector::reflector(writer, watcher(nodes.clone(), watcher::Config::default())).default_backoff();
     let assign = async {
         let mut stream = std::pin::pin!(stream);
-        // Blocks this controller has patched onto nodes (by node uid). The cache learns of a patch
-        // only when its watch event comes through this very stream, so events already queued
-        // behind it (other new nodes, or the same node's earlier updates) must not see the block
-        // as free.
+        // Blocks this controller has patched onto nodes (by node uid). The store learns of a
+        // patch only when its watch event comes through this very stream, so a pass before that
+        // must not see the block as free.
         let mut assigned: BTreeMap<String, String> = BTreeMap::new();
         while let Some(event) = stream.next().await {
-            let Ok(node) = event else { continue };
-            let Some(cidr) = &cidr else { continue };
-            let uid = node.metadata.uid.clone().unwrap_or_default();
-            if pod_cidr(&node).is_some() || node.metadata.deletion_timestamp.is_some() || assigned.contains_key(&uid) {
+            if !matches!(event, Ok(watcher::Event::InitDone | watcher::Event::Apply(_))) {
                 continue;
             }
-            let all = store.state();
-            // Forget patches for nodes that are gone (their blocks are free again).
-            assigned.retain(|uid, _| all.iter().any(|n| n.metadata.uid.as_deref() == Some(uid.as_str())));
-            let taken = all.iter().filter_map(|n| pod_cidr(n)).chain(assigned.values().map(String::as_str));
-            let Some(block) = next_pod_cidr(cidr, taken) else {
-                tracing::error!(node = %node.name_any(), %cidr, "no podCIDR left for the node");
-                continue;
-            };
-            let patch = json!({"spec": {"podCIDR": block, "podCIDRs": [block]}});
-            match nodes.patch(&node.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await {
-                Ok(_) => {
-                    tracing::info!(node = %node.name_any(), pod_cidr = %block, "assigned podCIDR");
-                    assigned.insert(uid, block);
+            let Some(cidr) = &cidr else { continue };
+            let mut all = store.state();
+            all.sort_by(|a, b| {
+                (a.metadata.creation_timestamp.as_ref().map(|t| t.0), a.name_any()).cmp(&(b.metadata.creation_timestamp.as_ref().map(|t| t.0), b.name_any()))
+            });
+            // Forget patches for nodes that are gone, or that the store now shows (their blocks
+            // are free again, or taken in the store's own view).
+            assigned.retain(|uid, _| all.iter().any(|n| n.metadata.uid.as_deref() == Some(uid.as_str()) && pod_cidr(n).is_none()));
+            for node in &all {
+                let uid = node.metadata.uid.clone().unwrap_or_default();
+                if pod_cidr(node).is_some() || node.metadata.deletion_timestamp.is_some() || assigned.contains_key(&uid) {
+                    continue;
                 }
-                Err(source) => tracing::warn!(error = %source, node = %node.name_any(), "assigning podCIDR"),
+                let taken = all.iter().filter_map(|n| pod_cidr(n)).chain(assigned.values().map(String::as_str));
+                let Some(block) = next_pod_cidr(cidr, taken) else {
+                    tracing::error!(node = %node.name_any(), %cidr, "no podCIDR left for the node");
+                    continue;
+                };
+                let patch = json!({"spec": {"podCIDR": block, "podCIDRs": [block]}});
+                match nodes.patch(&node.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await {
+                    Ok(_) => {
+                        tracing::info!(node = %node.name_any(), pod_cidr = %block, "assigned podCIDR");
+                        assigned.insert(uid, block);
+                    }
+                    Err(source) => tracing::warn!(error = %source, node = %node.name_any(), "assigning podCIDR"),
+                }
             }
         }
         Err::<(), _>(Error::WatchEnded("Node"))

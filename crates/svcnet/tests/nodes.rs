@@ -397,3 +397,42 @@ fn vxlan_overlay_carries_pod_traffic_between_nodes() {
     let stats: Value = serde_json::from_slice(&stats.stdout).unwrap();
     assert!(stats[0]["stats64"]["tx"]["packets"].as_u64().unwrap() > 0, "{stats}");
 }
+
+/// Host PIDs of the processes in network namespace `ns`.
+fn pids_in(ns: &str) -> Vec<u32> {
+    let out = std::process::Command::new("ip").args(["netns", "pids", ns]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).split_whitespace().filter_map(|p| p.parse().ok()).collect()
+}
+
+#[test]
+fn restart_after_kill9_takes_over_what_the_last_run_left() {
+    let net = NodeNet::claim();
+    let s = start(&net, 1, &[]);
+    wait_for("a Ready node", LONG, || (ready_nodes(&s).len() == 1).then_some(()));
+    s.apply(&format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: p, labels: {{app: p}}}}\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: c\n    image: {NETEXEC}\n    args: [netexec, --http-port=8080]\n"
+    ));
+    let p = wait_for("pod p", LONG, || ready_pods(&s, "default", "app=p").pop());
+    let pod_ns = format!("{}_{}", net.node_netns("node-1"), p["metadata"]["uid"].as_str().unwrap());
+    let old_pids = pids_in(&pod_ns);
+    assert!(!old_pids.is_empty());
+
+    // kill -9: nothing is cleaned up; the restart on the same data dir and bridge takes over.
+    let dir = s.kill9();
+    let mut args: Vec<String> = vec!["--nodes".into(), "1".into()];
+    args.extend(net.flags());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let s = Svcnet::start_with(dir, &args);
+    // svcnet up removes what the killed run left (node and pod namespaces, their processes) and
+    // sets the pod up again: a new sandbox, so a new address, as a recreated sandbox gets upstream.
+    wait_for("the killed run's pod processes gone", LONG, || old_pids.iter().all(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists()).then_some(()));
+    wait_for("pod p serving again", LONG, || {
+        let p = ready_pods(&s, "default", "app=p").pop()?;
+        let ip = p["status"]["podIP"].as_str()?.to_string();
+        (curl_from_node(&net, "node-1", &format!("http://{ip}:8080/hostname")).as_deref() == Some("p")).then_some(())
+    });
+    assert_eq!(net.namespaces().len(), 2, "the node's and the pod's namespaces: {:?}", net.namespaces());
+    let (status, _dir) = s.terminate();
+    assert!(status.success());
+    assert!(net.namespaces().is_empty(), "{:?}", net.namespaces());
+}

@@ -195,9 +195,14 @@ pub async fn wait_for_network(shared: &Shared) -> anyhow::Result<()> {
 async fn peers(shared: Arc<Shared>) {
     let nodes: Api<Node> = Api::all(shared.client.clone());
     let (store, writer) = reflector::store::<Node>();
-    let mut stream = std::pin::pin!(reflector::reflector(writer, watcher(nodes, watcher::Config::default())).default_backoff().touched_objects());
+    // The reflector fills its store from the initial list only at `InitDone`: acting on the
+    // list's objects one by one would see an empty store (and then wait for the next change).
+    let mut stream = std::pin::pin!(reflector::reflector(writer, watcher(nodes, watcher::Config::default())).default_backoff());
     let mut last: Option<(String, Vec<(Ipv4Addr, String)>)> = None;
-    while stream.next().await.is_some() {
+    while let Some(event) = stream.next().await {
+        if !matches!(event, Ok(watcher::Event::InitDone | watcher::Event::Apply(_) | watcher::Event::Delete(_))) {
+            continue;
+        }
         let all = store.state();
         let Some(me) = all.iter().find(|n| n.name_any() == shared.config.node_name) else { continue };
         let Some(cidr) = pod_cidr(me) else { continue };
