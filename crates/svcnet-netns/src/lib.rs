@@ -3,7 +3,8 @@
 //!
 //! This is the one crate of the workspace that may use `unsafe` (see its `Cargo.toml`): the
 //! `unsafe` blocks are the `pre_exec` hooks of [`Sandbox::spawn`] and [`EnterCommand::spawn`] and
-//! the terminal `ioctl`s of the latter, and each says why it is sound.
+//! the terminal `ioctl`s of the latter, and the calls into libnftables of [`nftables`]; each says why it
+//! is sound.
 //!
 //! # Objects and their guards
 //!
@@ -56,6 +57,7 @@ mod enter;
 mod error;
 mod link;
 mod netns;
+pub mod nftables;
 mod sandbox;
 
 pub use enter::{EnterCommand, EnteredProcess, ProcessInput, ProcessOutput, Terminal, run_in_netns_path};
