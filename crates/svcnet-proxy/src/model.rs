@@ -148,6 +148,9 @@ pub struct PortPlan {
     pub affinity_timeout: Option<u32>,
     /// Endpoints on this node (for hairpin masquerade).
     pub local_endpoints: Vec<Endpoint>,
+    /// Every serving endpoint, ready or terminating, wherever it is: UDP flows already going
+    /// to one of them are kept (as kube-proxy does), even when new flows no longer go there.
+    pub serving: Vec<Endpoint>,
 }
 
 /// What the proxy does for one Service on one node.
@@ -251,7 +254,18 @@ pub fn plan_service<'a>(service: &Service, slices: impl IntoIterator<Item = &'a 
         });
         let local_endpoints =
             candidates.iter().filter(|c| c.local && (c.ready || c.serving)).map(|c| c.endpoint).collect::<BTreeSet<_>>().into_iter().collect();
-        ports.push(PortPlan { name, protocol, port: port_number, cluster_ips: cluster_ips.clone(), internal, external, affinity_timeout, local_endpoints });
+        let serving = candidates.iter().filter(|c| c.serving).map(|c| c.endpoint).collect::<BTreeSet<_>>().into_iter().collect();
+        ports.push(PortPlan {
+            name,
+            protocol,
+            port: port_number,
+            cluster_ips: cluster_ips.clone(),
+            internal,
+            external,
+            affinity_timeout,
+            local_endpoints,
+            serving,
+        });
     }
     let health_check = (external_local && service_type == "LoadBalancer")
         .then_some(spec.health_check_node_port)

@@ -774,13 +774,14 @@ fn elements_for(plan: &ServicePlan, ids: &BTreeMap<PathKey, u32>, config: &Rules
     (out, chains.into_inner())
 }
 
-/// What to flush from conntrack when `old` becomes `new`: UDP endpoints that left, and UDP
-/// frontends that had no endpoints before.
+/// What to flush from conntrack when `old` becomes `new`: UDP endpoints that left (neither
+/// picked nor serving any more: flows to a terminating endpoint that still serves are kept),
+/// and UDP frontends that had no endpoints before.
 fn stale_conntrack(old: Option<&ServicePlan>, new: Option<&ServicePlan>, node_ips: &[IpAddr]) -> Vec<StaleConntrack> {
     let mut stale = BTreeSet::new();
     let udp_endpoints = |plan: Option<&ServicePlan>| -> BTreeSet<Endpoint> {
         let ports = plan.into_iter().flat_map(|p| &p.ports).filter(|p| p.protocol == Protocol::Udp);
-        ports.flat_map(|p| p.internal.endpoints().iter().chain(p.external.iter().flat_map(|e| e.target.endpoints()))).copied().collect()
+        ports.flat_map(|p| p.internal.endpoints().iter().chain(p.external.iter().flat_map(|e| e.target.endpoints())).chain(&p.serving)).copied().collect()
     };
     let before = udp_endpoints(old);
     let after = udp_endpoints(new);

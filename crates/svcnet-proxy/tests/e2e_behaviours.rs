@@ -925,3 +925,48 @@ async fn session_affinity_timeout_expires() -> Result<()> {
     }
     Ok(())
 }
+
+/// UDP and graceful termination, as kube-proxy: a UDP flow (one client socket) stays on its
+/// endpoint while that endpoint is terminating but still serving (new flows go to the ready
+/// one); once the endpoint is gone, the same flow moves (its conntrack entry is deleted).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn udp_flow_stays_on_a_terminating_endpoint_until_it_leaves() -> Result<()> {
+    let mut topology = Topology::new("budpt", 1)?;
+    let cluster = Cluster::start().await?;
+    for host in [10, 11, 50] {
+        topology.add_pod(1, host)?;
+    }
+    let _old = udp_server(&topology.pod(1, 10).ns, sa([0, 0, 0, 0], 5353), "old")?;
+    let _new = udp_server(&topology.pod(1, 11).ns, sa([0, 0, 0, 0], 5353), "new")?;
+    let service =
+        cluster.create_service(json!({"metadata": {"name": "dns"}, "spec": {"ports": [{"port": 53, "protocol": "UDP", "targetPort": 5353}]}})).await?;
+    let vip = sa(cluster_ip(&service), 53);
+    let udp = json!([{"port": 5353, "protocol": "UDP"}]);
+    cluster.put_slice("dns-1", "dns", udp.clone(), json!([endpoint("10.244.1.10", "node-1")])).await?;
+    let _proxy = ProxyGuard::start(&cluster.client, topology.proxy_config(1));
+    let pod = &topology.pod(1, 50).ns;
+    let flow = UdpClient::new(pod, 40054)?;
+    eventually("the flow reaches old", WAIT, || flow.ask(vip).filter(|r| r == "old").ok_or_else(|| "no answer".to_string())).await?;
+
+    cluster.put_slice("dns-1", "dns", udp.clone(), json!([terminating("10.244.1.10", "node-1"), endpoint("10.244.1.11", "node-1")])).await?;
+    let node = &topology.node(1).ns;
+    eventually("new flows go to the ready endpoint only", WAIT, || {
+        let endpoints = proxy_elements(node, "endpoints-v4");
+        if endpoints.iter().any(|e| e.contains("10.244.1.10 ")) { Err(format!("{endpoints:?}")) } else { Ok(()) }
+    })
+    .await?;
+    let fresh = eventually("a new flow reaches new", WAIT, || {
+        let fresh = UdpClient::new(pod, 0).map_err(|e| e.to_string())?;
+        fresh.ask(vip).ok_or_else(|| "no answer".to_string())
+    })
+    .await?;
+    assert_eq!(fresh, "new");
+    // The runner deletes stale entries right after the transaction: by now they would be gone.
+    for _ in 0..5 {
+        assert_eq!(flow.ask(vip).as_deref(), Some("old"), "the flow to the terminating endpoint was cut");
+    }
+
+    cluster.put_slice("dns-1", "dns", udp, json!([endpoint("10.244.1.11", "node-1")])).await?;
+    eventually("the flow moves once old is gone", WAIT, || flow.ask(vip).filter(|r| r == "new").ok_or_else(|| "still old".to_string())).await?;
+    Ok(())
+}
