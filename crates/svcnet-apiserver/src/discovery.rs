@@ -31,6 +31,21 @@ fn sub_kind(info: &ResourceInfo, sub: &str) -> (&'static str, &'static str, &'st
     }
 }
 
+/// The pod subresources served by the pod's node through the API server (`node_proxy`): not
+/// stored resources, but listed in discovery as kube-apiserver lists them.
+fn node_subresources(info: &ResourceInfo) -> &'static [(&'static str, &'static str, &'static [&'static str])] {
+    if info.group.is_empty() && info.kind == "Pod" {
+        &[
+            ("attach", "PodAttachOptions", &["create", "get"]),
+            ("exec", "PodExecOptions", &["create", "get"]),
+            ("log", "Pod", &["get"]),
+            ("portforward", "PodPortForwardOptions", &["create", "get"]),
+        ]
+    } else {
+        &[]
+    }
+}
+
 fn in_version(group: &str, version: &str) -> impl Iterator<Item = &'static ResourceInfo> {
     let (g, v) = (group.to_string(), version.to_string());
     RESOURCES.iter().filter(move |r| r.group == g && r.version == v)
@@ -90,6 +105,9 @@ pub fn resource_list(group: &str, version: &str) -> Value {
             }
             resources.push(e);
         }
+        for (sub, kind, verbs) in node_subresources(r) {
+            resources.push(json!({"name": format!("{}/{}", r.plural, sub), "singularName": "", "namespaced": r.namespaced, "kind": kind, "verbs": verbs}));
+        }
     }
     let gv = if group.is_empty() { version.to_string() } else { format!("{group}/{version}") };
     json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources})
@@ -103,14 +121,17 @@ pub fn aggregated(core: bool, api_version: &str) -> Value {
         let version = RESOURCES.iter().find(|r| r.group == group).map(|r| r.version).unwrap_or("v1");
         let resources: Vec<Value> = in_version(group, version)
             .map(|r| {
-                let subs: Vec<Value> = r
-                    .subresources
-                    .iter()
-                    .map(|s| {
-                        let (g, v, kind, verbs) = sub_kind(r, s);
-                        json!({"subresource": s, "responseKind": {"group": g, "version": v, "kind": kind}, "verbs": verbs})
-                    })
-                    .collect();
+                let subs: Vec<Value> =
+                    r.subresources
+                        .iter()
+                        .map(|s| {
+                            let (g, v, kind, verbs) = sub_kind(r, s);
+                            json!({"subresource": s, "responseKind": {"group": g, "version": v, "kind": kind}, "verbs": verbs})
+                        })
+                        .chain(node_subresources(r).iter().map(
+                            |(sub, kind, verbs)| json!({"subresource": sub, "responseKind": {"group": "", "version": "v1", "kind": kind}, "verbs": verbs}),
+                        ))
+                        .collect();
                 let mut e = json!({
                     "resource": r.plural,
                     "responseKind": {"group": r.group, "version": r.version, "kind": r.kind},

@@ -313,3 +313,26 @@ fn sigterm_shuts_down_cleanly_and_data_survives() {
     let s = Svcnet::start_in(dir);
     assert_eq!(s.ok(&["get", "svc", "backend", "-o", "jsonpath={.metadata.uid}"]), uid);
 }
+
+/// Discovery lists the pod subresources the nodes serve (log, exec, attach, portforward), as
+/// kube-apiserver does, in both the legacy and the aggregated form.
+#[test]
+fn discovery_lists_the_node_served_pod_subresources() {
+    let sv = Svcnet::start();
+    let (code, body) = sv.curl("GET", "/api/v1", true, &[]);
+    assert_eq!(code, 200, "{body}");
+    let list: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let find = |name: &str| list["resources"].as_array().unwrap().iter().find(|r| r["name"] == name).cloned();
+    assert_eq!(find("pods/log").unwrap()["kind"], "Pod");
+    assert_eq!(find("pods/exec").unwrap()["kind"], "PodExecOptions");
+    assert_eq!(find("pods/portforward").unwrap()["verbs"], serde_json::json!(["create", "get"]));
+    assert!(find("pods/attach").is_some());
+    let (code, body) = sv.curl("GET", "/api", true, &["-H", "Accept: application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"]);
+    assert_eq!(code, 200, "{body}");
+    let agg: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let pods = agg["items"][0]["versions"][0]["resources"].as_array().unwrap().iter().find(|r| r["resource"] == "pods").cloned().unwrap();
+    let subs: Vec<&str> = pods["subresources"].as_array().unwrap().iter().map(|s| s["subresource"].as_str().unwrap()).collect();
+    for s in ["status", "binding", "attach", "exec", "log", "portforward"] {
+        assert!(subs.contains(&s), "{s} in {subs:?}");
+    }
+}
