@@ -88,6 +88,23 @@ pub(crate) struct Observation<'a> {
     pub(crate) duration: Duration,
 }
 
+/// The request, response and duration metrics of one kind of request (see [`Metrics::handles`]).
+#[derive(Clone, Debug)]
+pub(crate) struct Handles {
+    requests: Counter,
+    responses: Counter,
+    duration: Histogram,
+}
+
+impl Handles {
+    /// Counts one request of this kind that took `duration`.
+    pub(crate) fn observe(&self, duration: Duration) {
+        self.requests.inc();
+        self.responses.inc();
+        self.duration.observe(duration.as_secs_f64());
+    }
+}
+
 /// The DNS server's metrics. Always collected; [`Metrics::register`] exposes them.
 #[derive(Debug)]
 pub struct Metrics {
@@ -163,6 +180,20 @@ impl Metrics {
             .inc();
         self.responses.get_or_create(&ResponseLabels { server: o.server.clone(), zone: o.zone.clone(), rcode: rcode_label(o.rcode) }).inc();
         self.duration.get_or_create(&DurationLabels { server: o.server.clone(), zone: o.zone.clone(), r#type: qtype }).observe(o.duration.as_secs_f64());
+    }
+
+    /// The three metrics one kind of request counts in, looked up once; counting through them
+    /// is then a few atomic operations (the UDP threads keep them per kind of request).
+    pub(crate) fn handles(&self, o: &Observation<'_>) -> Handles {
+        let qtype = o.qtype.map_or("other", type_label);
+        let family = if o.ipv6 { "2" } else { "1" };
+        let proto = if o.tcp { "tcp" } else { "udp" };
+        let (server, zone) = (o.server.clone(), o.zone.clone());
+        Handles {
+            requests: self.requests.get_or_create(&RequestLabels { server: server.clone(), zone: zone.clone(), proto, family, r#type: qtype }).clone(),
+            responses: self.responses.get_or_create(&ResponseLabels { server: server.clone(), zone: zone.clone(), rcode: rcode_label(o.rcode) }).clone(),
+            duration: self.duration.get_or_create(&DurationLabels { server, zone, r#type: qtype }).clone(),
+        }
     }
 
     pub(crate) fn cache_hit(&self, server: &Arc<str>, denial: bool) {

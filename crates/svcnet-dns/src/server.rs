@@ -9,6 +9,7 @@
 //! runtime as tasks. TCP is served by tokio tasks.
 
 use std::{
+    collections::HashMap,
     io::IoSliceMut,
     net::SocketAddr,
     os::fd::AsRawFd,
@@ -39,7 +40,7 @@ use crate::{
     DnsConfig, Error, Result,
     forward::Forwarder,
     message::{Reply, encode_udp, format_error, respond, udp_limit},
-    metrics::{Metrics, Observation},
+    metrics::{Handles, Metrics, Observation},
     snapshot::{Answer, Snapshot, parse_zone},
     wire::{self, ZoneKind},
 };
@@ -267,6 +268,8 @@ impl UdpThread {
         let mut received: Vec<(usize, Option<SocketAddr>)> = Vec::with_capacity(BATCH);
         let mut out = Vec::with_capacity(usize::from(crate::message::MAX_UDP_PAYLOAD));
         let mut scratch = wire::Scratch::default();
+        // The metrics of each kind of fast-path answer: (zone, IPv6 peer, qtype, rcode).
+        let mut handles: HashMap<(ZoneKind, bool, u16, u16), Handles> = HashMap::new();
         while !self.stop.load(Ordering::Relaxed) {
             received.clear();
             {
@@ -287,12 +290,24 @@ impl UdpThread {
                 let Some(peer) = peer else { continue };
                 let request = &buffer[..*len];
                 if let Some(answered) = wire::answer(&snapshot, request, &mut out, &mut scratch) {
-                    let zone = match answered.zone {
-                        ZoneKind::Cluster => &self.shared.zone_label,
-                        ZoneKind::InAddr => &self.shared.in_addr_label,
-                        ZoneKind::Ip6 => &self.shared.ip6_label,
-                    };
-                    self.shared.count(&self.via, zone, *peer, Some(answered.qtype), answered.rcode, started);
+                    let key = (answered.zone, peer.is_ipv6(), u16::from(answered.qtype), u16::from(answered.rcode));
+                    let counters = handles.entry(key).or_insert_with(|| {
+                        let zone = match answered.zone {
+                            ZoneKind::Cluster => &self.shared.zone_label,
+                            ZoneKind::InAddr => &self.shared.in_addr_label,
+                            ZoneKind::Ip6 => &self.shared.ip6_label,
+                        };
+                        self.shared.metrics.handles(&Observation {
+                            server: &self.via.server,
+                            zone,
+                            tcp: false,
+                            ipv6: peer.is_ipv6(),
+                            qtype: Some(answered.qtype),
+                            rcode: answered.rcode,
+                            duration: Duration::ZERO,
+                        })
+                    });
+                    counters.observe(started.elapsed());
                     self.send(&out, *peer);
                 } else if let Some(bytes) = self.general(&snapshot, request, *peer, started) {
                     self.send(&bytes, *peer);

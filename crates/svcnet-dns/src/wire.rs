@@ -46,7 +46,7 @@ const CLASS_IN: u16 = 1;
 const QUESTION_POINTER: [u8; 2] = [0xc0, 12];
 
 /// Which `zone` metrics label an answered question counts under.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum ZoneKind {
     /// The cluster zone.
     Cluster,
