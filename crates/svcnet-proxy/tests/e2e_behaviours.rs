@@ -902,7 +902,7 @@ async fn session_affinity_timeout_expires() -> Result<()> {
     let service = f
         .cluster
         .create_service(json!({"metadata": {"name": "brief"}, "spec": {
-            "sessionAffinity": "ClientIP", "sessionAffinityConfig": {"clientIP": {"timeoutSeconds": 1}},
+            "sessionAffinity": "ClientIP", "sessionAffinityConfig": {"clientIP": {"timeoutSeconds": 2}},
             "ports": [{"port": 80, "targetPort": 8080}],
         }}))
         .await?;
@@ -918,7 +918,7 @@ async fn session_affinity_timeout_expires() -> Result<()> {
         assert_eq!(seen.len(), 1, "pinned within the timeout: {seen:?}");
         landed.extend(seen.into_keys());
         let entries = proxy_elements(node, "affinity-v4");
-        assert!(entries.iter().any(|e| e.contains("10.244.1.50") && e.contains("timeout 1s")), "{entries:?}");
+        assert!(entries.iter().any(|e| e.contains("10.244.1.50") && e.contains("timeout 2s")), "{entries:?}");
         eventually("the affinity entry expires", WAIT, || if pinned(&proxy_elements(node, "affinity-v4")) { Err("not yet".to_string()) } else { Ok(()) })
             .await?;
         assert!(std::time::Instant::now() < deadline, "always the same endpoint after expiry: {landed:?}");
