@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{NodeNet, Svcnet, wait_for};
+use common::{NodeNet, Svcnet, ready_nodes, ready_pods, wait_for};
 use serde_json::Value;
 
 const LONG: Duration = Duration::from_secs(90);
@@ -18,31 +18,6 @@ fn start(net: &NodeNet, nodes: usize, extra: &[&str]) -> Svcnet {
     args.extend(extra.iter().map(|s| s.to_string()));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     Svcnet::start_with(dir, &args)
-}
-
-fn ready_nodes(s: &Svcnet) -> Vec<Value> {
-    let nodes = s.get_json(&["nodes"]);
-    nodes["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|n| n["status"]["conditions"].as_array().is_some_and(|cs| cs.iter().any(|c| c["type"] == "Ready" && c["status"] == "True")))
-        .filter(|n| n["spec"]["podCIDR"].is_string())
-        .cloned()
-        .collect()
-}
-
-/// Pods of `selector` that are Running and Ready, with their IPs.
-fn ready_pods(s: &Svcnet, ns: &str, selector: &str) -> Vec<Value> {
-    let pods = s.get_json(&["pods", "-n", ns, "-l", selector]);
-    pods["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|p| p["status"]["phase"] == "Running" && p["status"]["podIP"].is_string())
-        .filter(|p| p["status"]["conditions"].as_array().is_some_and(|cs| cs.iter().any(|c| c["type"] == "Ready" && c["status"] == "True")))
-        .cloned()
-        .collect()
 }
 
 fn curl_from_node(net: &NodeNet, node: &str, url: &str) -> Option<String> {

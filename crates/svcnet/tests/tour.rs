@@ -8,24 +8,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use common::seed::{SEED_BACKEND, SEED_EXTERNAL, SEED_FRONTEND, SEED_HEADLESS, SEED_NODEPORT};
-use common::{NodeNet, Svcnet, wait_for};
+use common::{NodeNet, Svcnet, ready_nodes, ready_pods, wait_for};
 use serde_json::Value;
 
 const LONG: Duration = Duration::from_secs(120);
 const AGNHOST: &str = "registry.k8s.io/e2e-test-images/agnhost:2.53";
-
-/// Pods of `selector` in `ns` that are Running and Ready.
-fn ready_pods(s: &Svcnet, ns: &str, selector: &str) -> Vec<Value> {
-    let pods = s.get_json(&["pods", "-n", ns, "-l", selector]);
-    pods["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|p| p["metadata"]["deletionTimestamp"].is_null() && p["status"]["phase"] == "Running" && p["status"]["podIP"].is_string())
-        .filter(|p| p["status"]["conditions"].as_array().is_some_and(|cs| cs.iter().any(|c| c["type"] == "Ready" && c["status"] == "True")))
-        .cloned()
-        .collect()
-}
 
 fn wait_ready(s: &Svcnet, ns: &str, selector: &str, n: usize) -> Vec<Value> {
     wait_for(&format!("{n} ready pods {selector} in {ns}"), LONG, || {
@@ -162,15 +149,7 @@ fn seed_scenario_on_three_nodes() {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let s = Svcnet::start_with(tempfile::tempdir().unwrap(), &args);
     let nodes = wait_for("3 Ready nodes", LONG, || {
-        let nodes = s.get_json(&["nodes"]);
-        let ready: Vec<Value> = nodes["items"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|n| n["spec"]["podCIDR"].is_string())
-            .filter(|n| n["status"]["conditions"].as_array().is_some_and(|cs| cs.iter().any(|c| c["type"] == "Ready" && c["status"] == "True")))
-            .cloned()
-            .collect();
+        let ready = ready_nodes(&s);
         (ready.len() == 3).then_some(ready)
     });
     let node_ips: Vec<String> = nodes.iter().map(|n| n["status"]["addresses"][0]["address"].as_str().unwrap().to_string()).collect();

@@ -264,6 +264,32 @@ impl Drop for NodeNet {
     }
 }
 
+/// Pods of `selector` in `ns` that are Running and Ready (and not being deleted).
+pub fn ready_pods(s: &Svcnet, ns: &str, selector: &str) -> Vec<serde_json::Value> {
+    let pods = s.get_json(&["pods", "-n", ns, "-l", selector]);
+    pods["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["metadata"]["deletionTimestamp"].is_null() && p["status"]["phase"] == "Running" && p["status"]["podIP"].is_string())
+        .filter(|p| p["status"]["conditions"].as_array().is_some_and(|cs| cs.iter().any(|c| c["type"] == "Ready" && c["status"] == "True")))
+        .cloned()
+        .collect()
+}
+
+/// Nodes that are Ready and have a podCIDR.
+pub fn ready_nodes(s: &Svcnet) -> Vec<serde_json::Value> {
+    let nodes = s.get_json(&["nodes"]);
+    nodes["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| n["status"]["conditions"].as_array().is_some_and(|cs| cs.iter().any(|c| c["type"] == "Ready" && c["status"] == "True")))
+        .filter(|n| n["spec"]["podCIDR"].is_string())
+        .cloned()
+        .collect()
+}
+
 /// Waits until `f` returns Some, or panics after `timeout` with `what`.
 pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
     let start = Instant::now();
