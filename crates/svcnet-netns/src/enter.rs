@@ -22,8 +22,8 @@ use std::task::{Context, Poll};
 use nix::errno::Errno;
 use nix::pty::{Winsize, openpty};
 use nix::sched::{CloneFlags, setns, unshare};
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::{Pid, setsid};
+use nix::sys::signal::Signal;
+use nix::unistd::setsid;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::netns::{on_new_thread, run_in_fd};
@@ -301,14 +301,7 @@ impl EnteredProcess {
 
     /// Sends `signal`, unless it has already been reaped.
     pub fn signal(&self, signal: Signal) -> Result<()> {
-        if self.child.id().is_none() {
-            return Ok(());
-        }
-        let pid = i32::try_from(self.pid).expect("pids fit in pid_t");
-        match kill(Pid::from_raw(pid), signal) {
-            Ok(()) | Err(Errno::ESRCH) => Ok(()),
-            Err(e) => Err(Error::sys(format!("kill({pid}, {signal})"))(e)),
-        }
+        crate::sandbox::signal_unreaped(&self.child, self.pid, signal)
     }
 }
 

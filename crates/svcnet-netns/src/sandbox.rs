@@ -300,6 +300,19 @@ impl PodCommand {
     }
 }
 
+/// Sends `signal` to the child `pid`, unless it has already been reaped: from then on its pid
+/// may belong to another process (`id()` is `None` once reaped). A child already gone is fine.
+pub(crate) fn signal_unreaped(child: &tokio::process::Child, pid: u32, signal: Signal) -> Result<()> {
+    if child.id().is_none() {
+        return Ok(());
+    }
+    let pid = i32::try_from(pid).expect("pids fit in pid_t");
+    match kill(Pid::from_raw(pid), signal) {
+        Ok(()) | Err(Errno::ESRCH) => Ok(()),
+        Err(e) => Err(Error::sys(format!("kill({pid}, {signal})"))(e)),
+    }
+}
+
 // === impl PodProcess ===
 
 impl PodProcess {
@@ -311,15 +324,7 @@ impl PodProcess {
     /// Sends `signal` to the process, unless it has already been reaped. As PID 1 of its
     /// namespace it receives only `SIGKILL`, `SIGSTOP` and the signals it has handlers for.
     pub fn signal(&self, signal: Signal) -> Result<()> {
-        // Once reaped its pid may belong to another process: `id()` is `None` from then on.
-        if self.child.id().is_none() {
-            return Ok(());
-        }
-        let pid = i32::try_from(self.pid).expect("pids fit in pid_t");
-        match kill(Pid::from_raw(pid), signal) {
-            Ok(()) | Err(Errno::ESRCH) => Ok(()),
-            Err(e) => Err(Error::sys(format!("kill({pid}, {signal})"))(e)),
-        }
+        signal_unreaped(&self.child, self.pid, signal)
     }
 
     /// Waits for the process to exit.
