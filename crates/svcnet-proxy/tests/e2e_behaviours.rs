@@ -21,6 +21,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, ensure};
 use common::*;
 use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::Api;
 use kube::api::{DeleteParams, Patch, PatchParams};
 use serde_json::json;
@@ -968,5 +969,57 @@ async fn udp_flow_stays_on_a_terminating_endpoint_until_it_leaves() -> Result<()
 
     cluster.put_slice("dns-1", "dns", udp, json!([endpoint("10.244.1.11", "node-1")])).await?;
     eventually("the flow moves once old is gone", WAIT, || flow.ask(vip).filter(|r| r == "new").ok_or_else(|| "still old".to_string())).await?;
+    Ok(())
+}
+
+/// IPv6 through the same table: an IPv6 `externalIP` of a Service whose endpoints come from an
+/// IPv6 EndpointSlice, reached from an IPv6 client outside the nodes (routed to node-1) and
+/// served by a pod on node-2 (DNAT and masquerade in the `ip6` half of the table); an IPv6
+/// external IP without endpoints is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ipv6_external_ip_to_ipv6_endpoints() -> Result<()> {
+    let mut topology = Topology::new("bip6", 2)?;
+    let cluster = Cluster::start().await?;
+    topology.add_pod(2, 10)?;
+    let v6 = |ns: &NetNs, args: &str| ip(ns.name(), &format!("-6 {args}"));
+    v6(&topology.client, "addr add fd00:30::100/64 dev eth0 nodad")?;
+    v6(&topology.client, "route add fd00:203::/64 via fd00:30::2")?;
+    for node in [1u8, 2] {
+        let ns = &topology.node(node).ns;
+        v6(ns, &format!("addr add fd00:30::{}/64 dev eth0 nodad", node + 1))?;
+        v6(ns, &format!("addr add fd00:244:{node}::1/64 dev cbr0 nodad"))?;
+        exec(ns.name(), &["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"])?;
+    }
+    v6(&topology.node(1).ns, "route add fd00:244:2::/64 via fd00:30::3")?;
+    let pod = &topology.pod(2, 10).ns;
+    v6(pod, "addr add fd00:244:2::10/64 dev eth0 nodad")?;
+    v6(pod, "route add default via fd00:244:2::1")?;
+    let _server = tcp_server(pod, "[::]:8080".parse()?, "c6")?;
+    cluster.create_service(json!({"metadata": {"name": "six"}, "spec": {"externalIPs": ["fd00:203::7"], "ports": [{"port": 80, "targetPort": 8080}]}})).await?;
+    let slice: EndpointSlice = serde_json::from_value(json!({
+        "metadata": {"name": "six-1", "namespace": "default", "labels": {"kubernetes.io/service-name": "six"}},
+        "addressType": "IPv6",
+        "ports": [{"port": 8080, "protocol": "TCP"}],
+        "endpoints": [{"addresses": ["fd00:244:2::10"], "nodeName": "node-2"}],
+    }))?;
+    Api::<EndpointSlice>::namespaced(cluster.client.clone(), "default").create(&Default::default(), &slice).await?;
+    let _proxies = [ProxyGuard::start(&cluster.client, topology.proxy_config(1)), ProxyGuard::start(&cluster.client, topology.proxy_config(2))];
+    let to: SocketAddr = "[fd00:203::7]:80".parse()?;
+    let outcome = eventually("a reply over IPv6", WAIT, || match connect(&topology.client, to) {
+        outcome @ Outcome::Reply(_) => Ok(outcome),
+        other => Err(format!("{other:?}")),
+    })
+    .await?;
+    assert_eq!(reply_name(&outcome), Some("c6"));
+    assert_eq!(reply_peer(&outcome), Some("fd00:30::2"), "masqueraded to node-1's IPv6 address: {outcome:?}");
+    let elements = proxy_elements(&topology.node(1).ns, "endpoints-v6");
+    assert!(elements.iter().any(|e| e.contains("fd00:244:2::10 . 8080")), "{elements:?}");
+    // No endpoints: refused at once over IPv6 too (ICMPv6 port unreachable).
+    cluster.create_service(json!({"metadata": {"name": "none6"}, "spec": {"externalIPs": ["fd00:203::8"], "ports": [{"port": 80}]}})).await?;
+    eventually("refused over IPv6", WAIT, || match connect(&topology.client, "[fd00:203::8]:80".parse().expect("an address")) {
+        Outcome::Refused => Ok(()),
+        other => Err(format!("{other:?}")),
+    })
+    .await?;
     Ok(())
 }
