@@ -132,7 +132,8 @@ fn abc() -> serde_json::Value {
 
 /// A LoadBalancer ingress IP (held by one node, answered over ARP) and `externalIPs` (routed to
 /// node-1 by the client) reach the Service from outside the nodes, on the Service port only;
-/// pods reach the external IPs too; an external IP taken off the Service stops working.
+/// pods reach the external IPs too; an external IP taken off the Service stops working; a
+/// changed ingress IP moves, and a deleted Service's is released.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn load_balancer_ip_and_external_ips_from_outside() -> Result<()> {
     let mut f = fixture("bxip", 2, 8080).await?;
@@ -169,6 +170,21 @@ async fn load_balancer_ip_and_external_ips_from_outside() -> Result<()> {
     })
     .await?;
     reaches_exactly(client, sa([203, 0, 113, 9], 81), &["c"]).await?;
+
+    // A new ingress IP replaces the old one on the nodes; deleting the Service releases it.
+    let holders = |address: &str| -> Vec<String> {
+        let holds = |n: &TestNode| exec(n.ns.name(), &["ip", "-o", "addr", "show", "dev", "eth0"]).unwrap_or_default().contains(&format!("{address}/32"));
+        f.topology.nodes.iter().filter(|n| holds(n)).map(|n| n.name.clone()).collect()
+    };
+    f.cluster.patch_service_status("lb", json!({"loadBalancer": {"ingress": [{"ip": "172.30.254.5"}]}})).await?;
+    eventually("the new address held by one node, the old by none", WAIT, || match (holders("172.30.254.1").len(), holders("172.30.254.5").len()) {
+        (0, 1) => Ok(()),
+        other => Err(format!("{other:?}")),
+    })
+    .await?;
+    reaches_exactly(client, sa([172, 30, 254, 5], 80), &["a", "b", "c"]).await?;
+    Api::<Service>::namespaced(f.cluster.client.clone(), "default").delete("lb", &DeleteParams::default()).await?;
+    eventually("the address released", WAIT, || if holders("172.30.254.5").is_empty() { Ok(()) } else { Err("still held".to_string()) }).await?;
     Ok(())
 }
 
@@ -542,6 +558,9 @@ async fn masquerade_where_reply_would_bypass_the_node() -> Result<()> {
     assert_eq!(peer(sa(cluster_ip(&cluster_policy), 80)).await?, node1.to_string());
     let outcome = connect(&f.topology.pod(1, 50).ns, sa(cluster_ip(&cluster_policy), 80));
     assert_eq!(reply_peer(&outcome), Some("10.244.1.50"), "pod to ClusterIP keeps its address: {outcome:?}");
+    // A pod using another node's NodePort is external traffic there: masqueraded by node-2.
+    let outcome = connect(&f.topology.pod(1, 50).ns, sa(node2, node_port(&cluster_policy, 0)));
+    assert_eq!(reply_peer(&outcome), Some("10.244.2.1"), "{outcome:?}");
     Ok(())
 }
 
