@@ -1042,3 +1042,79 @@ async fn ipv6_external_ip_to_ipv6_endpoints() -> Result<()> {
     .await?;
     Ok(())
 }
+
+/// A UDP client that starts sending before its Service exists (the classic cluster-DNS start-up
+/// race): its packets are routed un-NATed and conntrack remembers that; when the Service appears
+/// with an endpoint, that entry is deleted and the same flow reaches the endpoint.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn udp_flow_started_before_its_service_exists() -> Result<()> {
+    let mut topology = Topology::new("budpe", 1)?;
+    let cluster = Cluster::start().await?;
+    topology.add_pod(1, 10)?;
+    topology.add_pod(1, 50)?;
+    let _server = udp_server(&topology.pod(1, 10).ns, sa([0, 0, 0, 0], 5353), "dns")?;
+    let node = &topology.node(1).ns;
+    // A default route, as real nodes have: the early packets are forwarded (and tracked).
+    ip(node.name(), "route add default via 172.30.0.1")?;
+    let _proxy = ProxyGuard::start(&cluster.client, topology.proxy_config(1));
+    let vip = sa([10, 96, 100, 53], 53);
+    let flow = UdpClient::new(&topology.pod(1, 50).ns, 40056)?;
+    eventually("the early flow is tracked un-NATed", WAIT, || {
+        let _ = flow.ask(vip);
+        let entries = exec(node.name(), &["conntrack", "-L", "-p", "udp", "--orig-port-src", "40056"]).unwrap_or_default();
+        if entries.contains("dst=10.96.100.53") && !entries.contains("src=10.244.1.10") { Ok(()) } else { Err(entries) }
+    })
+    .await?;
+    cluster
+        .create_service(
+            json!({"metadata": {"name": "early"}, "spec": {"clusterIP": "10.96.100.53", "ports": [{"port": 53, "protocol": "UDP", "targetPort": 5353}]}}),
+        )
+        .await?;
+    cluster.put_slice("early-1", "early", json!([{"port": 5353, "protocol": "UDP"}]), json!([endpoint("10.244.1.10", "node-1")])).await?;
+    eventually("the same flow reaches the endpoint", WAIT, || flow.ask(vip).filter(|r| r == "dns").ok_or_else(|| "no answer".to_string())).await?;
+    Ok(())
+}
+
+/// Elements two Services share stay while either needs them: a hairpin pair (one endpoint in
+/// two Services) survives one Service's deletion; an `externalIP:port` claimed by two Services
+/// passes to the other when the first goes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_elements_outlive_one_service() -> Result<()> {
+    let f = fixture("bshr", 2, 8080).await?;
+    let client = &f.topology.client;
+    ip(client.name(), &format!("route add 203.0.113.0/24 via {}", f.topology.node(1).ip))?;
+    let mut vips = Vec::new();
+    for (name, endpoint_ip, node) in [("first", "10.244.1.10", "node-1"), ("second", "10.244.1.10", "node-1"), ("third", "10.244.2.10", "node-2")] {
+        let service = f
+            .cluster
+            .create_service(json!({"metadata": {"name": name}, "spec": {"externalIPs": ["203.0.113.20"], "ports": [{"port": 80, "targetPort": 8080}]}}))
+            .await?;
+        f.cluster.put_slice(&format!("{name}-1"), name, tcp_port(8080), json!([endpoint(endpoint_ip, node)])).await?;
+        vips.push(sa(cluster_ip(&service), 80));
+    }
+    let me = &f.topology.pod(1, 10).ns;
+    for vip in &vips[..2] {
+        let outcome = eventually("hairpin", WAIT, || match connect(me, *vip) {
+            outcome @ Outcome::Reply(_) => Ok(outcome),
+            other => Err(format!("{other:?}")),
+        })
+        .await?;
+        assert_eq!(reply_peer(&outcome), Some("10.244.1.1"), "{outcome:?}");
+    }
+    let shared = sa([203, 0, 113, 20], 80);
+    names(client, shared, 1).await?;
+    let services: Api<Service> = Api::namespaced(f.cluster.client.clone(), "default");
+    services.delete("first", &DeleteParams::default()).await?;
+    let node = &f.topology.node(1).ns;
+    let first_vip = vips[0].ip().to_string();
+    eventually("first's rules gone", WAIT, || if proxy_table(node).contains(&first_vip) { Err("not yet".to_string()) } else { Ok(()) }).await?;
+    let outcome = connect(me, vips[1]);
+    assert_eq!(reply_peer(&outcome), Some("10.244.1.1"), "hairpin through second after first left: {outcome:?}");
+    services.delete("second", &DeleteParams::default()).await?;
+    eventually("the shared external IP passes to third", WAIT, || {
+        let seen = (0..10).map(|_| reply_name(&connect(client, shared)).unwrap_or("<failed>").to_owned()).collect::<BTreeSet<_>>();
+        if seen.len() == 1 && seen.contains("c") { Ok(()) } else { Err(format!("{seen:?}")) }
+    })
+    .await?;
+    Ok(())
+}
