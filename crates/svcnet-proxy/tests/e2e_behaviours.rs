@@ -710,6 +710,9 @@ async fn single_replica_replaced_under_load_through_terminating_fallback() -> Re
         cluster.put_slice("one-1", "one", tcp_port(8080), endpoints).await?;
         progress(20).await?;
     }
+    // Not ready and not terminating: never picked, even with only a terminating one beside it.
+    progress(50).await?;
+    assert!(!load.tally(|t| t.by_name.contains_key("new")), "{:?}", load.tally(|t| t.by_name.clone()));
     cluster.put_slice("one-1", "one", tcp_port(8080), json!([terminating("10.244.2.10", "node-2"), endpoint("10.244.2.20", "node-2")])).await?;
     let node = &topology.node(1).ns;
     eventually("only the ready endpoint is picked", WAIT, || {
