@@ -1,14 +1,18 @@
 //! End-to-end, the behaviours `e2e.rs` does not cover: LoadBalancer IPs and `externalIPs` from
 //! outside, the health-check NodePort, `internalTrafficPolicy: Local`,
 //! `loadBalancerSourceRanges`, TCP/UDP/SCTP, several ports with named target ports, the Services
-//! the proxy must skip, masquerade where a reply would bypass the node, and a rolling update
-//! under continuous load. Same harness as `e2e.rs` (`common`): an in-process API server, the real
-//! proxy programming nftables in namespaces the test builds, real traffic. Run as root.
+//! the proxy must skip, masquerade where a reply would bypass the node, session-affinity
+//! timeouts, UDP conntrack around terminating endpoints and early flows, IPv6, and changes under
+//! continuous load (rolling updates, scaling, type changes, a proxy restart) counted to zero
+//! failed connections. Same harness as `e2e.rs` (`common`, plus `common/traffic.rs`): an
+//! in-process API server, the real proxy programming nftables in namespaces the test builds, real
+//! traffic. Run as root.
 //!
 //! Address plan (each test has its own node network, so ranges only need to be distinct within
 //! a test): node network 172.30.0.0/16 (client .100, second client .101, nodes .2-.4), pods
 //! 10.244.N.0/24, LoadBalancer IPs 172.30.254.0/24, `externalIPs` 203.0.113.0/24 (routed by the
-//! client to node-1).
+//! client to node-1); IPv6: node network fd00:30::/64, pods fd00:244:N::/64, external IPs
+//! fd00:203::/64. Namespace tags start with `b` (e2e.rs uses others).
 
 mod common;
 #[path = "common/traffic.rs"]
