@@ -356,6 +356,17 @@ mod tests {
     }
 
     #[test]
+    fn serving_lists_terminating_endpoints_that_still_serve() {
+        let svc = service(serde_json::json!({"clusterIP": "10.96.0.5", "ports": [{"port": 53, "protocol": "UDP"}]}));
+        let at = |ip: &str, ready: bool, serving: bool, terminating: bool| serde_json::json!({"addresses": [ip], "conditions": {"ready": ready, "serving": serving, "terminating": terminating}});
+        let endpoints = serde_json::json!([at("10.244.0.1", true, true, false), at("10.244.0.2", false, true, true), at("10.244.0.3", false, false, true)]);
+        let plan = plan_service(&svc, &[slice("a", serde_json::json!([{"port": 5353, "protocol": "UDP"}]), endpoints)], "n").expect("planned");
+        let endpoint = |ip: &str| Endpoint { ip: ip.parse().unwrap(), port: 5353 };
+        assert_eq!(plan.ports[0].internal, Target::Endpoints(vec![endpoint("10.244.0.1")]));
+        assert_eq!(plan.ports[0].serving, vec![endpoint("10.244.0.1"), endpoint("10.244.0.2")]);
+    }
+
+    #[test]
     fn health_check_counts_distinct_local_ready_addresses() {
         let lb = service(serde_json::json!({
             "type": "LoadBalancer", "clusterIP": "10.96.0.5", "externalTrafficPolicy": "Local", "healthCheckNodePort": 31000,
