@@ -169,6 +169,14 @@ fn can_connect(b: &Bench) -> bool {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<()> {
     let secs: f64 = std::env::var("NETPOL_BENCH_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(5.0);
+    if let Some(path) = std::env::var_os("NETPOL_BENCH_DUMP") {
+        // The full script of the 1,000-policy table, for experiments with nft by hand.
+        let (ns, pods, nps) = objects(1000);
+        let (cluster, _) = Cluster::from_objects(&ns, &pods, &nps);
+        let options = CompileOptions { node_name: Some("node-1".into()), log_drops: false };
+        std::fs::write(path, nft::full_script(&nft::compile(&cluster, &options), &options))?;
+        return Ok(());
+    }
     if std::env::var_os("NETPOL_BENCH_PROFILE").is_some() {
         let (ns, pods, nps) = objects(1000);
         for _ in 0..3 {
@@ -299,7 +307,7 @@ async fn changes(b: &Bench) -> Result<()> {
     let first = t.elapsed();
     // The server (ns-0/pod-9, app-9) admits app-8 on its named port; the client is pod-8.
     let pods_api: Api<corev1::Pod> = Api::namespaced(client.clone(), "ns-0");
-    let (mut to_applied, mut to_probe, mut recompiled) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut to_applied, mut to_probe, mut recompiled, mut parts) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for (label, want) in [("app-0", false), ("app-8", true), ("app-0", false), ("app-8", true), ("app-0", false), ("app-8", true)] {
         let generation = applied.borrow_and_update().generation;
         let t = Instant::now();
@@ -307,6 +315,7 @@ async fn changes(b: &Bench) -> Result<()> {
         let (done, pods, _) = wait_generation(&mut applied, generation).await?;
         to_applied.push((done - t).as_secs_f64() * 1e3);
         recompiled.push(pods);
+        parts.push(times(&applied));
         // Allowed: when a connection succeeds. Denied: the start of the first attempt that
         // times out (200 ms later).
         let deadline = Instant::now() + Duration::from_secs(120);
@@ -326,18 +335,19 @@ async fn changes(b: &Bench) -> Result<()> {
     // A namespace label change: ns-1 moves from team t1 to t0 and back, which changes the
     // monitor peers of the 200 policies admitting team t0 or t1 (2,000 pods' sets).
     let ns_api: Api<corev1::Namespace> = Api::all(client.clone());
-    let mut ns_changes = Vec::new();
+    let (mut ns_changes, mut ns_parts) = (Vec::new(), Vec::new());
     for team in ["t0", "t1", "t0", "t1"] {
         let generation = applied.borrow_and_update().generation;
         let t = Instant::now();
         ns_api.patch("ns-1", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"labels": {"team": team}}}))).await?;
         let (done, pods, _) = wait_generation(&mut applied, generation).await?;
         ns_changes.push(((done - t).as_secs_f64() * 1e3, pods));
+        ns_parts.push(times(&applied));
     }
     // A policy added and deleted: deny all ingress in ns-2 (its 100 pods' chains rewritten).
     let np_api: Api<netv1::NetworkPolicy> = Api::namespaced(client.clone(), "ns-2");
     let deny: netv1::NetworkPolicy = serde_json::from_value(json!({"metadata": {"name": "deny-all", "namespace": "ns-2"}, "spec": {"podSelector": {}}}))?;
-    let mut np_changes = Vec::new();
+    let (mut np_changes, mut np_parts) = (Vec::new(), Vec::new());
     for add in [true, false, true, false] {
         let generation = applied.borrow_and_update().generation;
         let t = Instant::now();
@@ -348,6 +358,18 @@ async fn changes(b: &Bench) -> Result<()> {
         }
         let (done, pods, _) = wait_generation(&mut applied, generation).await?;
         np_changes.push(((done - t).as_secs_f64() * 1e3, pods));
+        np_parts.push(times(&applied));
+    }
+    // The floor of one transaction on this table: add and delete one element of one pod's set.
+    let mut floor = Vec::new();
+    for _ in 0..5 {
+        let t = Instant::now();
+        svcnet_netpol::runner::nft_apply(
+            Some(b.node.name()),
+            "add element inet svcnet-netpol in_ns-5_pod-5 { 192.0.2.1 . 6 . 1 }\ndelete element inet svcnet-netpol in_ns-5_pod-5 { 192.0.2.1 . 6 . 1 }\n",
+        )
+        .await?;
+        floor.push(t.elapsed().as_secs_f64() * 1e3);
     }
     runner.abort();
     server.shutdown().await;
@@ -360,11 +382,21 @@ async fn changes(b: &Bench) -> Result<()> {
     println!("  runner start to first table (full compile and load): {:.0} ms", first.as_secs_f64() * 1e3);
     println!("  pod label change, to the transaction applied: {}; pods recompiled {recompiled:?}", summary(&to_applied));
     println!("  pod label change, to a probe connection seeing it: {}", summary(&to_probe));
+    println!("    runner's part (compile ms, nft ms): {parts:?}");
     let (ms, pods): (Vec<f64>, Vec<usize>) = ns_changes.into_iter().unzip();
     println!("  namespace label change (team of ns-1), to the transaction applied: {}; pods recompiled {pods:?}", summary(&ms));
+    println!("    runner's part (compile ms, nft ms): {ns_parts:?}");
     let (ms, pods): (Vec<f64>, Vec<usize>) = np_changes.into_iter().unzip();
     println!("  policy add/delete (deny-all in ns-2), to the transaction applied: {}; pods recompiled {pods:?}", summary(&ms));
+    println!("    runner's part (compile ms, nft ms): {np_parts:?}");
+    println!("  one-element nft transaction on this table (the floor): {}", summary(&floor));
     Ok(())
+}
+
+/// The runner's compile and nft times of its last transaction, in ms.
+fn times(applied: &tokio::sync::watch::Receiver<Applied>) -> (u64, u64) {
+    let a = applied.borrow();
+    (a.compile_time.as_millis() as u64, a.nft_time.as_millis() as u64)
 }
 
 /// Waits for the runner's next transaction after `generation`: (when it was seen, pods

@@ -56,6 +56,9 @@ pub struct Applied {
     pub full: bool,
     /// Local pods recompiled for the last transaction.
     pub pods_recompiled: usize,
+    /// The last transaction's compile (the flush) and `nft -f` times.
+    pub compile_time: Duration,
+    pub nft_time: Duration,
     /// The state the table is in, when [`NetpolConfig::publish_state`] is set.
     pub state: Option<Arc<NodeState>>,
 }
@@ -118,6 +121,7 @@ pub async fn run_observed(client: kube::Client, config: NetpolConfig, applied: w
         .await
         .map_err(|e| Error::Nft(format!("compiling the table: {e}")))?;
         table = t;
+        let compile_time = started.elapsed();
         if !flush.script.is_empty()
             && let Err(e) = nft_apply(config.netns_name.as_deref(), &flush.script).await
         {
@@ -137,6 +141,8 @@ pub async fn run_observed(client: kube::Client, config: NetpolConfig, applied: w
             chains: state.chains(),
             full: flush.full,
             pods_recompiled: flush.pods,
+            compile_time,
+            nft_time: started.elapsed() - compile_time,
             state: config.publish_state.then(|| Arc::new(state.clone())),
         });
     }
