@@ -229,7 +229,7 @@ async fn connection_rates(b: &Bench, secs: f64) -> Result<()> {
                 pods.len(),
                 nps.len(),
                 state.ingress_pods.len() + state.egress_pods.len(),
-                state.ingress_allow.len() + state.egress_allow.len(),
+                state.elements(),
                 compile.as_secs_f64() * 1e3,
                 apply.as_secs_f64() * 1e3
             );

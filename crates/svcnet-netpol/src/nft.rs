@@ -8,21 +8,28 @@
 //!   ct state established,related accept      replies and related traffic
 //!   ip saddr vmap @egress_pods                egress-isolated local pod -> jump eg_<ns>_<pod>
 //!   ip daddr vmap @ingress_pods               ingress-isolated local pod -> jump in_<ns>_<pod>
-//! chain eg_<ns>_<pod>, with its set eg_<ns>_<pod> (peer range . protocol range . port range):
-//!   ip daddr . meta l4proto . th dport @eg_<ns>_<pod> return
-//!   [limit ... log prefix "..."] counter name eg_<ns>_<pod> drop
+//! chain in_<ns>_<pod>: one rule per distinct rule of the isolating policies, then the drop
+//!   ip saddr @p_<hash> meta l4proto . th dport { 6 . 80, 17 . 81-90 } return
+//!   meta l4proto . th dport { 6 . 0-65535 } return          (a rule without peers)
+//!   ip saddr @p_<hash> return                                (a rule without ports)
+//!   [limit ... log prefix "..."] counter name in_<ns>_<pod> drop
+//! chain eg_<ns>_<pod>: the same with ip daddr, and for named ports
+//!   ip daddr . meta l4proto . th dport @n_<hash> return
+//! set p_<hash>: the peer addresses of every rule with the same peers (interval set of ipv4_addr)
+//! set n_<hash>: destination . protocol . port of an egress rule's named ports, resolved on each
+//!   destination pod among its peers
 //! ```
 //!
 //! The node's own traffic (probes) leaves through `output`, where the table has no chain, so it
 //! is always allowed; replies to it are established. (Packets with one of the node's addresses
 //! as source never reach `forward`: the kernel drops them as martians.)
 //!
-//! Each isolated pod's set holds the union of every isolating policy's rules for that pod,
-//! resolved to addresses and numbers (named ports on the destination pod), split into disjoint
-//! boxes because the kernel's interval sets refuse overlapping elements. One small set per pod
-//! and direction rather than one big set keyed by pod: the kernel's concatenated interval sets
-//! (pipapo) pay for a deletion in proportion to the set's size. A change of pods, labels, namespaces or policies
-//! changes set elements and, when the isolating policies change, a pod's two-rule chain; the
+//! Peer address sets are shared: every rule (of any policy, for any pod) with the same peers
+//! refers to one set named by a hash of those peers (and, for peers that name no namespace, the
+//! policy's namespace). So a pod or namespace label change is an element change in the few sets
+//! whose peers it enters or leaves, and a policy change rewrites the chains of the pods it
+//! selects. Ports are inline in each rule (they depend on the selected pod for named ports). Set
+//! elements are disjoint because the kernel's interval sets refuse overlapping elements. The
 //! table itself is built only once ([`full_script`]).
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -39,59 +46,14 @@ pub const TABLE: &str = "svcnet-netpol";
 /// A protocol range (IP protocol numbers) and a port range, both inclusive.
 pub type ProtoPort = ((u8, u8), (u16, u16));
 
-/// Every protocol and every port: a rule without `ports`.
-const ANY_PROTO_PORT: ProtoPort = ((0, 255), (0, 65535));
-
-/// One allowed box of a pod's set (`NodeState` keeps them all, keyed by the pod's address).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct AllowElement {
-    /// The local, isolated pod (destination for ingress, source for egress).
-    pub pod: Ipv4Addr,
-    /// The other end's addresses.
-    pub peer: V4Range,
-    pub proto: (u8, u8),
-    pub port: (u16, u16),
-}
-
-impl AllowElement {
-    /// Whether the element admits a packet.
-    pub fn contains(&self, pod: Ipv4Addr, peer: Ipv4Addr, proto: u8, port: u16) -> bool {
-        let peer = u32::from(peer);
-        self.pod == pod
-            && self.peer.0 <= peer
-            && peer <= self.peer.1
-            && self.proto.0 <= proto
-            && proto <= self.proto.1
-            && self.port.0 <= port
-            && port <= self.port.1
-    }
-}
-
-impl AllowElement {
-    /// The element as the pod's set holds it: `peer . protocol . port`, ranges as `a-b`.
-    pub fn set_key(&self) -> String {
-        let s = self.to_string();
-        s.split_once(" . ").map(|(_, rest)| rest.to_owned()).unwrap_or(s)
-    }
-}
-
-impl std::fmt::Display for AllowElement {
-    /// `pod . peer . protocol . port`.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let (a, z) = (Ipv4Addr::from(self.peer.0), Ipv4Addr::from(self.peer.1));
-        write!(f, "{} . ", self.pod)?;
-        if a == z {
-            write!(f, "{a}")?
-        } else {
-            write!(f, "{a}-{z}")?
-        }
-        if self.proto.0 == self.proto.1 {
-            write!(f, " . {}", self.proto.0)?
-        } else {
-            write!(f, " . {}-{}", self.proto.0, self.proto.1)?
-        }
-        if self.port.0 == self.port.1 { write!(f, " . {}", self.port.0) } else { write!(f, " . {}-{}", self.port.0, self.port.1) }
-    }
+/// One rule of an isolated pod's chain: what it admits, and `return`s.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ChainRule {
+    /// The other end in the peer set `peers` (`None`: any address), and protocol/port in one of
+    /// `ports` (`None`: any protocol and port; never empty).
+    Match { peers: Option<String>, ports: Option<Vec<ProtoPort>> },
+    /// Egress named ports: destination . protocol . port in the set.
+    Named { set: String },
 }
 
 /// The chain of one isolated local pod in one direction.
@@ -102,6 +64,8 @@ pub struct PodChain {
     pub direction: Direction,
     /// The isolating policies, named in the log prefix.
     pub policies: Vec<String>,
+    /// What the chain admits (none: it drops everything).
+    pub rules: Vec<ChainRule>,
 }
 
 impl PodChain {
@@ -125,6 +89,14 @@ impl PodChain {
         s.push_str(": ");
         s
     }
+
+    /// The set names the chain's rules refer to.
+    pub fn sets(&self) -> impl Iterator<Item = &String> {
+        self.rules.iter().filter_map(|r| match r {
+            ChainRule::Match { peers, .. } => peers.as_ref(),
+            ChainRule::Named { set } => Some(set),
+        })
+    }
 }
 
 /// The name of a pod's chain and counter: `in_<ns>_<pod>` / `eg_<ns>_<pod>` (`_` appears in
@@ -136,11 +108,62 @@ pub fn chain_name(direction: Direction, pod: &PodKey) -> String {
         name
     } else {
         // Longer than nft's 256-byte limit allows with margin: keep a readable head and a hash.
-        use std::hash::{Hash, Hasher};
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        name.hash(&mut h);
-        format!("{}_{:016x}", &name[..180], h.finish())
+        format!("{}_{:016x}", &name[..180], stable_hash(&name))
     }
+}
+
+/// A hash that is the same in every process (names in the kernel outlive the process).
+fn stable_hash(s: &str) -> u64 {
+    // FNV-1a.
+    s.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+}
+
+/// The contents of one shared set.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SetContent {
+    /// `p_<hash>`: peer address ranges, disjoint and not adjacent.
+    Peers(BTreeSet<V4Range>),
+    /// `n_<hash>`: destination range . protocol range . port range, disjoint.
+    Named(BTreeSet<(V4Range, ProtoPort)>),
+}
+
+impl SetContent {
+    pub fn len(&self) -> usize {
+        match self {
+            SetContent::Peers(e) => e.len(),
+            SetContent::Named(e) => e.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The elements as nft writes them.
+    fn keys(&self) -> BTreeSet<String> {
+        match self {
+            SetContent::Peers(e) => e.iter().map(|r| range_text(*r)).collect(),
+            SetContent::Named(e) => {
+                e.iter().map(|(r, ((pa, pz), (sa, sz)))| format!("{} . {} . {}", range_text(*r), num_range(*pa, *pz), num_range(*sa, *sz))).collect()
+            }
+        }
+    }
+
+    fn declaration(&self) -> &'static str {
+        match self {
+            SetContent::Peers(_) => "type ipv4_addr; flags interval;",
+            SetContent::Named(_) => "type ipv4_addr . inet_proto . inet_service; flags interval;",
+        }
+    }
+}
+
+fn range_text((a, z): V4Range) -> String {
+    let (a, z) = (Ipv4Addr::from(a), Ipv4Addr::from(z));
+    if a == z { a.to_string() } else { format!("{a}-{z}") }
+}
+
+fn num_range<T: std::fmt::Display + PartialEq>(a: T, z: T) -> String {
+    if a == z { a.to_string() } else { format!("{a}-{z}") }
 }
 
 /// What the table holds for one node.
@@ -150,62 +173,41 @@ pub struct NodeState {
     pub ingress_pods: BTreeMap<String, PodChain>,
     /// Chains of egress-isolated local pods, by chain name.
     pub egress_pods: BTreeMap<String, PodChain>,
-    pub ingress_allow: BTreeSet<AllowElement>,
-    pub egress_allow: BTreeSet<AllowElement>,
+    /// The shared sets the chains refer to, by name (exactly those referred to).
+    pub sets: BTreeMap<String, SetContent>,
 }
 
 impl NodeState {
-    /// Takes the chains of `pods` (both directions) and their set elements out of the state and
-    /// returns them as a state of their own. Elements are found by the chain's pod address
-    /// (the addresses of a node's running pods are unique).
-    pub fn extract<'a>(&mut self, pods: impl IntoIterator<Item = &'a PodKey>) -> NodeState {
-        let mut out = NodeState::default();
+    /// Takes the chains of `pods` (both directions) out of the state and returns them; the sets
+    /// stay.
+    pub fn extract_chains<'a>(&mut self, pods: impl IntoIterator<Item = &'a PodKey>) -> Vec<PodChain> {
+        let mut out = Vec::new();
         for pod in pods {
-            for direction in [Direction::Ingress, Direction::Egress] {
-                let (chains, set, out_chains, out_set) = match direction {
-                    Direction::Ingress => (&mut self.ingress_pods, &mut self.ingress_allow, &mut out.ingress_pods, &mut out.ingress_allow),
-                    Direction::Egress => (&mut self.egress_pods, &mut self.egress_allow, &mut out.egress_pods, &mut out.egress_allow),
-                };
-                let name = chain_name(direction, pod);
-                let Some(chain) = chains.remove(&name) else { continue };
-                let elements: Vec<AllowElement> = set.range(AllowElement::first_of(chain.ip)..=AllowElement::last_of(chain.ip)).copied().collect();
-                for e in elements {
-                    set.remove(&e);
-                    out_set.insert(e);
-                }
-                out_chains.insert(name, chain);
-            }
+            out.extend(self.ingress_pods.remove(&chain_name(Direction::Ingress, pod)));
+            out.extend(self.egress_pods.remove(&chain_name(Direction::Egress, pod)));
         }
         out
     }
 
-    /// Adds the chains and elements of `other` (which share no chain with `self`).
-    pub fn merge(&mut self, other: NodeState) {
-        self.ingress_pods.extend(other.ingress_pods);
-        self.egress_pods.extend(other.egress_pods);
-        self.ingress_allow.extend(other.ingress_allow);
-        self.egress_allow.extend(other.egress_allow);
+    /// Every chain, both directions.
+    pub fn chains_iter(&self) -> impl Iterator<Item = &PodChain> {
+        self.ingress_pods.values().chain(self.egress_pods.values())
     }
 
-    /// Set elements in both directions.
+    /// Adds a chain.
+    pub fn insert_chain(&mut self, chain: PodChain) {
+        let map = if chain.direction == Direction::Ingress { &mut self.ingress_pods } else { &mut self.egress_pods };
+        map.insert(chain.name(), chain);
+    }
+
+    /// Set elements, all sets.
     pub fn elements(&self) -> usize {
-        self.ingress_allow.len() + self.egress_allow.len()
+        self.sets.values().map(SetContent::len).sum()
     }
 
     /// Isolated pod chains in both directions.
     pub fn chains(&self) -> usize {
         self.ingress_pods.len() + self.egress_pods.len()
-    }
-}
-
-impl AllowElement {
-    /// The smallest and the largest element of `pod`, bounds for a range over one pod's elements.
-    fn first_of(pod: Ipv4Addr) -> AllowElement {
-        AllowElement { pod, peer: (0, 0), proto: (0, 0), port: (0, 0) }
-    }
-
-    fn last_of(pod: Ipv4Addr) -> AllowElement {
-        AllowElement { pod, peer: (u32::MAX, u32::MAX), proto: (u8::MAX, u8::MAX), port: (u16::MAX, u16::MAX) }
     }
 }
 
@@ -220,13 +222,12 @@ pub struct CompileOptions {
 
 // === compile ===
 
-/// What one rule allows, independent of the local pod it is applied to.
-struct RuleTargets {
-    /// The peers' address ranges (everything for a rule without peers).
-    peers: Vec<V4Range>,
-    /// Egress only: (destination pod address, protocol, resolved port) for each named port and
-    /// each pod among the peers that has it.
-    named_egress: Vec<(V4Range, ProtoPort)>,
+/// The shared sets of one rule, computed once per compile for each distinct rule content.
+struct RuleSets {
+    /// The peer set (name and content); `None` for a rule without peers.
+    peers: Option<(String, SetContent)>,
+    /// Egress only, for rules with named ports: the set of resolved destinations.
+    named: Option<(String, SetContent)>,
 }
 
 /// The desired state of the table on a node.
@@ -239,15 +240,14 @@ pub fn is_local(pod: &PodInfo, options: &CompileOptions) -> bool {
     !pod.host_network && options.node_name.as_ref().is_none_or(|n| pod.node.as_ref() == Some(n))
 }
 
-/// The chains and set elements of `pods` (those of them that are local), as [`compile`] makes
-/// them: compiling every pod is [`compile`], compiling a few is an incremental update.
+/// The chains of `pods` (those of them that are local) and the sets they refer to, as
+/// [`compile`] makes them: compiling every pod is [`compile`], compiling a few is an
+/// incremental update.
 pub fn compile_pods<'a>(cluster: &'a Cluster, options: &CompileOptions, pods: impl Iterator<Item = &'a PodInfo>) -> NodeState {
     let mut state = NodeState::default();
-    // Computed once per compile: they do not depend on the selected pod.
-    let mut targets: BTreeMap<(crate::PolicyKey, Direction, usize), std::rc::Rc<RuleTargets>> = BTreeMap::new();
-    // Rules that say the same thing share their targets: a rule whose peers all name their
+    // Rules that say the same thing share their sets: a rule whose peers all name their
     // namespaces (or are ipBlocks) means the same in every policy namespace.
-    let mut by_content: std::collections::HashMap<String, std::rc::Rc<RuleTargets>> = std::collections::HashMap::new();
+    let mut by_content: std::collections::HashMap<String, std::rc::Rc<RuleSets>> = std::collections::HashMap::new();
     for pod in pods.filter(|p| is_local(p, options)) {
         let Some(IpAddr::V4(ip)) = pod.ip else { continue };
         for direction in [Direction::Ingress, Direction::Egress] {
@@ -255,28 +255,44 @@ pub fn compile_pods<'a>(cluster: &'a Cluster, options: &CompileOptions, pods: im
             if policies.is_empty() {
                 continue;
             }
-            let chain = PodChain { pod: pod.key.clone(), ip, direction, policies: policies.iter().map(|p| p.key.name.clone()).collect() };
-            let mut boxes: Vec<(V4Range, ProtoPort)> = Vec::new();
+            let mut rules: Vec<ChainRule> = Vec::new();
             for policy in &policies {
-                for (index, rule) in policy.rules(direction).unwrap_or_default().iter().enumerate() {
-                    let t = targets.entry((policy.key.clone(), direction, index)).or_insert_with(|| {
-                        let own_ns = rule.peers.iter().any(|p| matches!(p, Peer::Pods { namespaces: None, .. }));
-                        let scope = if own_ns || rule.peers.is_empty() { policy.key.namespace.as_str() } else { "" };
-                        let key = format!("{scope}|{direction}|{:?}|{:?}", rule.peers, rule.ports);
-                        by_content.entry(key).or_insert_with(|| std::rc::Rc::new(rule_targets(cluster, direction, &policy.key.namespace, rule))).clone()
-                    });
-                    rule_boxes(direction, pod, rule, t, &mut boxes);
+                for rule in policy.rules(direction).unwrap_or_default() {
+                    let key = rule_key(direction, &policy.key.namespace, rule);
+                    let sets = by_content
+                        .entry(key.clone())
+                        .or_insert_with(|| std::rc::Rc::new(rule_sets_of(cluster, direction, &policy.key.namespace, rule, &key)))
+                        .clone();
+                    for r in chain_rules_of(direction, pod, rule, &sets) {
+                        if !rules.contains(&r) {
+                            rules.push(r);
+                        }
+                    }
+                    for (name, content) in sets.peers.iter().chain(sets.named.iter()) {
+                        if rules.iter().any(|r| matches!(r, ChainRule::Match { peers: Some(n), .. } | ChainRule::Named { set: n } if n == name)) {
+                            state.sets.entry(name.clone()).or_insert_with(|| content.clone());
+                        }
+                    }
                 }
             }
-            let set = if direction == Direction::Ingress { &mut state.ingress_allow } else { &mut state.egress_allow };
-            for (peer, (proto, port)) in normalize(boxes) {
-                set.insert(AllowElement { pod: ip, peer, proto, port });
-            }
-            let pods = if direction == Direction::Ingress { &mut state.ingress_pods } else { &mut state.egress_pods };
-            pods.insert(chain.name(), chain);
+            state.insert_chain(PodChain { pod: pod.key.clone(), ip, direction, policies: policies.iter().map(|p| p.key.name.clone()).collect(), rules });
         }
     }
     state
+}
+
+/// What makes two rules the same: their peers (scoped to the policy's namespace when a peer
+/// names no namespace) and, for egress named ports, the port names.
+pub fn rule_key(direction: Direction, policy_ns: &str, rule: &Rule) -> String {
+    let named: Vec<_> = if direction == Direction::Egress { rule.ports.iter().filter(|m| matches!(m.port, PortSpec::Named(_))).collect() } else { Vec::new() };
+    format!("{}\n{named:?}", peers_key(policy_ns, rule))
+}
+
+/// What makes two rules' peers the same.
+fn peers_key(policy_ns: &str, rule: &Rule) -> String {
+    let own_ns = rule.peers.iter().any(|p| matches!(p, Peer::Pods { namespaces: None, .. }));
+    let scope = if own_ns { policy_ns } else { "" };
+    format!("{scope}|{:?}", rule.peers)
 }
 
 /// The pods (IPv4, not hostNetwork) a rule's peers match; every pod for a rule without peers.
@@ -294,14 +310,12 @@ fn peer_pods<'a>(cluster: &'a Cluster, policy_ns: &'a str, rule: &'a Rule) -> Ve
     out
 }
 
-fn rule_targets(cluster: &Cluster, direction: Direction, policy_ns: &str, rule: &Rule) -> RuleTargets {
-    let peers = if rule.peers.is_empty() {
-        vec![(0, u32::MAX)]
-    } else {
-        let mut out = Vec::new();
+fn rule_sets_of(cluster: &Cluster, direction: Direction, policy_ns: &str, rule: &Rule, key: &str) -> RuleSets {
+    let peers = (!rule.peers.is_empty()).then(|| {
+        let mut ranges = Vec::new();
         for peer in &rule.peers {
             match peer {
-                Peer::IpBlock(b) => out.extend(b.v4_ranges()),
+                Peer::IpBlock(b) => ranges.extend(b.v4_ranges()),
                 Peer::Pods { pods: selector, .. } => {
                     // The candidates are the pods of the namespaces the peer names.
                     for p in cluster.peer_candidates(peer, policy_ns) {
@@ -309,54 +323,84 @@ fn rule_targets(cluster: &Cluster, direction: Direction, policy_ns: &str, rule: 
                             && !p.host_network
                             && selector.matches(&p.labels)
                         {
-                            out.push(v4_single(ip));
+                            ranges.push(v4_single(ip));
                         }
                     }
                 }
             }
         }
-        out
-    };
-    let mut named_egress = Vec::new();
+        (format!("p_{:016x}", stable_hash(&peers_key(policy_ns, rule))), SetContent::Peers(merge_ranges(ranges)))
+    });
     let has_named = rule.ports.iter().any(|m| matches!(m.port, PortSpec::Named(_)));
-    if direction == Direction::Egress && has_named {
+    let named = (direction == Direction::Egress && has_named).then(|| {
         // Each destination pod among the peers resolves the name itself; addresses that are not
         // pods have no port names.
         let dests = peer_pods(cluster, policy_ns, rule);
+        let mut boxes = Vec::new();
         for m in &rule.ports {
             let PortSpec::Named(name) = &m.port else { continue };
             let p = m.protocol.number();
             for dest in &dests {
                 if let (Some(IpAddr::V4(ip)), Some(n)) = (dest.ip, dest.resolve_port(name, m.protocol)) {
-                    named_egress.push((v4_single(ip), ((p, p), (n, n))));
+                    boxes.push((v4_single(ip), ((p, p), (n, n))));
                 }
             }
         }
-    }
-    RuleTargets { peers, named_egress }
+        (format!("n_{:016x}", stable_hash(key)), SetContent::Named(normalize(boxes).into_iter().collect()))
+    });
+    RuleSets { peers, named }
 }
 
-/// The boxes one rule allows for the local `pod`.
-fn rule_boxes(direction: Direction, pod: &PodInfo, rule: &Rule, t: &RuleTargets, out: &mut Vec<(V4Range, ProtoPort)>) {
-    if rule.ports.is_empty() {
-        out.extend(t.peers.iter().map(|r| (*r, ANY_PROTO_PORT)));
-        return;
+/// The shared sets of one rule of a policy in `policy_ns`, by name, as the chains of the pods
+/// it applies to refer to them.
+pub fn rule_sets(cluster: &Cluster, direction: Direction, policy_ns: &str, rule: &Rule) -> Vec<(String, SetContent)> {
+    let key = rule_key(direction, policy_ns, rule);
+    let sets = rule_sets_of(cluster, direction, policy_ns, rule, &key);
+    sets.peers.into_iter().chain(sets.named).collect()
+}
+
+/// Sorted, merged address ranges (overlapping or adjacent ranges joined).
+fn merge_ranges(mut ranges: Vec<V4Range>) -> BTreeSet<V4Range> {
+    ranges.sort_unstable();
+    let mut out: Vec<V4Range> = Vec::new();
+    for (a, z) in ranges {
+        match out.last_mut() {
+            Some(last) if u64::from(a) <= u64::from(last.1) + 1 => last.1 = last.1.max(z),
+            _ => out.push((a, z)),
+        }
     }
+    out.into_iter().collect()
+}
+
+/// The chain rules one policy rule makes for the local `pod`.
+fn chain_rules_of(direction: Direction, pod: &PodInfo, rule: &Rule, sets: &RuleSets) -> Vec<ChainRule> {
+    let peers = sets.peers.as_ref().map(|(n, _)| n.clone());
+    if rule.ports.is_empty() {
+        return vec![ChainRule::Match { peers, ports: None }];
+    }
+    let mut ports: Vec<ProtoPort> = Vec::new();
     for m in &rule.ports {
         let p = m.protocol.number();
         match &m.port {
-            PortSpec::Any => out.extend(t.peers.iter().map(|r| (*r, ((p, p), (0, 65535))))),
-            PortSpec::Range(a, b) => out.extend(t.peers.iter().map(|r| (*r, ((p, p), (*a, *b))))),
+            PortSpec::Any => ports.push(((p, p), (0, 65535))),
+            PortSpec::Range(a, b) => ports.push(((p, p), (*a, *b))),
             // Ingress: the destination is the selected pod itself.
             PortSpec::Named(name) if direction == Direction::Ingress => {
                 if let Some(n) = pod.resolve_port(name, m.protocol) {
-                    out.extend(t.peers.iter().map(|r| (*r, ((p, p), (n, n)))));
+                    ports.push(((p, p), (n, n)));
                 }
             }
             PortSpec::Named(_) => {}
         }
     }
-    out.extend(t.named_egress.iter().copied());
+    let mut out = Vec::new();
+    if !ports.is_empty() {
+        out.push(ChainRule::Match { peers, ports: Some(normalize_proto_port(&ports)) });
+    }
+    if let Some((set, _)) = &sets.named {
+        out.push(ChainRule::Named { set: set.clone() });
+    }
+    out
 }
 
 /// Splits a union of boxes into disjoint boxes covering the same points: elementary address
@@ -455,8 +499,8 @@ fn normalize_proto_port(boxes: &[ProtoPort]) -> Vec<ProtoPort> {
 
 // === scripts ===
 
-/// The whole table: removes any previous one and builds the skeleton, the pod chains and the
-/// set elements in one transaction.
+/// The whole table: removes any previous one and builds the skeleton, the sets and the pod
+/// chains in one transaction.
 pub fn full_script(state: &NodeState, options: &CompileOptions) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "add table inet {TABLE}\ndelete table inet {TABLE}");
@@ -483,60 +527,42 @@ pub fn full_script(state: &NodeState, options: &CompileOptions) -> String {
     s
 }
 
-/// The elements in `a` and not in `b`, as (chain name, set key), for chains that exist in
-/// `chains` (the elements of a removed chain's set go with the set).
-fn element_changes(
-    a: &BTreeSet<AllowElement>,
-    b: &BTreeSet<AllowElement>,
-    a_chains: &BTreeMap<String, PodChain>,
-    chains: &BTreeMap<String, PodChain>,
-) -> BTreeMap<String, Vec<String>> {
-    let by_ip: BTreeMap<Ipv4Addr, &String> = a_chains.iter().map(|(name, c)| (c.ip, name)).collect();
-    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for e in a.difference(b) {
-        if let Some(name) = by_ip.get(&e.pod).filter(|n| chains.contains_key(**n)) {
-            out.entry((*name).clone()).or_default().push(e.set_key());
-        }
-    }
-    out
-}
-
-/// The nft commands that turn the table from `old` into `new` (empty when they are equal):
-/// element additions and deletions, and pod chains (with their sets and counters) created,
-/// rewritten or removed.
+/// The nft commands that turn the table from `old` into `new` (empty when they are equal): sets
+/// created, changed element by element, or removed; pod chains (with their counters) created,
+/// rewritten or removed; the dispatch maps' elements.
 pub fn diff_script(old: &NodeState, new: &NodeState, options: &CompileOptions) -> String {
     let mut s = String::new();
+    // Sets first, so that rules can refer to them; deletions of elements before additions (a new
+    // element may overlap one it replaces).
+    for (name, content) in &new.sets {
+        match old.sets.get(name) {
+            None => {
+                let _ = writeln!(s, "add set inet {TABLE} {name} {{ {} }}", content.declaration());
+                elements(&mut s, "add", name, content.keys().into_iter());
+            }
+            Some(before) if before != content => {
+                let (b, a) = (before.keys(), content.keys());
+                elements(&mut s, "delete", name, b.difference(&a).cloned());
+                elements(&mut s, "add", name, a.difference(&b).cloned());
+            }
+            Some(_) => {}
+        }
+    }
     let maps = [("ingress_pods", &old.ingress_pods, &new.ingress_pods), ("egress_pods", &old.egress_pods, &new.egress_pods)];
-    // New chains first, so that map elements can jump to them.
+    // New chains before the map elements that jump to them.
     for (_, o, n) in maps {
         for (name, chain) in n {
             match o.get(name) {
                 None => {
-                    let _ = writeln!(
-                        s,
-                        "add counter inet {TABLE} {name}\nadd set inet {TABLE} {name} {{ type ipv4_addr . inet_proto . inet_service; flags interval; }}\nadd chain inet {TABLE} {name}"
-                    );
+                    let _ = writeln!(s, "add counter inet {TABLE} {name}\nadd chain inet {TABLE} {name}");
                     chain_rules(&mut s, chain, options);
                 }
-                Some(old_chain) if old_chain.policies != chain.policies || old_chain.direction != chain.direction => {
+                Some(old_chain) if old_chain.policies != chain.policies || old_chain.rules != chain.rules => {
                     let _ = writeln!(s, "flush chain inet {TABLE} {name}");
                     chain_rules(&mut s, chain, options);
                 }
                 Some(_) => {}
             }
-        }
-    }
-    // Deletions before additions: a new element may overlap one it replaces. The sets of
-    // removed chains go whole, below.
-    for (o_pods, o_set, n_pods, n_set) in [
-        (&old.ingress_pods, &old.ingress_allow, &new.ingress_pods, &new.ingress_allow),
-        (&old.egress_pods, &old.egress_allow, &new.egress_pods, &new.egress_allow),
-    ] {
-        for (name, keys) in element_changes(o_set, n_set, o_pods, n_pods) {
-            elements(&mut s, "delete", &name, keys.into_iter());
-        }
-        for (name, keys) in element_changes(n_set, o_set, n_pods, n_pods) {
-            elements(&mut s, "add", &name, keys.into_iter());
         }
     }
     for (map, o, n) in maps {
@@ -547,8 +573,12 @@ pub fn diff_script(old: &NodeState, new: &NodeState, options: &CompileOptions) -
     }
     for (_, o, n) in maps {
         for name in o.keys().filter(|k| !n.contains_key(*k)) {
-            let _ = writeln!(s, "delete chain inet {TABLE} {name}\ndelete set inet {TABLE} {name}\ndelete counter inet {TABLE} {name}");
+            let _ = writeln!(s, "delete chain inet {TABLE} {name}\ndelete counter inet {TABLE} {name}");
         }
+    }
+    // Sets no chain refers to any more, last.
+    for name in old.sets.keys().filter(|k| !new.sets.contains_key(*k)) {
+        let _ = writeln!(s, "delete set inet {TABLE} {name}");
     }
     s
 }
@@ -559,7 +589,24 @@ fn chain_rules(s: &mut String, chain: &PodChain, options: &CompileOptions) {
         Direction::Ingress => "ip saddr",
         Direction::Egress => "ip daddr",
     };
-    let _ = writeln!(s, "add rule inet {TABLE} {name} {peer} . meta l4proto . th dport @{name} return");
+    for rule in &chain.rules {
+        let _ = write!(s, "add rule inet {TABLE} {name}");
+        match rule {
+            ChainRule::Match { peers, ports } => {
+                if let Some(set) = peers {
+                    let _ = write!(s, " {peer} @{set}");
+                }
+                if let Some(ports) = ports {
+                    let items: Vec<String> = ports.iter().map(|((pa, pz), (sa, sz))| format!("{} . {}", num_range(*pa, *pz), num_range(*sa, *sz))).collect();
+                    let _ = write!(s, " meta l4proto . th dport {{ {} }}", items.join(", "));
+                }
+            }
+            ChainRule::Named { set } => {
+                let _ = write!(s, " {peer} . meta l4proto . th dport @{set}");
+            }
+        }
+        s.push_str(" return\n");
+    }
     if options.log_drops {
         let _ = writeln!(s, "add rule inet {TABLE} {name} limit rate 10/second burst 20 packets log prefix {:?}", chain.log_prefix());
     }
@@ -577,10 +624,19 @@ fn elements(s: &mut String, verb: &str, set: &str, items: impl Iterator<Item = S
 /// What the table decides for a new packet, computed from `state` the way the kernel looks it up
 /// (for tests that hold the compiler to the engine): `(egress allowed, ingress allowed)`.
 pub fn lookup(state: &NodeState, src: Ipv4Addr, dst: Ipv4Addr, proto: u8, port: u16) -> (bool, bool) {
-    let isolated = |pods: &BTreeMap<String, PodChain>, ip: Ipv4Addr| pods.values().any(|c| c.ip == ip);
-    let egress = !isolated(&state.egress_pods, src) || state.egress_allow.iter().any(|e| e.contains(src, dst, proto, port));
-    let ingress = !isolated(&state.ingress_pods, dst) || state.ingress_allow.iter().any(|e| e.contains(dst, src, proto, port));
-    (egress, ingress)
+    let in_range = |(a, z): V4Range, ip: Ipv4Addr| a <= u32::from(ip) && u32::from(ip) <= z;
+    let in_pp = |((pa, pz), (sa, sz)): ProtoPort| pa <= proto && proto <= pz && sa <= port && port <= sz;
+    let admits = |chain: &PodChain, other: Ipv4Addr| {
+        chain.rules.iter().any(|r| match r {
+            ChainRule::Match { peers, ports } => {
+                let peer_ok = peers.as_ref().is_none_or(|n| matches!(state.sets.get(n), Some(SetContent::Peers(e)) if e.iter().any(|r| in_range(*r, other))));
+                peer_ok && ports.as_ref().is_none_or(|ps| ps.iter().any(|pp| in_pp(*pp)))
+            }
+            ChainRule::Named { set } => matches!(state.sets.get(set), Some(SetContent::Named(e)) if e.iter().any(|(r, pp)| in_range(*r, other) && in_pp(*pp))),
+        })
+    };
+    let verdict = |pods: &BTreeMap<String, PodChain>, ip: Ipv4Addr, other: Ipv4Addr| pods.values().find(|c| c.ip == ip).is_none_or(|c| admits(c, other));
+    (verdict(&state.egress_pods, src, dst), verdict(&state.ingress_pods, dst, src))
 }
 
 #[cfg(test)]
@@ -622,14 +678,9 @@ mod tests {
 
     #[test]
     fn element_syntax() {
-        let e = AllowElement {
-            pod: Ipv4Addr::new(10, 0, 0, 2),
-            peer: (u32::from(Ipv4Addr::new(10, 0, 0, 0)), u32::from(Ipv4Addr::new(10, 0, 0, 255))),
-            proto: (6, 6),
-            port: (80, 81),
-        };
-        assert_eq!(e.to_string(), "10.0.0.2 . 10.0.0.0-10.0.0.255 . 6 . 80-81");
-        let e = AllowElement { pod: Ipv4Addr::new(10, 0, 0, 2), peer: (1, 1), proto: (0, 255), port: (0, 65535) };
-        assert_eq!(e.to_string(), "10.0.0.2 . 0.0.0.1 . 0-255 . 0-65535");
+        let named = SetContent::Named([((u32::from(Ipv4Addr::new(10, 0, 0, 0)), u32::from(Ipv4Addr::new(10, 0, 0, 255))), ((6, 6), (80, 81)))].into());
+        assert_eq!(named.keys().into_iter().collect::<Vec<_>>(), ["10.0.0.0-10.0.0.255 . 6 . 80-81"]);
+        let peers = SetContent::Peers(merge_ranges(vec![(1, 1), (2, 5), (9, 9)]));
+        assert_eq!(peers.keys().into_iter().collect::<Vec<_>>(), ["0.0.0.1-0.0.0.5", "0.0.0.9"]);
     }
 }

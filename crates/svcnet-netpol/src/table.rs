@@ -1,30 +1,35 @@
 //! The node's table kept current one change at a time. Pure: no I/O.
 //!
 //! [`NodeTable`] holds the [`Cluster`] the watches have shown and the [`NodeState`] applied for
-//! it. Each change (a pod, namespace or policy added, changed or deleted) marks the local pods
-//! whose chains or set elements it can change; [`NodeTable::flush`] recompiles only those pods
-//! and returns the nft transaction between their old and new chains and elements. Everything is
-//! recompiled only at the start, after a relist, or after a failed transaction.
+//! it. Each change (a pod, namespace or policy added, changed or deleted) marks what it can
+//! change, and [`NodeTable::flush`] recomputes only that and returns the nft transaction between
+//! the old and the new chains and sets. Everything is recompiled only at the start, after a
+//! relist, or after a failed transaction.
 //!
-//! Which local pods a change marks:
+//! What a change marks:
 //!
-//! - a pod: itself (its labels pick its isolating policies; its named ports resolve ingress
-//!   rules), and the pods selected by every policy with a rule whose peers match the pod before
-//!   or after the change (or, for an egress rule with named ports, whose peers are empty or an
-//!   `ipBlock` holding the pod's address: the name resolves on the destination pod);
-//! - a namespace (only when it has pods): the pods selected by every policy with a
-//!   `namespaceSelector` peer whose verdict on the namespace's labels changes;
-//! - a policy: the pods it selects before and after the change.
+//! - a pod: its own chains (its labels pick its isolating policies; its named ports resolve
+//!   ingress rules), and the shared sets of every rule whose peers match the pod before or after
+//!   the change (or, for an egress rule with named ports, whose peers are empty or an `ipBlock`
+//!   holding the pod's address: the name resolves on the destination pod);
+//! - a namespace with pods: the shared sets of every rule with a `namespaceSelector` peer whose
+//!   verdict on the namespace's labels changes;
+//! - a policy: the chains of the pods it selects before and after the change.
+//!
+//! A pod or namespace change never alters a chain of another pod: chains name their sets by
+//! the rule's peers, not by what the peers match. So a label change is a few element
+//! additions/deletions in the sets it enters or leaves, and a policy change rewrites only the
+//! chains of its pods (and creates or removes the sets only they used).
 //!
 //! **Invariant**: after any sequence of changes and a flush, the state equals
 //! [`nft::compile`] of the final cluster (`tests/incremental.rs` checks it on random sequences,
 //! `tests/enforcement.rs` compares the kernel's listed table with a fresh full load).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
-use crate::engine::Cluster;
+use crate::engine::{Cluster, RuleRef};
 use crate::model::{Direction, NamespaceInfo, Peer, PodInfo, PodKey, Policy, PolicyKey, PortSpec, Rule};
-use crate::nft::{self, CompileOptions, NodeState};
+use crate::nft::{self, CompileOptions, NodeState, SetContent};
 
 /// The cluster as watched and the node's table compiled from it, updated incrementally.
 #[derive(Debug, Default)]
@@ -32,8 +37,11 @@ pub struct NodeTable {
     cluster: Cluster,
     options: CompileOptions,
     state: NodeState,
-    /// Local pods whose chains and elements are recompiled at the next flush.
+    /// Local pods whose chains (and the sets they refer to) are recompiled at the next flush.
     dirty: BTreeSet<PodKey>,
+    /// Rules whose shared sets (peer addresses, resolved named ports) are recomputed at the next
+    /// flush: a pod or namespace change alters what a rule's peers match, never the chains.
+    dirty_rules: BTreeSet<RuleRef>,
     /// Recompile every pod at the next flush (the start, a relist).
     full: bool,
     /// The kernel's table is not known to hold `state`: the next flush (a full one) rebuilds it
@@ -77,7 +85,7 @@ impl NodeTable {
 
     /// Whether changes wait for a flush.
     pub fn pending(&self) -> bool {
-        self.full || self.rebuild || !self.dirty.is_empty()
+        self.full || self.rebuild || !self.dirty.is_empty() || !self.dirty_rules.is_empty()
     }
 
     /// The kernel's table is in an unknown state (a transaction failed): the next flush
@@ -143,8 +151,8 @@ impl NodeTable {
             return;
         }
         if !self.full && self.cluster.pods_in_namespace(&ns.name).next().is_some() {
-            let affected = self.policies_where_namespace_matters(old.as_ref(), &ns);
-            self.mark_selected_by(&affected);
+            let affected = self.rules_where_namespace_matters(old.as_ref(), &ns);
+            self.dirty_rules.extend(affected);
         }
         self.cluster.upsert_namespace(ns);
     }
@@ -181,12 +189,12 @@ impl NodeTable {
         }
         let mut affected = BTreeSet::new();
         if let Some(old) = &old {
-            self.policies_involving(old, &mut affected);
+            self.rules_involving(old, &mut affected);
         }
         self.dirty.insert(pod.key.clone());
         self.cluster.upsert_pod(pod.clone());
-        self.policies_involving(&pod, &mut affected);
-        self.mark_selected_by(&affected);
+        self.rules_involving(&pod, &mut affected);
+        self.dirty_rules.extend(affected);
     }
 
     /// A pod deleted.
@@ -194,8 +202,8 @@ impl NodeTable {
         let Some(old) = self.cluster.pod(key).cloned() else { return };
         if !self.full {
             let mut affected = BTreeSet::new();
-            self.policies_involving(&old, &mut affected);
-            self.mark_selected_by(&affected);
+            self.rules_involving(&old, &mut affected);
+            self.dirty_rules.extend(affected);
             self.dirty.insert(key.clone());
         }
         self.cluster.remove_pod(key);
@@ -230,6 +238,7 @@ impl NodeTable {
         self.rebuild = false;
         if full {
             self.dirty.clear();
+            self.dirty_rules.clear();
             let new = nft::compile(&self.cluster, &self.options);
             let script = if rebuild { nft::full_script(&new, &self.options) } else { nft::diff_script(&self.state, &new, &self.options) };
             let pods = new.chains();
@@ -237,10 +246,58 @@ impl NodeTable {
             return Flush { script, full, rebuild, pods };
         }
         let dirty = std::mem::take(&mut self.dirty);
-        let old = self.state.extract(&dirty);
-        let new = nft::compile_pods(&self.cluster, &self.options, dirty.iter().filter_map(|k| self.cluster.pod(k)));
+        let old_chains = self.state.extract_chains(&dirty);
+        let fresh = nft::compile_pods(&self.cluster, &self.options, dirty.iter().filter_map(|k| self.cluster.pod(k)));
+        // The sets the touched chains referred to before or refer to now: created, changed,
+        // or removed when no chain refers to them any more.
+        let touched: BTreeSet<String> = old_chains.iter().flat_map(|c| c.sets()).chain(fresh.chains_iter().flat_map(|c| c.sets())).cloned().collect();
+        let mut old = NodeState::default();
+        for c in old_chains {
+            old.insert_chain(c);
+        }
+        old.sets = touched.iter().filter_map(|n| self.state.sets.get(n).map(|c| (n.clone(), c.clone()))).collect();
+        // The shared sets of the rules a pod or namespace change touched, where some chain refers
+        // to them (the recompiled chains' sets are fresh already).
+        let mut rule_sets: BTreeMap<String, SetContent> = BTreeMap::new();
+        let mut seen = std::collections::HashSet::new();
+        for r in std::mem::take(&mut self.dirty_rules) {
+            let Some(rule) = self.cluster.policy(&r.policy).and_then(|p| p.rules(r.direction)).and_then(|rules| rules.get(r.index)) else { continue };
+            if !seen.insert(nft::rule_key(r.direction, &r.policy.namespace, rule)) {
+                continue;
+            }
+            for (name, content) in nft::rule_sets(&self.cluster, r.direction, &r.policy.namespace, rule) {
+                if !fresh.sets.contains_key(&name) && self.state.sets.contains_key(&name) {
+                    rule_sets.insert(name, content);
+                }
+            }
+        }
+        for (name, content) in &rule_sets {
+            old.sets.insert(name.clone(), self.state.sets[name].clone());
+            self.state.sets.insert(name.clone(), content.clone());
+        }
+        let NodeState { ingress_pods, egress_pods, sets: fresh_sets } = fresh;
+        for c in ingress_pods.into_values().chain(egress_pods.into_values()) {
+            self.state.insert_chain(c);
+        }
+        self.state.sets.extend(fresh_sets);
+        let referenced: BTreeSet<&String> = self.state.chains_iter().flat_map(|c| c.sets()).filter(|n| touched.contains(*n)).collect();
+        let gone: Vec<String> = touched.iter().filter(|n| !referenced.contains(n)).cloned().collect();
+        for n in &gone {
+            self.state.sets.remove(n);
+        }
+        let mut new = NodeState::default();
+        for k in &dirty {
+            for d in [Direction::Ingress, Direction::Egress] {
+                let name = nft::chain_name(d, k);
+                let map = if d == Direction::Ingress { &self.state.ingress_pods } else { &self.state.egress_pods };
+                if let Some(c) = map.get(&name) {
+                    new.insert_chain(c.clone());
+                }
+            }
+        }
+        new.sets = touched.iter().filter_map(|n| self.state.sets.get(n).map(|c| (n.clone(), c.clone()))).collect();
+        new.sets.extend(rule_sets);
         let script = nft::diff_script(&old, &new, &self.options);
-        self.state.merge(new);
         Flush { script, full, rebuild, pods: dirty.len() }
     }
 
@@ -261,23 +318,15 @@ impl NodeTable {
         self.dirty.extend(selected.map(|p| p.key.clone()));
     }
 
-    /// Marks the local pods the policies `keys` select.
-    fn mark_selected_by(&mut self, keys: &BTreeSet<PolicyKey>) {
-        for key in keys {
-            if let Some(policy) = self.cluster.policy(key).cloned() {
-                self.mark_selected(&policy);
-            }
-        }
-    }
-
-    /// The policies with a rule whose targets `pod` is (or would be) part of.
-    fn policies_involving(&self, pod: &PodInfo, out: &mut BTreeSet<PolicyKey>) {
+    /// The rules whose shared sets `pod` is (or would be) part of.
+    fn rules_involving(&self, pod: &PodInfo, out: &mut BTreeSet<RuleRef>) {
         for policy in self.cluster.policies() {
-            let involved = [Direction::Ingress, Direction::Egress]
-                .into_iter()
-                .any(|d| policy.rules(d).unwrap_or_default().iter().any(|r| self.rule_involves(policy, d, r, pod)));
-            if involved {
-                out.insert(policy.key.clone());
+            for direction in [Direction::Ingress, Direction::Egress] {
+                for (index, rule) in policy.rules(direction).unwrap_or_default().iter().enumerate() {
+                    if self.rule_involves(policy, direction, rule, pod) {
+                        out.insert(RuleRef { policy: policy.key.clone(), direction, index });
+                    }
+                }
             }
         }
     }
@@ -294,18 +343,24 @@ impl NodeTable {
         })
     }
 
-    /// The policies with a `namespaceSelector` peer that matches one of `old` and `new` and not
-    /// the other.
-    fn policies_where_namespace_matters(&self, old: Option<&NamespaceInfo>, new: &NamespaceInfo) -> BTreeSet<PolicyKey> {
+    /// The rules with a `namespaceSelector` peer that matches one of `old` and `new` and not the
+    /// other.
+    fn rules_where_namespace_matters(&self, old: Option<&NamespaceInfo>, new: &NamespaceInfo) -> BTreeSet<RuleRef> {
         let flips = |peer: &Peer| match peer {
             Peer::Pods { namespaces: Some(sel), .. } => old.is_some_and(|o| sel.matches(&o.labels)) != sel.matches(&new.labels),
             _ => false,
         };
-        self.cluster
-            .policies()
-            .filter(|p| [Direction::Ingress, Direction::Egress].into_iter().any(|d| p.rules(d).unwrap_or_default().iter().any(|r| r.peers.iter().any(flips))))
-            .map(|p| p.key.clone())
-            .collect()
+        let mut out = BTreeSet::new();
+        for policy in self.cluster.policies() {
+            for direction in [Direction::Ingress, Direction::Egress] {
+                for (index, rule) in policy.rules(direction).unwrap_or_default().iter().enumerate() {
+                    if rule.peers.iter().any(flips) {
+                        out.insert(RuleRef { policy: policy.key.clone(), direction, index });
+                    }
+                }
+            }
+        }
+        out
     }
 }
 
@@ -353,13 +408,16 @@ mod tests {
     }
 
     #[test]
-    fn namespace_label_change_touches_only_the_pods_whose_peers_change() {
+    fn namespace_label_change_is_one_element_in_one_shared_set() {
         let mut t = table();
         t.upsert_namespace(NamespaceInfo::new("y", [("env".to_string(), "prod".to_string())].into()));
         let f = t.flush();
         assert!(!f.full);
-        assert_eq!(f.pods, 1, "only x/b's set changes");
-        assert_eq!(f.script.trim(), "add element inet svcnet-netpol in_x_b { 10.9.0.3 . 0-255 . 0-65535 }");
+        assert_eq!(f.pods, 0, "no chain changes");
+        // One element in the one shared set of the peers `namespaceSelector: env=prod`.
+        let lines: Vec<&str> = f.script.lines().collect();
+        assert_eq!(lines.len(), 1, "{}", f.script);
+        assert!(lines[0].starts_with("add element inet svcnet-netpol p_") && lines[0].ends_with(" { 10.9.0.3 }"), "{}", f.script);
         check(&t);
         // The same labels again: nothing to do.
         t.upsert_namespace(NamespaceInfo::new("y", [("env".to_string(), "prod".to_string())].into()));
@@ -367,13 +425,15 @@ mod tests {
     }
 
     #[test]
-    fn pod_label_change_touches_its_peers_and_itself() {
+    fn pod_label_change_changes_its_peer_sets_and_its_own_chain() {
         let mut t = table();
         t.upsert_pod(pod("x", "b", "web", "10.9.0.2"));
         let f = t.flush();
-        assert_eq!(f.pods, 2, "x/a gains a peer, x/b changes policies: {}", f.script);
+        assert_eq!(f.pods, 1, "x/b changes policies; x/a's peer set gains x/b: {}", f.script);
         check(&t);
-        assert!(f.script.contains("add element inet svcnet-netpol in_x_a { 10.9.0.1-10.9.0.2 . 0-255 . 0-65535 }"), "{}", f.script);
+        // x/a's peers (`app=web` of x) gain x/b: one shared set's elements change.
+        assert!(f.script.contains(" { 10.9.0.1-10.9.0.2 }"), "{}", f.script);
+        assert_eq!(f.script.lines().filter(|l| l.contains("element inet svcnet-netpol p_")).count(), 2, "{}", f.script);
         assert!(f.script.contains("flush chain inet svcnet-netpol in_x_b"), "{}", f.script);
     }
 

@@ -114,7 +114,7 @@ async fn node_reaches_isolated_pods_and_drops_are_counted() -> Result<()> {
     assert!(rules.contains("log prefix \"netpol drop in x/a [deny-all]: \""), "{rules}");
     // The comparison with a fresh full load sees a stray element.
     topo.check_kernel_table(true).await?;
-    svcnet_netpol::runner::nft_apply(Some(topo.node.name()), "add element inet svcnet-netpol in_x_a { 10.244.105.99 . 6 . 9 }\n").await?;
+    svcnet_netpol::runner::nft_apply(Some(topo.node.name()), "add element inet svcnet-netpol ingress_pods { 10.244.105.99 : accept }\n").await?;
     assert!(topo.check_kernel_table(true).await.is_err(), "a stray element must make the tables differ");
     Ok(())
 }
