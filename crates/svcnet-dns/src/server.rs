@@ -202,8 +202,12 @@ impl DnsServer {
                 };
                 let failed_tx = failed_tx.clone();
                 std::thread::Builder::new().name("svcnet-dns-udp".into()).spawn(move || {
-                    if let Err(error) = udp.serve() {
-                        let _ = failed_tx.send(error);
+                    // A thread that fails or panics fails the server, as a failed task would.
+                    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| udp.serve()));
+                    match result {
+                        Ok(Ok(())) => {}
+                        Ok(Err(error)) => drop(failed_tx.send(error)),
+                        Err(_) => drop(failed_tx.send(std::io::Error::other("a DNS UDP thread panicked"))),
                     }
                 })?;
             }
