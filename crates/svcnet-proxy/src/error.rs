@@ -5,12 +5,16 @@ use std::path::PathBuf;
 /// What can go wrong while programming the node.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// A command (`nft`, `conntrack`, `ip`, `arping`) could not be started.
+    /// A command (`conntrack`, `ip`, `arping`) could not be started.
     #[error("starting {command}: {source}")]
     Spawn { command: String, source: std::io::Error },
     /// A command exited with an error.
     #[error("{command} failed ({status}): {stderr}")]
     Command { command: String, status: std::process::ExitStatus, stderr: String },
+    /// nft refused a script or the kernel a transaction (nothing of it was applied), or
+    /// libnftables could not be set up in the node's namespace.
+    #[error("{0}")]
+    Nft(svcnet_netns::nftables::Error),
     /// Entering the node's network namespace failed.
     #[error("network namespace: {0}")]
     Netns(#[from] svcnet_netns::Error),

@@ -1,9 +1,14 @@
-//! The thin adapter to the kernel: runs `nft`, `conntrack`, `ip` and `arping` inside the node's
-//! network namespace (`ip netns exec NAME ...`, or directly for the current namespace).
+//! The thin adapter to the kernel, inside the node's network namespace: nft scripts go to
+//! libnftables in-process (a thread inside the namespace holding one context,
+//! [`svcnet_netns::nftables::NftThread`]); `conntrack`, `ip` and `arping` run as commands
+//! (`ip netns exec NAME ...`, or directly for the current namespace).
 
 use std::net::IpAddr;
 use std::process::Stdio;
+use std::sync::{Arc, Mutex};
 
+use svcnet_netns::NetNs;
+use svcnet_netns::nftables::{self, NftThread};
 use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 
@@ -11,17 +16,27 @@ use crate::ruleset::{StaleConntrack, TABLE};
 use crate::{Error, Result};
 
 /// The network namespace the proxy programs.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct NodeNamespace {
     /// A name under `/run/netns`, or `None` for the namespace this process runs in.
     pub name: Option<String>,
+    /// The libnftables thread in the namespace, started on first use and shared by clones.
+    nft: Arc<Mutex<Option<NftThread>>>,
 }
 
 // === impl NodeNamespace ===
 
+impl PartialEq for NodeNamespace {
+    fn eq(&self, other: &NodeNamespace) -> bool {
+        self.name == other.name
+    }
+}
+
+impl Eq for NodeNamespace {}
+
 impl NodeNamespace {
     pub fn new(name: Option<String>) -> NodeNamespace {
-        NodeNamespace { name }
+        NodeNamespace { name, nft: Arc::default() }
     }
 
     fn command(&self, program: &str) -> Command {
@@ -33,6 +48,32 @@ impl NodeNamespace {
             }
             None => Command::new(program),
         }
+    }
+
+    /// The libnftables thread inside the namespace (for `None`, the namespace of the thread
+    /// that first needs it, which is the process's).
+    fn nft(&self) -> Result<NftThread> {
+        let mut slot = self.nft.lock().expect("not poisoned");
+        if let Some(thread) = &*slot {
+            return Ok(thread.clone());
+        }
+        let netns = self.name.as_deref().map(NetNs::open).transpose()?;
+        let thread = NftThread::spawn(netns.as_ref()).map_err(nft_error)?;
+        *slot = Some(thread.clone());
+        Ok(thread)
+    }
+
+    /// Runs an nft script in the namespace as one transaction; returns what nft printed.
+    async fn nft_run(&self, script: String) -> Result<String> {
+        let thread = self.nft()?;
+        let failed_script = tracing::enabled!(tracing::Level::DEBUG).then(|| script.clone());
+        let result = thread.run(script).await.map_err(nft_error);
+        if result.is_err()
+            && let Some(script) = failed_script
+        {
+            tracing::debug!(script, "the nft script that failed");
+        }
+        result
     }
 
     async fn run(&self, program: &str, args: &[&str], stdin: Option<&str>) -> Result<std::process::Output> {
@@ -62,24 +103,19 @@ impl NodeNamespace {
         Ok(String::from_utf8_lossy(&output.stdout).into_owned())
     }
 
-    /// Applies an nft script as one transaction (`nft -f -`).
-    pub async fn apply(&self, script: &str) -> Result<()> {
-        let result = self.run_checked("nft", &["-f", "-"], Some(script)).await.map(drop);
-        if result.is_err() {
-            tracing::debug!(script, "the nft script that failed");
-        }
-        result
+    /// Applies an nft script as one transaction (what `nft -f` does, in-process).
+    pub async fn apply(&self, script: String) -> Result<()> {
+        self.nft_run(script).await.map(drop)
     }
 
     /// `nft list table inet svcnet-proxy`.
     pub async fn list_table(&self) -> Result<String> {
-        self.run_checked("nft", &["list", "table", "inet", TABLE], None).await
+        self.nft_run(format!("list table inet {TABLE}")).await
     }
 
     /// Deletes the proxy's table, if it exists.
     pub async fn delete_table(&self) -> Result<()> {
-        let script = format!("table inet {TABLE}\ndelete table inet {TABLE}\n");
-        self.apply(&script).await
+        self.apply(format!("table inet {TABLE}\ndelete table inet {TABLE}\n")).await
     }
 
     /// Deletes conntrack entries that would keep UDP traffic on a stale path. Entries that do
@@ -141,6 +177,16 @@ impl NodeNamespace {
             return Ok(());
         }
         self.run_checked("arping", &["-U", "-c", "2", "-w", "2", "-I", device, &ip.to_string()], None).await.map(drop)
+    }
+}
+
+/// nft's error text is the whole offending line; long element lists are cut.
+fn nft_error(error: nftables::Error) -> Error {
+    match error {
+        nftables::Error::Script { message } if message.len() > 4000 => {
+            Error::Nft(nftables::Error::Script { message: message.chars().take(4000).collect() })
+        }
+        error => Error::Nft(error),
     }
 }
 

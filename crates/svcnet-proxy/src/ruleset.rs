@@ -332,7 +332,8 @@ impl Ruleset {
             return Vec::new();
         }
         let old = self.services.remove(key);
-        let stale = stale_conntrack(old.as_ref().map(|o| &o.plan), plan.as_ref(), &self.config.node_ips);
+        // A full sync (not tracking) replaces the whole table and has no stale entries to flush.
+        let stale = if self.tracking { stale_conntrack(old.as_ref().map(|o| &o.plan), plan.as_ref(), &self.config.node_ips) } else { Vec::new() };
         let mut old_ids = BTreeMap::new();
         if let Some(old) = old {
             for element in &old.elements {
@@ -568,21 +569,11 @@ impl Ruleset {
                 ip = f.ip()
             );
         }
-        let mut by_set: BTreeMap<SetName, Vec<String>> = BTreeMap::new();
-        for ((set, key), values) in &self.elements {
-            if let Some(value) = values.keys().next() {
-                by_set.entry(*set).or_default().push(render_element(*set, key, value));
-            }
-        }
         for set in SetName::all() {
             let kind = if set.is_map() { "map" } else { "set" };
             let _ = write!(s, "\n\t{kind} {} {{\n", set.name());
             for part in set.declaration().split("; ") {
                 let _ = writeln!(s, "\t\t{part}");
-            }
-            if let Some(elements) = by_set.get_mut(&set) {
-                elements.sort();
-                let _ = writeln!(s, "\t\telements = {{\n\t\t\t{}\n\t\t}}", elements.join(",\n\t\t\t"));
             }
             s.push_str("\t}\n");
         }
@@ -596,6 +587,31 @@ impl Ruleset {
             s.push_str("\t}\n");
         }
         s.push_str("}\n");
+        // The elements come after the rules. A rule that looks a map up binds it, and the kernel
+        // walks every element the map already holds for each chain that binds it (the 32 pick
+        // chains of a family all bind `endpoints-v4`): binding empty maps and filling them afterwards saves that walk.
+        let mut by_set: BTreeMap<SetName, Vec<(&str, &str)>> = BTreeMap::new();
+        for ((set, key), values) in &self.elements {
+            if let Some(value) = values.keys().next() {
+                by_set.entry(*set).or_default().push((key, value));
+            }
+        }
+        for (set, mut elements) in by_set {
+            // Keys are unique within a set and of one shape, so this is the order of the rendered
+            // elements.
+            elements.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            let _ = writeln!(s, "add element inet {TABLE} {} {{", set.name());
+            for (i, (key, value)) in elements.iter().enumerate() {
+                s.push('\t');
+                s.push_str(key);
+                if set.is_map() {
+                    s.push_str(" : ");
+                    s.push_str(value);
+                }
+                s.push_str(if i + 1 < elements.len() { ",\n" } else { "\n" });
+            }
+            s.push_str("}\n");
+        }
         s
     }
 }

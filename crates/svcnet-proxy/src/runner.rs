@@ -346,7 +346,7 @@ impl Proxier {
             let plans: Vec<ServicePlan> = self.cache.services.keys().filter_map(|key| self.plan(key)).collect();
             self.ruleset = Ruleset::with_services(self.ruleset.config().clone(), plans);
             let script = self.ruleset.full_script();
-            self.ns.apply(&script).await
+            self.ns.apply(script).await
         } else {
             for key in std::mem::take(&mut self.cache.dirty) {
                 let plan = self.plan(&key);
@@ -355,7 +355,7 @@ impl Proxier {
             match self.ruleset.take_transaction() {
                 Some(script) => {
                     tracing::debug!(%script, "partial sync");
-                    self.ns.apply(&script).await
+                    self.ns.apply(script).await
                 }
                 None => Ok(()),
             }
