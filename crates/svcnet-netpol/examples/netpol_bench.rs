@@ -225,10 +225,11 @@ async fn connection_rates(b: &Bench, secs: f64) -> Result<()> {
             let apply = t.elapsed();
             rates[c].push(conn_rate(b, secs, 2)?);
             notes[c] = format!(
-                "{} pods, {} policies: {} isolated pod chains, {} set elements; compile {:.0} ms, full nft load {:.0} ms",
+                "{} pods, {} policies: {} isolated pod chains, {} shared sets, {} set elements; compile {:.0} ms, full nft load {:.0} ms",
                 pods.len(),
                 nps.len(),
                 state.ingress_pods.len() + state.egress_pods.len(),
+                state.sets.len(),
                 state.elements(),
                 compile.as_secs_f64() * 1e3,
                 apply.as_secs_f64() * 1e3
@@ -333,7 +334,7 @@ async fn changes(b: &Bench) -> Result<()> {
         }
     }
     // A namespace label change: ns-1 moves from team t1 to t0 and back, which changes the
-    // monitor peers of the 200 policies admitting team t0 or t1 (2,000 pods' sets).
+    // monitor peers of the 400 policies admitting team t0 or t1 (two shared sets).
     let ns_api: Api<corev1::Namespace> = Api::all(client.clone());
     let (mut ns_changes, mut ns_parts) = (Vec::new(), Vec::new());
     for team in ["t0", "t1", "t0", "t1"] {
@@ -360,13 +361,13 @@ async fn changes(b: &Bench) -> Result<()> {
         np_changes.push(((done - t).as_secs_f64() * 1e3, pods));
         np_parts.push(times(&applied));
     }
-    // The floor of one transaction on this table: add and delete one element of one pod's set.
+    // The floor of one transaction on this table: add and delete one element of a map.
     let mut floor = Vec::new();
     for _ in 0..5 {
         let t = Instant::now();
         svcnet_netpol::runner::nft_apply(
             Some(b.node.name()),
-            "add element inet svcnet-netpol in_ns-5_pod-5 { 192.0.2.1 . 6 . 1 }\ndelete element inet svcnet-netpol in_ns-5_pod-5 { 192.0.2.1 . 6 . 1 }\n",
+            "add element inet svcnet-netpol ingress_pods { 192.0.2.1 : accept }\ndelete element inet svcnet-netpol ingress_pods { 192.0.2.1 }\n",
         )
         .await?;
         floor.push(t.elapsed().as_secs_f64() * 1e3);
