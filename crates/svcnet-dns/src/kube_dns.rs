@@ -137,17 +137,41 @@ pub async fn ensure(client: &Client, cluster_ip: IpAddr, endpoint: Option<IpAddr
     let ours = slices.list(&ListParams::default().labels(&format!("endpointslice.kubernetes.io/managed-by={MANAGED_BY}"))).await?;
     for stale in ours.items.iter().filter(|s| endpoint.is_none() || s.metadata.name.as_deref() != Some(SLICE)) {
         if let Some(name) = &stale.metadata.name {
-            slices.delete(name, &DeleteParams::default()).await?;
+            // Gone already (another writer, e.g. a second `svcnet up` pass) is what we wanted.
+            match slices.delete(name, &DeleteParams::default()).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(status)) if status.code == 404 => {}
+                Err(e) => return Err(e.into()),
+            }
         }
     }
     let Some(endpoint) = endpoint else { return Ok(()) };
     let want = slice(endpoint, &uid);
+    let owned_by = |have: &EndpointSlice, uid: &str| have.metadata.owner_references.iter().flatten().any(|o| o.uid == uid);
     match ours.items.iter().find(|s| s.metadata.name.as_deref() == Some(SLICE)) {
         Some(have) if slice_ok(have, &want) => {}
+        // Owned by a Service that was replaced: the garbage collector may be deleting it, so a
+        // new object (a new uid, which its pending delete cannot match) replaces it.
+        Some(have) if !owned_by(have, &uid) => {
+            match slices.delete(SLICE, &DeleteParams::default()).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(status)) if status.code == 404 => {}
+                Err(e) => return Err(e.into()),
+            }
+            slices.create(&PostParams::default(), &serde_json::from_value(want)?).await?;
+        }
         Some(have) => {
             let mut replacement: EndpointSlice = serde_json::from_value(want)?;
             replacement.metadata.resource_version = have.metadata.resource_version.clone();
-            slices.replace(SLICE, &PostParams::default(), &replacement).await?;
+            match slices.replace(SLICE, &PostParams::default(), &replacement).await {
+                Ok(_) => {}
+                // Deleted since we listed it: create it anew.
+                Err(kube::Error::Api(status)) if status.code == 404 => {
+                    replacement.metadata.resource_version = None;
+                    slices.create(&PostParams::default(), &replacement).await?;
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
         None => {
             slices.create(&PostParams::default(), &serde_json::from_value(want)?).await?;
