@@ -9,8 +9,8 @@
 //!   ip saddr vmap @egress_pods                egress-isolated local pod -> jump eg_<ns>_<pod>
 //!   ip daddr vmap @ingress_pods               ingress-isolated local pod -> jump in_<ns>_<pod>
 //! chain in_<ns>_<pod>: one rule per distinct rule of the isolating policies, then the drop
-//!   ip saddr @p_<hash> meta l4proto . th dport { 6 . 80, 17 . 81-90 } return
-//!   meta l4proto . th dport { 6 . 0-65535 } return          (a rule without peers)
+//!   ip saddr @p_<hash> meta l4proto . th dport @q_<hash> return
+//!   meta l4proto . th dport @q_<hash> return                (a rule without peers)
 //!   ip saddr @p_<hash> return                                (a rule without ports)
 //!   [limit ... log prefix "..."] counter name in_<ns>_<pod> drop
 //! chain eg_<ns>_<pod>: the same with ip daddr, and for named ports
@@ -18,6 +18,8 @@
 //! set p_<hash>: the peer addresses of every rule with the same peers (interval set of ipv4_addr)
 //! set n_<hash>: destination . protocol . port of an egress rule's named ports, resolved on each
 //!   destination pod among its peers
+//! set q_<hash>: protocol . port ranges, named by their content (never changed, shared by every
+//!   rule with the same ports)
 //! ```
 //!
 //! The node's own traffic (probes) leaves through `output`, where the table has no chain, so it
@@ -28,7 +30,8 @@
 //! refers to one set named by a hash of those peers (and, for peers that name no namespace, the
 //! policy's namespace). So a pod or namespace label change is an element change in the few sets
 //! whose peers it enters or leaves, and a policy change rewrites the chains of the pods it
-//! selects. Ports are inline in each rule (they depend on the selected pod for named ports). Set
+//! selects. Port sets depend on the selected pod (named ports resolve there), so they are named
+//! by their content rather than by the rule. Set
 //! elements are disjoint because the kernel's interval sets refuse overlapping elements. The
 //! table itself is built only once ([`full_script`]).
 
@@ -49,9 +52,9 @@ pub type ProtoPort = ((u8, u8), (u16, u16));
 /// One rule of an isolated pod's chain: what it admits, and `return`s.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum ChainRule {
-    /// The other end in the peer set `peers` (`None`: any address), and protocol/port in one of
-    /// `ports` (`None`: any protocol and port; never empty).
-    Match { peers: Option<String>, ports: Option<Vec<ProtoPort>> },
+    /// The other end in the peer set `peers` (`None`: any address), and protocol . port in the
+    /// port set `ports` (`None`: any protocol and port).
+    Match { peers: Option<String>, ports: Option<String> },
     /// Egress named ports: destination . protocol . port in the set.
     Named { set: String },
 }
@@ -92,10 +95,13 @@ impl PodChain {
 
     /// The set names the chain's rules refer to.
     pub fn sets(&self) -> impl Iterator<Item = &String> {
-        self.rules.iter().filter_map(|r| match r {
-            ChainRule::Match { peers, .. } => peers.as_ref(),
-            ChainRule::Named { set } => Some(set),
-        })
+        self.rules
+            .iter()
+            .flat_map(|r| match r {
+                ChainRule::Match { peers, ports } => [peers.as_ref(), ports.as_ref()],
+                ChainRule::Named { set } => [Some(set), None],
+            })
+            .flatten()
     }
 }
 
@@ -125,6 +131,10 @@ pub enum SetContent {
     Peers(BTreeSet<V4Range>),
     /// `n_<hash>`: destination range . protocol range . port range, disjoint.
     Named(BTreeSet<(V4Range, ProtoPort)>),
+    /// `q_<hash>`: protocol range . port range, disjoint; named by its content, so it never
+    /// changes (anonymous sets inline in each rule would cost the kernel a quadratic scan of
+    /// set names when loading tens of thousands of them).
+    Ports(BTreeSet<ProtoPort>),
 }
 
 impl SetContent {
@@ -132,6 +142,7 @@ impl SetContent {
         match self {
             SetContent::Peers(e) => e.len(),
             SetContent::Named(e) => e.len(),
+            SetContent::Ports(e) => e.len(),
         }
     }
 
@@ -146,6 +157,7 @@ impl SetContent {
             SetContent::Named(e) => {
                 e.iter().map(|(r, ((pa, pz), (sa, sz)))| format!("{} . {} . {}", range_text(*r), num_range(*pa, *pz), num_range(*sa, *sz))).collect()
             }
+            SetContent::Ports(e) => e.iter().map(|((pa, pz), (sa, sz))| format!("{} . {}", num_range(*pa, *pz), num_range(*sa, *sz))).collect(),
         }
     }
 
@@ -153,6 +165,7 @@ impl SetContent {
         match self {
             SetContent::Peers(_) => "type ipv4_addr; flags interval;",
             SetContent::Named(_) => "type ipv4_addr . inet_proto . inet_service; flags interval;",
+            SetContent::Ports(_) => "type inet_proto . inet_service; flags interval;",
         }
     }
 }
@@ -263,7 +276,10 @@ pub fn compile_pods<'a>(cluster: &'a Cluster, options: &CompileOptions, pods: im
                         .entry(key.clone())
                         .or_insert_with(|| std::rc::Rc::new(rule_sets_of(cluster, direction, &policy.key.namespace, rule, &key)))
                         .clone();
-                    for r in chain_rules_of(direction, pod, rule, &sets) {
+                    for (r, ports) in chain_rules_of(direction, pod, rule, &sets) {
+                        if let Some((name, content)) = ports {
+                            state.sets.entry(name).or_insert(content);
+                        }
                         if !rules.contains(&r) {
                             rules.push(r);
                         }
@@ -372,11 +388,11 @@ fn merge_ranges(mut ranges: Vec<V4Range>) -> BTreeSet<V4Range> {
     out.into_iter().collect()
 }
 
-/// The chain rules one policy rule makes for the local `pod`.
-fn chain_rules_of(direction: Direction, pod: &PodInfo, rule: &Rule, sets: &RuleSets) -> Vec<ChainRule> {
+/// The chain rules one policy rule makes for the local `pod`, each with the port set it needs.
+fn chain_rules_of(direction: Direction, pod: &PodInfo, rule: &Rule, sets: &RuleSets) -> Vec<(ChainRule, Option<(String, SetContent)>)> {
     let peers = sets.peers.as_ref().map(|(n, _)| n.clone());
     if rule.ports.is_empty() {
-        return vec![ChainRule::Match { peers, ports: None }];
+        return vec![(ChainRule::Match { peers, ports: None }, None)];
     }
     let mut ports: Vec<ProtoPort> = Vec::new();
     for m in &rule.ports {
@@ -395,10 +411,12 @@ fn chain_rules_of(direction: Direction, pod: &PodInfo, rule: &Rule, sets: &RuleS
     }
     let mut out = Vec::new();
     if !ports.is_empty() {
-        out.push(ChainRule::Match { peers, ports: Some(normalize_proto_port(&ports)) });
+        let content: BTreeSet<ProtoPort> = normalize_proto_port(&ports).into_iter().collect();
+        let name = format!("q_{:016x}", stable_hash(&format!("{content:?}")));
+        out.push((ChainRule::Match { peers, ports: Some(name.clone()) }, Some((name, SetContent::Ports(content)))));
     }
     if let Some((set, _)) = &sets.named {
-        out.push(ChainRule::Named { set: set.clone() });
+        out.push((ChainRule::Named { set: set.clone() }, None));
     }
     out
 }
@@ -596,9 +614,8 @@ fn chain_rules(s: &mut String, chain: &PodChain, options: &CompileOptions) {
                 if let Some(set) = peers {
                     let _ = write!(s, " {peer} @{set}");
                 }
-                if let Some(ports) = ports {
-                    let items: Vec<String> = ports.iter().map(|((pa, pz), (sa, sz))| format!("{} . {}", num_range(*pa, *pz), num_range(*sa, *sz))).collect();
-                    let _ = write!(s, " meta l4proto . th dport {{ {} }}", items.join(", "));
+                if let Some(set) = ports {
+                    let _ = write!(s, " meta l4proto . th dport @{set}");
                 }
             }
             ChainRule::Named { set } => {
@@ -630,7 +647,7 @@ pub fn lookup(state: &NodeState, src: Ipv4Addr, dst: Ipv4Addr, proto: u8, port: 
         chain.rules.iter().any(|r| match r {
             ChainRule::Match { peers, ports } => {
                 let peer_ok = peers.as_ref().is_none_or(|n| matches!(state.sets.get(n), Some(SetContent::Peers(e)) if e.iter().any(|r| in_range(*r, other))));
-                peer_ok && ports.as_ref().is_none_or(|ps| ps.iter().any(|pp| in_pp(*pp)))
+                peer_ok && ports.as_ref().is_none_or(|n| matches!(state.sets.get(n), Some(SetContent::Ports(e)) if e.iter().any(|pp| in_pp(*pp))))
             }
             ChainRule::Named { set } => matches!(state.sets.get(set), Some(SetContent::Named(e)) if e.iter().any(|(r, pp)| in_range(*r, other) && in_pp(*pp))),
         })
