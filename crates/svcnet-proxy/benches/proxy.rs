@@ -1,10 +1,12 @@
 //! The proxy at scale, against the kernel's floor, side by side (run as root; `bench/proxy.sh`):
 //!
-//! 1. full sync of SERVICES Services × ENDPOINTS endpoints (compute the plans and the script,
-//!    then `nft -f` into a fresh network namespace);
-//! 2. one endpoint change with those present (plan + transaction + `nft -f`);
-//! 3. the floor: the same numbers of bare map elements (no rules) loaded with `nft -f`, and one
-//!    bare `add element` with those present;
+//! 1. full sync of SERVICES Services × ENDPOINTS endpoints, 100 endpoints per node (compute the
+//!    plans and the script, then apply it into a fresh network namespace through libnftables
+//!    in-process, as the proxy does; and the same script with `nft -f` into another one); and
+//!    once more with every endpoint on the measured node (each one a hairpin element too);
+//! 2. one endpoint change with those present (plan + transaction + libnftables);
+//! 3. the floor: the same numbers of bare map elements (no rules) loaded with `nft -f` (the
+//!    baseline column) and through libnftables, and one bare `add element` with those present;
 //! 4. new TCP connections per second through the first and the last Service.
 //!
 //! Usage: `proxy [SERVICES [ENDPOINTS]]` (default 10000 10).
@@ -18,6 +20,7 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use svcnet_netns::NetNs;
+use svcnet_netns::nftables::NftThread;
 use svcnet_proxy::model::{ServiceKey, plan_service};
 use svcnet_proxy::ruleset::{Ruleset, RulesetConfig};
 
@@ -38,7 +41,13 @@ fn endpoint_ip(i: usize, e: usize) -> String {
     format!("10.{}.{}.{}", 128 + n / 65_536, (n / 256) % 256, n % 256)
 }
 
-fn objects(i: usize, endpoints: usize, generation: usize) -> (Service, EndpointSlice) {
+/// Where endpoint `e` of Service `i` runs: spread 100 to a node (node-1, the one measured,
+/// holds the first 100, as a real node holds at most ~110 pods), or all on node-1.
+fn node_name(i: usize, e: usize, endpoints: usize, all_local: bool) -> String {
+    if all_local { "node-1".into() } else { format!("node-{}", (i * endpoints + e) / 100 + 1) }
+}
+
+fn objects(i: usize, endpoints: usize, generation: usize, all_local: bool) -> (Service, EndpointSlice) {
     let name = format!("svc-{i}");
     let service: Service = serde_json::from_value(serde_json::json!({
         "metadata": {"namespace": "bench", "name": name},
@@ -46,7 +55,7 @@ fn objects(i: usize, endpoints: usize, generation: usize) -> (Service, EndpointS
     }))
     .expect("a valid Service");
     let eps: Vec<serde_json::Value> = (0..endpoints)
-        .map(|e| serde_json::json!({"addresses": [endpoint_ip(i, if e == 0 { e + generation % 2 * 15 } else { e })], "nodeName": "node-1"}))
+        .map(|e| serde_json::json!({"addresses": [endpoint_ip(i, if e == 0 { e + generation % 2 * 15 } else { e })], "nodeName": node_name(i, e, endpoints, all_local)}))
         .collect();
     let slice: EndpointSlice = serde_json::from_value(serde_json::json!({
         "metadata": {"namespace": "bench", "name": format!("{name}-1"), "labels": {"kubernetes.io/service-name": name}},
@@ -67,9 +76,44 @@ fn nft(ns: &NetNs, script: &str) -> anyhow::Result<Duration> {
     Ok(started.elapsed())
 }
 
+async fn lib(nft: &NftThread, script: String) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    nft.run(script).await?;
+    Ok(started.elapsed())
+}
+
+/// CPU time (user + system) of this process and of its waited-for children, from
+/// `/proc/self/stat` (clock ticks of 10 ms): the machine is shared, and CPU time is what a load
+/// costs whatever else runs.
+fn cpu() -> anyhow::Result<(Duration, Duration)> {
+    let stat = std::fs::read_to_string("/proc/self/stat")?;
+    let fields: Vec<u64> = stat.rsplit_once(") ").map(|(_, rest)| rest).unwrap_or_default().split(' ').skip(11).take(4).filter_map(|f| f.parse().ok()).collect();
+    anyhow::ensure!(fields.len() == 4, "unexpected /proc/self/stat");
+    let ticks = |t: u64| Duration::from_millis(t * 10);
+    Ok((ticks(fields[0] + fields[1]), ticks(fields[2] + fields[3])))
+}
+
+/// The CPU time `load` takes: this process's for libnftables, the children's for `nft -f`.
+async fn cpu_of<F: std::future::Future<Output = anyhow::Result<Duration>>>(children: bool, load: F) -> anyhow::Result<(Duration, Duration)> {
+    let before = cpu()?;
+    let wall = load.await?;
+    let after = cpu()?;
+    Ok((wall, if children { after.1 - before.1 } else { after.0 - before.0 }))
+}
+
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
     v[v.len() / 2]
+}
+
+/// Medians of wall and CPU times.
+fn medians(v: Vec<(Duration, Duration)>) -> (Duration, Duration) {
+    let (wall, cpu): (Vec<Duration>, Vec<Duration>) = v.into_iter().unzip();
+    (median(wall), median(cpu))
+}
+
+fn ratio(a: Duration, b: Duration) -> f64 {
+    a.as_secs_f64() / b.as_secs_f64()
 }
 
 fn ms(d: Duration) -> String {
@@ -79,21 +123,63 @@ fn ms(d: Duration) -> String {
 async fn bench(services: usize, endpoints: usize) -> anyhow::Result<()> {
     let tag = std::process::id();
     let node = NetNs::create(&format!("pxbench{tag}-node"))?;
+    let by_nft = NetNs::create(&format!("pxbench{tag}-nft"))?;
     let floor_ns = NetNs::create(&format!("pxbench{tag}-floor"))?;
+    let floor_lib_ns = NetNs::create(&format!("pxbench{tag}-flib"))?;
+    let node_nft = NftThread::spawn(Some(&node))?;
+    let floor_nft = NftThread::spawn(Some(&floor_lib_ns))?;
     let config = RulesetConfig { node_ips: vec!["172.30.0.2".parse()?], cluster_cidrs: vec!["10.244.0.0/16".parse()?] };
+    let load_before = std::fs::read_to_string("/proc/loadavg")?;
 
     // 1. Full sync.
-    let all: Vec<(Service, EndpointSlice)> = (0..services).map(|i| objects(i, endpoints, 0)).collect();
+    let all: Vec<(Service, EndpointSlice)> = (0..services).map(|i| objects(i, endpoints, 0, false)).collect();
     let started = Instant::now();
-    let plans = all.iter().filter_map(|(service, slice)| plan_service(service, [slice], "node-1").ok());
-    let mut ruleset = Ruleset::with_services(config, plans);
+    let plans: Vec<_> = all.iter().filter_map(|(service, slice)| plan_service(service, [slice], "node-1").ok()).collect();
+    let planned = started.elapsed();
+    let mut ruleset = Ruleset::with_services(config.clone(), plans);
+    let loaded = started.elapsed();
     let script = ruleset.full_script();
     let compute = started.elapsed();
-    let load = nft(&node, &script)?;
+    let script_len = script.len();
+    // For profiling nft on the real script: `PROXY_BENCH_DUMP=DIR bench/proxy.sh`.
+    let dump = std::env::var_os("PROXY_BENCH_DUMP").map(std::path::PathBuf::from);
+    if let Some(dir) = &dump {
+        std::fs::write(dir.join("full.nft"), &script)?;
+    }
+    // Whole loads are measured three times each into fresh namespaces, alternating which of
+    // libnftables and `nft -f` goes first (the machine is shared; medians are reported). The
+    // first libnftables load is the proxy's namespace, used for the rest of the benchmark.
+    let mut loads = vec![cpu_of(false, lib(&node_nft, script.clone())).await?];
+    let mut by_nft_loads = vec![cpu_of(true, async { nft(&by_nft, &script) }).await?];
+    for round in 1..3 {
+        let (lib_ns, nft_ns) = (NetNs::create(&format!("pxbench{tag}-l{round}"))?, NetNs::create(&format!("pxbench{tag}-n{round}"))?);
+        let thread = NftThread::spawn(Some(&lib_ns))?;
+        if round % 2 == 1 {
+            by_nft_loads.push(cpu_of(true, async { nft(&nft_ns, &script) }).await?);
+            loads.push(cpu_of(false, lib(&thread, script.clone())).await?);
+        } else {
+            loads.push(cpu_of(false, lib(&thread, script.clone())).await?);
+            by_nft_loads.push(cpu_of(true, async { nft(&nft_ns, &script) }).await?);
+        }
+    }
+    drop((by_nft, script));
+    let (load, load_cpu) = medians(loads);
+    let (by_nft_load, by_nft_cpu) = medians(by_nft_loads);
     let full = compute + load;
 
+    // 1b. The worst case: every endpoint on this node, so each is also a hairpin element.
+    let local_ns = NetNs::create(&format!("pxbench{tag}-local"))?;
+    let local_nft = NftThread::spawn(Some(&local_ns))?;
+    let all_local: Vec<(Service, EndpointSlice)> = (0..services).map(|i| objects(i, endpoints, 0, true)).collect();
+    let started = Instant::now();
+    let plans = all_local.iter().filter_map(|(service, slice)| plan_service(service, [slice], "node-1").ok());
+    let local_script = Ruleset::with_services(config.clone(), plans).full_script();
+    let local_compute = started.elapsed();
+    let local_load = lib(&local_nft, local_script).await?;
+    drop((all_local, local_nft, local_ns));
+
     // 3. The floor: the same element counts in bare maps, no rules.
-    let mut floor = String::with_capacity(script.len());
+    let mut floor = String::with_capacity(script_len);
     let _ = writeln!(floor, "table inet floor {{\n\tmap services {{\n\t\ttypeof ip daddr . meta l4proto . th dport : meta mark\n\t\telements = {{");
     for i in 0..services {
         let _ = writeln!(floor, "\t\t\t{} . tcp . 80 : {},", service_ip(i), i + 1);
@@ -105,11 +191,31 @@ async fn bench(services: usize, endpoints: usize) -> anyhow::Result<()> {
         }
     }
     let _ = writeln!(floor, "\t\t}}\n\t}}\n}}");
-    let floor_load = nft(&floor_ns, &floor)?;
+    if let Some(dir) = &dump {
+        std::fs::write(dir.join("floor.nft"), &floor)?;
+    }
+    let mut floor_loads = vec![cpu_of(true, async { nft(&floor_ns, &floor) }).await?];
+    let mut floor_lib_loads = vec![cpu_of(false, lib(&floor_nft, floor.clone())).await?];
+    for round in 1..3 {
+        let (lib_ns, nft_ns) = (NetNs::create(&format!("pxbench{tag}-fl{round}"))?, NetNs::create(&format!("pxbench{tag}-fn{round}"))?);
+        let thread = NftThread::spawn(Some(&lib_ns))?;
+        if round % 2 == 1 {
+            floor_lib_loads.push(cpu_of(false, lib(&thread, floor.clone())).await?);
+            floor_loads.push(cpu_of(true, async { nft(&nft_ns, &floor) }).await?);
+        } else {
+            floor_loads.push(cpu_of(true, async { nft(&nft_ns, &floor) }).await?);
+            floor_lib_loads.push(cpu_of(false, lib(&thread, floor.clone())).await?);
+        }
+    }
+    drop(floor);
+    let (floor_load, floor_cpu) = medians(floor_loads);
+    let (floor_lib_load, floor_lib_cpu) = medians(floor_lib_loads);
     let mut floor_one = Vec::new();
+    let mut floor_lib_one = Vec::new();
     for round in 0..20 {
         let script = format!("add element inet floor endpoints {{ 1 . 10.127.0.{round} : 10.127.0.{round} . 8080 }}\n");
         floor_one.push(nft(&floor_ns, &script)?);
+        floor_lib_one.push(lib(&floor_nft, script).await?);
     }
 
     // 2. One endpoint change, twenty times (alternating an endpoint of a middle Service).
@@ -117,17 +223,16 @@ async fn bench(services: usize, endpoints: usize) -> anyhow::Result<()> {
     let mut change_total = Vec::new();
     let mut diff_lines = 0;
     for round in 1..=20 {
-        let (service, slice) = objects(services / 2, endpoints, round);
+        let (service, slice) = objects(services / 2, endpoints, round, false);
         let started = Instant::now();
         let plan = plan_service(&service, [&slice], "node-1").ok();
         ruleset.set_service(&ServiceKey::of_service(&service), plan);
         let diff = ruleset.take_transaction().expect("a change");
         change_compute.push(started.elapsed());
         diff_lines = diff.lines().count();
-        nft(&node, &diff)?;
+        node_nft.run(diff).await?;
         change_total.push(started.elapsed());
     }
-
     // 4. New connections per second through the first and the last Service: every endpoint
     // address is served by one listener (an AnyIP route in the server's namespace).
     let server = NetNs::create(&format!("pxbench{tag}-srv"))?;
@@ -171,23 +276,34 @@ async fn bench(services: usize, endpoints: usize) -> anyhow::Result<()> {
     let last = rate(SocketAddr::new(service_ip(services - 1).parse()?, 80))?;
     let first_again = rate(SocketAddr::new(service_ip(0).parse()?, 80))?;
 
+    let load_after = std::fs::read_to_string("/proc/loadavg")?;
+
     let elements = services * (endpoints + 3);
-    println!("svcnet-proxy: {services} Services x {endpoints} endpoints ({elements} map elements, script {} KiB)", script.len() / 1024);
-    println!("{:<52} {:>12} {:>12} {:>8}", "", "svcnet-proxy", "floor", "ratio");
-    println!(
-        "{:<52} {:>12} {:>12} {:>8.2}",
-        "full sync (plans + script + nft -f, fresh netns)",
-        ms(full),
-        ms(floor_load),
-        full.as_secs_f64() / floor_load.as_secs_f64()
-    );
-    println!("{:<52} {:>12}", "  of which plans + script (pure)", ms(compute));
-    println!("{:<52} {:>12} {:>12} {:>8.2}", "  of which nft -f", ms(load), ms(floor_load), load.as_secs_f64() / floor_load.as_secs_f64());
-    let (one, floor_one) = (median(change_total), median(floor_one));
-    println!("{:<52} {:>12} {:>12} {:>8.2}", "one endpoint change (median of 20, nft -f)", ms(one), ms(floor_one), one.as_secs_f64() / floor_one.as_secs_f64());
-    println!("{:<52} {:>12}", "  of which plan + transaction (pure)", format!("{:.3} ms", median(change_compute).as_secs_f64() * 1000.0));
-    println!("{:<52} {:>12}", "  transaction size (lines)", diff_lines);
-    println!("{:<52} {:>12} {:>12} {:>8.2}", "new connections/s: last Service vs first", format!("{last:.0}/s"), format!("{first:.0}/s"), last / first);
-    println!("{:<52} {:>12}", "new connections/s: first Service again", format!("{first_again:.0}/s"));
+    println!("svcnet-proxy: {services} Services x {endpoints} endpoints ({elements} map elements, script {} KiB), 100 endpoints per node", script_len / 1024);
+    println!("load average before/after: {} / {}", load_before.trim(), load_after.trim());
+    println!("{:<58} {:>12} {:>12} {:>8}", "", "svcnet-proxy", "nft -f floor", "ratio");
+    let row = |name: &str, ours: Duration, floor: Duration| println!("{name:<58} {:>12} {:>12} {:>8.2}", ms(ours), ms(floor), ratio(ours, floor));
+    let line = |name: &str, value: String| println!("{name:<58} {value:>12}");
+    row("full sync (plans + script + libnftables, fresh netns)*", full, floor_load);
+    line("  of which plans (pure)", ms(planned));
+    line("  of which ruleset (pure)", ms(loaded - planned));
+    line("  of which script (pure)", ms(compute - loaded));
+    row("  of which libnftables in-process*", load, floor_load);
+    row("  the same script with nft -f*", by_nft_load, floor_load);
+    row("  floor through libnftables in-process*", floor_lib_load, floor_load);
+    row("  CPU time of the libnftables load*", load_cpu, floor_cpu);
+    row("  CPU time of the same script with nft -f*", by_nft_cpu, floor_cpu);
+    row("  CPU time of the floor through libnftables*", floor_lib_cpu, floor_cpu);
+    row("full sync, every endpoint on this node (hairpin set full)", local_compute + local_load, floor_load);
+    line("  of which plans + ruleset + script (pure)", ms(local_compute));
+    row("  of which libnftables in-process", local_load, floor_load);
+    let (one, floor_one, floor_lib_one) = (median(change_total), median(floor_one), median(floor_lib_one));
+    row("one endpoint change (median of 20, libnftables)", one, floor_one);
+    line("  of which plan + transaction (pure)", format!("{:.3} ms", median(change_compute).as_secs_f64() * 1000.0));
+    line("  transaction size (lines)", diff_lines.to_string());
+    row("  floor (one bare add element) through libnftables", floor_lib_one, floor_one);
+    println!("{:<58} {:>12} {:>12} {:>8.2}", "new connections/s: last Service vs first", format!("{last:.0}/s"), format!("{first:.0}/s"), last / first);
+    line("new connections/s: first Service again", format!("{first_again:.0}/s"));
+    println!("* median of 3 loads into fresh namespaces (the floor column too)");
     Ok(())
 }
