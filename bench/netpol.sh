@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # NetworkPolicy benchmark: new connections/s with no table, 0 and 1,000 policies over 10,000 pods
-# (ratios against the first row), and the time for a label change to take effect through the API
-# server, the runner and nftables. Needs root (network namespaces). NETPOL_BENCH_SECS sets the
+# (ratios against the first row), and the time pod label, namespace label and policy changes take
+# to take effect through the API server, the runner and nftables (NETPOL_BENCH_ONLY_CHANGES=1:
+# only those). Needs root (network namespaces). NETPOL_BENCH_SECS sets the
 # seconds per rate measurement (default 5).
 set -euo pipefail
 cd "$(dirname "$0")/.."
