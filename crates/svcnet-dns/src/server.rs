@@ -1,8 +1,8 @@
 //! The I/O edge: UDP and TCP listeners that decode requests, answer them from the current
 //! snapshot (or forward them), and encode responses, truncating for UDP.
 //!
-//! UDP is served by dedicated OS threads (as many as cores, per address) sharing one socket,
-//! each receiving up to [`BATCH`] datagrams per `recvmmsg` call: one wakeup for many queries
+//! UDP is served by dedicated OS threads (as many as cores, per address), each on its own
+//! `SO_REUSEPORT` socket of the address (the kernel spreads clients over them), each receiving up to [`BATCH`] datagrams per `recvmmsg` call: one wakeup for many queries
 //! under load instead of one task wakeup each. Each datagram first tries the allocation-free
 //! fast path (`crate::wire`); the rest are decoded with hickory and answered by
 //! [`respond`], on the same thread, except forwarding and CNAME chasing, which go to the tokio
@@ -190,11 +190,14 @@ impl DnsServer {
         let runtime = tokio::runtime::Handle::current();
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
         for (socket, addr) in self.udp.into_iter().zip(&self.local_addrs) {
-            socket.set_read_timeout(Some(STOP_POLL))?;
-            let socket = Arc::new(socket);
-            for _ in 0..threads {
+            let mut sockets = vec![socket];
+            while sockets.len() < threads {
+                sockets.push(reuse_port_udp(*addr)?);
+            }
+            for socket in sockets {
+                socket.set_read_timeout(Some(STOP_POLL))?;
                 let udp = UdpThread {
-                    socket: Arc::clone(&socket),
+                    socket: Arc::new(socket),
                     via: Via { server: server_label(*addr), tcp: false },
                     shared: Arc::clone(&shared),
                     runtime: runtime.clone(),
@@ -242,13 +245,23 @@ async fn bind_pair(addr: SocketAddr) -> Result<(std::net::UdpSocket, TcpListener
     for _ in 0..BIND_ATTEMPTS {
         let tcp = TcpListener::bind(addr).await.map_err(bind_err)?;
         let local = tcp.local_addr().map_err(bind_err)?;
-        match std::net::UdpSocket::bind(local) {
+        match reuse_port_udp(local) {
             Ok(udp) => return Ok((udp, tcp, local)),
             Err(e) if addr.port() == 0 && e.kind() == std::io::ErrorKind::AddrInUse => continue,
             Err(e) => return Err(bind_err(e)),
         }
     }
     Err(bind_err(std::io::Error::new(std::io::ErrorKind::AddrInUse, "no port free for both UDP and TCP")))
+}
+
+/// A UDP socket on `addr` with `SO_REUSEPORT`: each UDP thread gets one of its own on the same
+/// address, and the kernel spreads clients over them (by address and port), so the threads do
+/// not contend for one socket's receive queue.
+fn reuse_port_udp(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
+    let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
+    socket.set_reuse_port(true)?;
+    socket.bind(&addr.into())?;
+    Ok(socket.into())
 }
 
 /// One UDP receiving thread.
