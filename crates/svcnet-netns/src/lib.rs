@@ -25,7 +25,8 @@
 //! Namespaces are per thread. Nothing here changes the namespaces of a thread it did not start:
 //! creating a namespace, [`NetNs::run_in`], opening a [`Netlink`] handle inside a namespace and
 //! spawning a pod process each happen on a short-lived dedicated thread that `setns`/`unshare`s
-//! and then exits. A netlink or ordinary socket keeps the network namespace it was created in, so a
+//! and then exits; a [`nftables::NftThread`] is a long-lived one that enters its namespace once and
+//! stays there. A netlink or ordinary socket keeps the network namespace it was created in, so a
 //! socket opened in [`NetNs::run_in`] can be used from any thread afterwards.
 //!
 //! # Namespace layout of a pod process

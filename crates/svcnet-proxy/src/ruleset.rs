@@ -253,6 +253,10 @@ struct Installed {
     chains: BTreeSet<DynamicChain>,
 }
 
+/// The values one element key is given, sorted, with how many Services give each: nearly always
+/// one (a vector, not a map: a map's node costs hundreds of bytes for each of 100,000 keys).
+type Values = Vec<(String, u32)>;
+
 /// Conntrack entries that would keep UDP traffic on a path that no longer exists.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum StaleConntrack {
@@ -269,7 +273,7 @@ pub struct Ruleset {
     services: HashMap<ServiceKey, Installed>,
     /// Reference counts per element key and value: Services may share elements (hairpin pairs,
     /// an address claimed twice); the smallest value of a key is the one installed.
-    elements: HashMap<(SetName, String), BTreeMap<String, u32>>,
+    elements: HashMap<(SetName, String), Values>,
     /// Dynamic chains with reference counts.
     chains: BTreeMap<DynamicChain, u32>,
     next_id: u32,
@@ -414,7 +418,7 @@ impl Ruleset {
     }
 
     fn installed_value(&self, key: &(SetName, String)) -> Option<String> {
-        self.elements.get(key).and_then(|values| values.keys().next().cloned())
+        self.elements.get(key).and_then(|values| values.first().map(|(value, _)| value.clone()))
     }
 
     fn touch(&mut self, key: &(SetName, String)) {
@@ -427,17 +431,21 @@ impl Ruleset {
     fn ref_element(&mut self, element: &Element) {
         let key = (element.set, element.key.clone());
         self.touch(&key);
-        *self.elements.entry(key).or_default().entry(element.value.clone()).or_default() += 1;
+        let values = self.elements.entry(key).or_default();
+        match values.binary_search_by(|(value, _)| value.as_str().cmp(&element.value)) {
+            Ok(i) => values[i].1 += 1,
+            Err(i) => values.insert(i, (element.value.clone(), 1)),
+        }
     }
 
     fn unref(&mut self, element: &Element) {
         let key = (element.set, element.key.clone());
         self.touch(&key);
         if let Some(values) = self.elements.get_mut(&key) {
-            if let Some(count) = values.get_mut(&element.value) {
-                *count -= 1;
-                if *count == 0 {
-                    values.remove(&element.value);
+            if let Ok(i) = values.binary_search_by(|(value, _)| value.as_str().cmp(&element.value)) {
+                values[i].1 -= 1;
+                if values[i].1 == 0 {
+                    values.remove(i);
                 }
             }
             if values.is_empty() {
@@ -592,7 +600,7 @@ impl Ruleset {
         // chains of a family all bind `endpoints-v4`): binding empty maps and filling them afterwards saves that walk.
         let mut by_set: BTreeMap<SetName, Vec<(&str, &str)>> = BTreeMap::new();
         for ((set, key), values) in &self.elements {
-            if let Some(value) = values.keys().next() {
+            if let Some((value, _)) = values.first() {
                 by_set.entry(*set).or_default().push((key, value));
             }
         }
