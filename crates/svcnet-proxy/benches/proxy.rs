@@ -87,7 +87,8 @@ async fn lib(nft: &NftThread, script: String) -> anyhow::Result<Duration> {
 /// costs whatever else runs.
 fn cpu() -> anyhow::Result<(Duration, Duration)> {
     let stat = std::fs::read_to_string("/proc/self/stat")?;
-    let fields: Vec<u64> = stat.rsplit_once(") ").map(|(_, rest)| rest).unwrap_or_default().split(' ').skip(11).take(4).filter_map(|f| f.parse().ok()).collect();
+    let fields: Vec<u64> =
+        stat.rsplit_once(") ").map(|(_, rest)| rest).unwrap_or_default().split(' ').skip(11).take(4).filter_map(|f| f.parse().ok()).collect();
     anyhow::ensure!(fields.len() == 4, "unexpected /proc/self/stat");
     let ticks = |t: u64| Duration::from_millis(t * 10);
     Ok((ticks(fields[0] + fields[1]), ticks(fields[2] + fields[3])))

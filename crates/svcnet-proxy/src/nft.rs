@@ -183,9 +183,7 @@ impl NodeNamespace {
 /// nft's error text is the whole offending line; long element lists are cut.
 fn nft_error(error: nftables::Error) -> Error {
     match error {
-        nftables::Error::Script { message } if message.len() > 4000 => {
-            Error::Nft(nftables::Error::Script { message: message.chars().take(4000).collect() })
-        }
+        nftables::Error::Script { message } if message.len() > 4000 => Error::Nft(nftables::Error::Script { message: message.chars().take(4000).collect() }),
         error => Error::Nft(error),
     }
 }
