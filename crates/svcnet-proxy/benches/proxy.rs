@@ -107,6 +107,13 @@ fn median(mut v: Vec<Duration>) -> Duration {
     v[v.len() / 2]
 }
 
+/// This process's resident memory, in MiB.
+fn rss() -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string("/proc/self/status")?;
+    let kib = status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.trim().trim_end_matches(" kB").parse::<u64>().ok());
+    Ok(kib.ok_or_else(|| anyhow::anyhow!("no VmRSS"))? / 1024)
+}
+
 /// Medians of wall and CPU times.
 fn medians(v: Vec<(Duration, Duration)>) -> (Duration, Duration) {
     let (wall, cpu): (Vec<Duration>, Vec<Duration>) = v.into_iter().unzip();
@@ -150,7 +157,9 @@ async fn bench(services: usize, endpoints: usize) -> anyhow::Result<()> {
     // Whole loads are measured three times each into fresh namespaces, alternating which of
     // libnftables and `nft -f` goes first (the machine is shared; medians are reported). The
     // first libnftables load is the proxy's namespace, used for the rest of the benchmark.
+    let rss_before = rss()?;
     let mut loads = vec![cpu_of(false, lib(&node_nft, script.clone())).await?];
+    let rss_after = rss()?;
     let mut by_nft_loads = vec![cpu_of(true, async { nft(&by_nft, &script) }).await?];
     for round in 1..3 {
         let (lib_ns, nft_ns) = (NetNs::create(&format!("pxbench{tag}-l{round}"))?, NetNs::create(&format!("pxbench{tag}-n{round}"))?);
@@ -292,6 +301,7 @@ async fn bench(services: usize, endpoints: usize) -> anyhow::Result<()> {
     row("  of which libnftables in-process*", load, floor_load);
     row("  the same script with nft -f*", by_nft_load, floor_load);
     row("  floor through libnftables in-process*", floor_lib_load, floor_load);
+    line("  resident memory of this process before/after the load", format!("{rss_before}/{rss_after} MiB"));
     row("  CPU time of the libnftables load*", load_cpu, floor_cpu);
     row("  CPU time of the same script with nft -f*", by_nft_cpu, floor_cpu);
     row("  CPU time of the floor through libnftables*", floor_lib_cpu, floor_cpu);
