@@ -51,11 +51,15 @@ pub fn spawn(client: &kube::Client, agent: Agent, tasks: &mut tokio::task::JoinS
         agnhost: std::env::current_exe().ok(),
         labels: Default::default(),
     };
+    let uplink = network.uplink().to_string();
     let networking: Arc<dyn svcnet_node::kubelet::PodNetworking> = network;
     spawn_logged(tasks, format!("{name}: kubelet"), svcnet_node::kubelet::run(client.clone(), kubelet_config, networking, registry));
 
     let mut proxy = svcnet_proxy::ProxyConfig::new(name.clone(), netns_name.clone(), vec![node_ip.into()]);
     proxy.cluster_cidrs = vec![ipnet::IpNet::V4(cluster_cidr)];
+    // LoadBalancer IPs are held on the node's uplink (eth0 on simulated nodes; any name on a
+    // machine running `svcnet node`).
+    proxy.lb_interface = Some(uplink);
     let client_proxy = client.clone();
     spawn_logged(tasks, format!("{name}: service proxy"), async move { Ok(svcnet_proxy::run(client_proxy, proxy).await?) });
 

@@ -260,7 +260,8 @@ fn sh(args: &[&str]) {
 fn svcnet_node_joins_from_a_namespace_of_its_own() {
     let net = NodeNet::claim();
     let host = format!("{}1", net.prefix);
-    let s = start(&net, 1, &["--tls-san", &host]);
+    let pool = format!("{p}200-{p}201", p = net.prefix);
+    let s = start(&net, 1, &["--tls-san", &host, "--lb-pool", &pool]);
     wait_for("node-1 Ready", LONG, || (ready_nodes(&s).len() == 1).then_some(()));
 
     // A "machine" of the test's own on the node network: a namespace with eth0 on the bridge
@@ -333,6 +334,23 @@ fn svcnet_node_joins_from_a_namespace_of_its_own() {
         out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
     });
     assert_eq!(out, "here");
+    // A LoadBalancer IP whose only endpoint is on the agent's node (externalTrafficPolicy Local):
+    // the agent holds it on its uplink and serves it from outside.
+    s.apply("apiVersion: v1\nkind: Service\nmetadata: {name: there-lb}\nspec:\n  type: LoadBalancer\n  externalTrafficPolicy: Local\n  selector: {app: there}\n  ports: [{port: 80, targetPort: 8080}]\n");
+    let lb_ip = wait_for("there-lb's EXTERNAL-IP", LONG, || {
+        let v = s.ok(&["get", "svc", "there-lb", "-o", "jsonpath={.status.loadBalancer.ingress[0].ip}"]);
+        (!v.is_empty()).then_some(v)
+    });
+    let held = || {
+        let out = std::process::Command::new("ip").args(["-n", &ns, "-o", "addr", "show", "dev", "eth0"]).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).contains(&format!(" {lb_ip}/32"))
+    };
+    wait_for("the LoadBalancer IP on the agent's eth0", LONG, || held().then_some(()));
+    let out = wait_for("the LoadBalancer IP from the host", LONG, || {
+        let out = std::process::Command::new("curl").args(["-sS", "--max-time", "3", &format!("http://{lb_ip}/hostname")]).output().unwrap();
+        out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    });
+    assert_eq!(out, "there");
 
     // SIGTERM: the agent leaves its namespace as it found it.
     assert!(agent.terminate().success(), "svcnet node exits 0; log:\n{}", std::fs::read_to_string(&agent.log).unwrap_or_default());
@@ -340,6 +358,7 @@ fn svcnet_node_joins_from_a_namespace_of_its_own() {
     let links = std::process::Command::new("ip").args(["-n", &ns, "-o", "link"]).output().unwrap();
     let links = String::from_utf8_lossy(&links.stdout);
     assert!(!links.contains("cbr0"), "cbr0 left: {links}");
+    assert!(!held(), "the LoadBalancer IP is released from eth0");
     let tables = std::process::Command::new("ip").args(["netns", "exec", &ns, "nft", "list", "tables"]).output().unwrap();
     assert_eq!(String::from_utf8_lossy(&tables.stdout).trim(), "", "nftables tables left");
 }
