@@ -264,6 +264,13 @@ fn reuse_port_udp(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
     Ok(socket.into())
 }
 
+/// Where a reply of a batch is: the fast path's buffer of that datagram, or a reply of the
+/// general path.
+enum Pending {
+    Fast(usize),
+    General(usize),
+}
+
 /// One UDP receiving thread.
 struct UdpThread {
     socket: Arc<std::net::UdpSocket>,
@@ -283,7 +290,10 @@ impl UdpThread {
         // Pages are only touched as datagrams fill them: large, mostly untouched buffers.
         let mut buffers: Vec<Vec<u8>> = (0..BATCH).map(|_| vec![0u8; MAX_DATAGRAM]).collect();
         let mut received: Vec<(usize, Option<SocketAddr>)> = Vec::with_capacity(BATCH);
-        let mut out = Vec::with_capacity(usize::from(crate::message::MAX_UDP_PAYLOAD));
+        // One reply buffer per datagram of a batch: the replies go out together (`sendmmsg`).
+        let mut outs: Vec<Vec<u8>> = (0..BATCH).map(|_| Vec::with_capacity(usize::from(crate::message::MAX_UDP_PAYLOAD))).collect();
+        let mut general: Vec<Vec<u8>> = Vec::new();
+        let mut replies: Vec<(Pending, SocketAddr)> = Vec::with_capacity(BATCH);
         let mut scratch = wire::Scratch::default();
         // The metrics of each kind of fast-path answer: (zone, IPv6 peer, qtype, rcode).
         let mut handles: HashMap<(ZoneKind, bool, u16, u16), Handles> = HashMap::new();
@@ -303,10 +313,12 @@ impl UdpThread {
             }
             let started = Instant::now();
             let snapshot = self.shared.snapshots.current();
-            for (buffer, (len, peer)) in buffers.iter().zip(&received) {
+            replies.clear();
+            general.clear();
+            for (index, (buffer, (len, peer))) in buffers.iter().zip(&received).enumerate() {
                 let Some(peer) = peer else { continue };
                 let request = &buffer[..*len];
-                if let Some(answered) = wire::answer(&snapshot, request, &mut out, &mut scratch) {
+                if let Some(answered) = wire::answer(&snapshot, request, &mut outs[index], &mut scratch) {
                     let key = (answered.zone, peer.is_ipv6(), u16::from(answered.qtype), u16::from(answered.rcode));
                     let counters = handles.entry(key).or_insert_with(|| {
                         let zone = match answered.zone {
@@ -325,18 +337,42 @@ impl UdpThread {
                         })
                     });
                     counters.observe(started.elapsed());
-                    self.send(&out, *peer);
+                    replies.push((Pending::Fast(index), *peer));
                 } else if let Some(bytes) = self.general(&snapshot, request, *peer, started) {
-                    self.send(&bytes, *peer);
+                    general.push(bytes);
+                    replies.push((Pending::General(general.len() - 1), *peer));
                 }
             }
+            let datagrams: Vec<(&[u8], SocketAddr)> = replies
+                .iter()
+                .map(|(reply, peer)| {
+                    let bytes = match reply {
+                        Pending::Fast(i) => outs[*i].as_slice(),
+                        Pending::General(i) => general[*i].as_slice(),
+                    };
+                    (bytes, *peer)
+                })
+                .collect();
+            self.send(&datagrams);
         }
         Ok(())
     }
 
-    fn send(&self, bytes: &[u8], peer: SocketAddr) {
-        if let Err(error) = self.socket.send_to(bytes, peer) {
-            tracing::debug!(%peer, %error, "cannot send DNS response");
+    /// Sends a batch's replies with as few system calls as the kernel allows; one the kernel
+    /// refuses (an unreachable peer, say) is dropped, as a lost datagram, and the rest still go.
+    fn send(&self, mut datagrams: &[(&[u8], SocketAddr)]) {
+        while !datagrams.is_empty() {
+            match svcnet_netns::udp::send_batch(&self.socket, datagrams) {
+                Ok(sent) if sent < datagrams.len() => {
+                    tracing::debug!(peer = %datagrams[sent].1, "cannot send DNS response");
+                    datagrams = &datagrams[sent + 1..];
+                }
+                Ok(_) => return,
+                Err(error) => {
+                    tracing::debug!(peer = %datagrams[0].1, %error, "cannot send DNS response");
+                    datagrams = &datagrams[1..];
+                }
+            }
         }
     }
 

@@ -60,6 +60,7 @@ mod link;
 mod netns;
 pub mod nftables;
 mod sandbox;
+pub mod udp;
 
 pub use enter::{EnterCommand, EnteredProcess, ProcessInput, ProcessOutput, Terminal, run_in_netns_path};
 pub use error::{Error, Result};
