@@ -94,11 +94,6 @@ pub async fn run_observed(client: kube::Client, config: NetpolConfig, applied: w
     let mut merged = futures::stream::select_all(streams);
     let options = CompileOptions { node_name: Some(config.node_name.clone()), log_drops: config.log_drops };
     let mut table = NodeTable::new(options);
-    // Scripts go to libnftables in-process, on a thread inside the node's namespace: no `nft`
-    // process to start per change.
-    let netns =
-        config.netns_name.as_deref().map(svcnet_netns::NetNs::open).transpose().map_err(|e| Error::Nft(format!("opening the node's namespace: {e}")))?;
-    let nft = svcnet_netns::nftables::NftThread::spawn(netns.as_ref()).map_err(|e| Error::Nft(format!("starting libnftables: {e}")))?;
     let mut relists = Relists::default();
     let mut generation = 0;
     let mut retry = false;
@@ -127,9 +122,8 @@ pub async fn run_observed(client: kube::Client, config: NetpolConfig, applied: w
         .map_err(|e| Error::Nft(format!("compiling the table: {e}")))?;
         table = t;
         let compile_time = started.elapsed();
-        let bytes = flush.script.len();
         if !flush.script.is_empty()
-            && let Err(e) = nft.run(flush.script).await.map_err(|e| Error::Nft(e.to_string()))
+            && let Err(e) = nft_apply(config.netns_name.as_deref(), &flush.script).await
         {
             // Rebuild from scratch: the kernel's state is unknown.
             tracing::warn!(error = %e, "netpol: applying the nftables change failed; rebuilding the table");
@@ -138,7 +132,7 @@ pub async fn run_observed(client: kube::Client, config: NetpolConfig, applied: w
             tokio::time::sleep(Duration::from_millis(500)).await;
             continue;
         }
-        tracing::debug!(elapsed = ?started.elapsed(), bytes, full = flush.full, pods = flush.pods, "netpol applied");
+        tracing::debug!(elapsed = ?started.elapsed(), bytes = flush.script.len(), full = flush.full, pods = flush.pods, "netpol applied");
         generation += 1;
         let state = table.state();
         applied.send_replace(Applied {
