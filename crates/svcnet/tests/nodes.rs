@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{NodeNet, Svcnet, ready_nodes, ready_pods, wait_for};
+use common::{NodeNet, Svcnet, pids_in, ready_nodes, ready_pods, wait_for};
 use serde_json::Value;
 
 const LONG: Duration = Duration::from_secs(90);
@@ -230,13 +230,7 @@ impl NodeAgent {
     }
 
     fn pod_namespaces(&self) -> Vec<String> {
-        let out = std::process::Command::new("ip").args(["netns", "list"]).output().unwrap();
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|l| l.split_whitespace().next())
-            .filter(|n| n.starts_with(&self.pod_netns_prefix))
-            .map(str::to_string)
-            .collect()
+        common::netns_named(&self.pod_netns_prefix)
     }
 }
 
@@ -346,10 +340,7 @@ fn svcnet_node_joins_from_a_namespace_of_its_own() {
         String::from_utf8_lossy(&out.stdout).contains(&format!(" {lb_ip}/32"))
     };
     wait_for("the LoadBalancer IP on the agent's eth0", LONG, || held().then_some(()));
-    let out = wait_for("the LoadBalancer IP from the host", LONG, || {
-        let out = std::process::Command::new("curl").args(["-sS", "--max-time", "3", &format!("http://{lb_ip}/hostname")]).output().unwrap();
-        out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
-    });
+    let out = wait_for("the LoadBalancer IP from the host", LONG, || common::curl_host(&format!("http://{lb_ip}/hostname"), 3));
     assert_eq!(out, "there");
 
     // SIGTERM: the agent leaves its namespace as it found it.
@@ -390,12 +381,6 @@ fn vxlan_overlay_carries_pod_traffic_between_nodes() {
     let stats = net.in_node("node-1", &["ip", "-s", "-j", "link", "show", "svcnet.vxlan"]);
     let stats: Value = serde_json::from_slice(&stats.stdout).unwrap();
     assert!(stats[0]["stats64"]["tx"]["packets"].as_u64().unwrap() > 0, "{stats}");
-}
-
-/// Host PIDs of the processes in network namespace `ns`.
-fn pids_in(ns: &str) -> Vec<u32> {
-    let out = std::process::Command::new("ip").args(["netns", "pids", ns]).output().unwrap();
-    String::from_utf8_lossy(&out.stdout).split_whitespace().filter_map(|p| p.parse().ok()).collect()
 }
 
 #[test]

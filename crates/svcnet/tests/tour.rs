@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use common::seed::{SEED_BACKEND, SEED_EXTERNAL, SEED_FRONTEND, SEED_HEADLESS, SEED_NODEPORT};
-use common::{NodeNet, Svcnet, ready_nodes, ready_pods, wait_for};
+use common::{NodeNet, Svcnet, curl_host, ready_nodes, ready_pods, wait_for};
 use serde_json::Value;
 
 const LONG: Duration = Duration::from_secs(120);
@@ -42,11 +42,6 @@ fn curl_in(s: &Svcnet, ns: &str, pod: &str, url: &str, timeout_s: u32) -> Result
     let t = timeout_s.to_string();
     let (code, out, _) = exec(s, ns, pod, &["curl", "-sS", "--max-time", &t, url]);
     if code == 0 { Ok(out) } else { Err(code) }
-}
-
-fn curl_host(url: &str) -> Option<String> {
-    let out = std::process::Command::new("curl").args(["-sS", "--max-time", "5", url]).output().unwrap();
-    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 fn deployment(name: &str, replicas: u32, port: u16, probe: bool) -> String {
@@ -179,12 +174,11 @@ fn seed_scenario_on_three_nodes() {
     // Killed from the node, as an operator (or the OOM killer) would: inside the pod its process
     // is PID 1 of the pod's PID namespace, which the kernel shields from SIGKILL sent from within.
     let pod_netns = format!("{}_{}", net.node_netns("node-3"), c["metadata"]["uid"].as_str().unwrap());
-    let pids = std::process::Command::new("ip").args(["netns", "pids", &pod_netns]).output().unwrap();
-    let pids = String::from_utf8_lossy(&pids.stdout).split_whitespace().map(str::to_string).collect::<Vec<_>>();
+    let pids = common::pids_in(&pod_netns);
     assert!(!pids.is_empty(), "processes in {pod_netns}");
     for pid in &pids {
         // These are the test's own svcnet's children (the pod's processes), never anything else.
-        let _ = std::process::Command::new("kill").args(["-9", pid]).status();
+        let _ = std::process::Command::new("kill").args(["-9", &pid.to_string()]).status();
     }
     wait_for("the killed container restarted", LONG, || {
         let p = s.get_json(&["pod", "-n", "web", &name(c)]);
@@ -260,7 +254,7 @@ fn seed_scenario_on_three_nodes() {
 
     // From the host: the NodePort on every node, the LoadBalancer's EXTERNAL-IP.
     for node_ip in &node_ips {
-        let got = wait_for(&format!("NodePort 30001 on {node_ip}"), LONG, || curl_host(&format!("http://{node_ip}:30001/hostname")));
+        let got = wait_for(&format!("NodePort 30001 on {node_ip}"), LONG, || curl_host(&format!("http://{node_ip}:30001/hostname"), 5));
         assert!(backend_names.contains(&got), "{got}");
     }
     let external_ip = wait_for("frontend's EXTERNAL-IP", LONG, || {
@@ -268,7 +262,7 @@ fn seed_scenario_on_three_nodes() {
         (!v.is_empty()).then_some(v)
     });
     assert!(external_ip.starts_with(&net.prefix), "{external_ip} is from the pool");
-    assert_eq!(wait_for("the EXTERNAL-IP answers", LONG, || curl_host(&format!("http://{external_ip}/hostname"))), frontend);
+    assert_eq!(wait_for("the EXTERNAL-IP answers", LONG, || curl_host(&format!("http://{external_ip}/hostname"), 5)), frontend);
 
     // --- The seed's NetworkPolicy (7d.7), and `svcnet policy matrix` telling the same story.
     s.apply(SEED_POLICY);

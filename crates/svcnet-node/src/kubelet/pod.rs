@@ -169,6 +169,32 @@ struct ContainerRun {
     kill_reason: Option<String>,
 }
 
+// === impl ContainerRun ===
+
+impl ContainerRun {
+    /// Whether a run of the container has ended (so its next start is a restart): it is
+    /// terminated, or waiting out a CrashLoopBackOff (which already holds the ended run as the
+    /// last state).
+    fn after_a_run(&self) -> bool {
+        match &self.state {
+            RunState::Terminated { .. } => true,
+            RunState::Waiting { reason, .. } => reason == CRASH_LOOP,
+            RunState::Running { .. } => false,
+        }
+    }
+
+    /// Counts a start: after a run it is a restart, and a run that just terminated becomes the
+    /// last state.
+    fn count_start(&mut self) {
+        if self.after_a_run() {
+            self.restart_count += 1;
+        }
+        if let RunState::Terminated { .. } = self.state {
+            self.last_state = Some(self.state.clone());
+        }
+    }
+}
+
 struct Worker {
     shared: Arc<Shared>,
     pod_rx: watch::Receiver<Pod>,
@@ -424,11 +450,7 @@ impl Worker {
             }
         };
         let c = &self.containers[index];
-        let restart = match &c.state {
-            RunState::Terminated { .. } => c.restart_count + 1,
-            RunState::Waiting { reason, .. } if reason == CRASH_LOOP => c.restart_count + 1,
-            _ => c.restart_count,
-        };
+        let restart = c.restart_count + i32::from(c.after_a_run());
         let log = self.log_path(&spec.name, restart);
         let mut command = PodCommand::new(&program);
         command.args(&args).envs(env.iter().map(|(k, v)| (k.clone(), v.clone()))).stdout(&log).stderr(&log);
@@ -446,14 +468,7 @@ impl Worker {
                 let c = &mut self.containers[index];
                 let message = format!("failed to start container {:?}: {error}", spec.name);
                 tracing::warn!(pod = %key, %message);
-                match &c.state {
-                    RunState::Terminated { .. } => {
-                        c.restart_count += 1;
-                        c.last_state = Some(c.state.clone());
-                    }
-                    RunState::Waiting { reason, .. } if reason == CRASH_LOOP => c.restart_count += 1,
-                    _ => c.last_state = Some(c.state.clone()),
-                }
+                c.count_start();
                 c.state = RunState::Terminated { exit_code: 128, signal: None, reason: "StartError".into(), started_at: None, finished_at: now };
                 let _ = std::fs::write(&log, format!("{message}\n"));
                 self.schedule_restart(index);
@@ -461,15 +476,7 @@ impl Worker {
             }
         };
         let c = &mut self.containers[index];
-        match &c.state {
-            RunState::Terminated { .. } => {
-                c.restart_count = restart;
-                c.last_state = Some(c.state.clone());
-            }
-            // The run that ended is already the last state.
-            RunState::Waiting { reason, .. } if reason == CRASH_LOOP => c.restart_count = restart,
-            _ => {}
-        }
+        c.count_start();
         c.generation += 1;
         c.pid = Some(process.pid());
         c.state = RunState::Running { started_at: jiff::Timestamp::now() };

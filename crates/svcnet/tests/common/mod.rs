@@ -232,14 +232,7 @@ impl NodeNet {
 
     /// The namespaces that exist under this network's prefix.
     pub fn namespaces(&self) -> Vec<String> {
-        let out = Command::new("ip").args(["netns", "list"]).output().expect("ip netns list");
-        let prefix = format!("{}-", self.bridge);
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|l| l.split_whitespace().next())
-            .filter(|n| n.starts_with(&prefix))
-            .map(str::to_string)
-            .collect()
+        netns_named(&format!("{}-", self.bridge))
     }
 
     /// Whether the bridge exists on the host.
@@ -262,6 +255,24 @@ impl Drop for NodeNet {
         self.remove_leftovers();
         let _ = std::fs::remove_file(&self.claim);
     }
+}
+
+/// The network namespaces (`ip netns`) whose names start with `prefix`.
+pub fn netns_named(prefix: &str) -> Vec<String> {
+    let out = Command::new("ip").args(["netns", "list"]).output().expect("ip netns list");
+    String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| l.split_whitespace().next()).filter(|n| n.starts_with(prefix)).map(str::to_string).collect()
+}
+
+/// Host PIDs of the processes in network namespace `ns`.
+pub fn pids_in(ns: &str) -> Vec<u32> {
+    let out = Command::new("ip").args(["netns", "pids", ns]).output().expect("ip netns pids");
+    String::from_utf8_lossy(&out.stdout).split_whitespace().filter_map(|p| p.parse().ok()).collect()
+}
+
+/// `curl` from the host (to the test's own bridge network): the body, or `None` on failure.
+pub fn curl_host(url: &str, timeout_s: u32) -> Option<String> {
+    let out = Command::new("curl").args(["-sS", "--max-time", &timeout_s.to_string(), url]).output().expect("curl");
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// Pods of `selector` in `ns` that are Running and Ready (and not being deleted).
