@@ -3,8 +3,12 @@
 //! [`nft::compile`] makes from the final objects; and, in the kernel, the table the
 //! incremental transactions built lists exactly as a fresh full load of the final state.
 
+#[path = "support/generators.rs"]
+mod generators;
+
 use std::collections::BTreeMap;
 
+use generators::{Draw, PodSpec, arb_policy_spec, pod};
 use k8s_openapi::api::core::v1 as corev1;
 use k8s_openapi::api::networking::v1 as netv1;
 use proptest::prelude::*;
@@ -14,80 +18,8 @@ use svcnet_netpol::nft::{self, CompileOptions};
 use svcnet_netpol::table::NodeTable;
 use svcnet_netpol::{Cluster, ObjectKey};
 
-fn arb_selector() -> impl Strategy<Value = Value> {
-    prop_oneof![
-        Just(json!({})),
-        "[ab]".prop_map(|v| json!({"matchLabels": {"app": v}})),
-        prop::collection::vec("[abc]", 1..3).prop_map(|vs| json!({"matchExpressions": [{"key": "app", "operator": "In", "values": vs}]})),
-        prop::collection::vec("[abc]", 1..3).prop_map(|vs| json!({"matchExpressions": [{"key": "app", "operator": "NotIn", "values": vs}]})),
-        Just(json!({"matchExpressions": [{"key": "tier", "operator": "Exists"}]})),
-    ]
-}
-
-fn arb_ns_selector() -> impl Strategy<Value = Value> {
-    prop_oneof![
-        1 => Just(json!({})),
-        1 => "[xyz]".prop_map(|v| json!({"matchLabels": {"kubernetes.io/metadata.name": v}})),
-        2 => Just(json!({"matchLabels": {"env": "prod"}})),
-        2 => Just(json!({"matchExpressions": [{"key": "env", "operator": "NotIn", "values": ["prod"]}]})),
-    ]
-}
-
-fn arb_peer() -> impl Strategy<Value = Value> {
-    prop_oneof![
-        arb_selector().prop_map(|s| json!({"podSelector": s})),
-        arb_ns_selector().prop_map(|s| json!({"namespaceSelector": s})),
-        (arb_selector(), arb_ns_selector()).prop_map(|(p, n)| json!({"podSelector": p, "namespaceSelector": n})),
-        (0u8..16, 28u8..=32, prop::collection::vec((0u8..16, 30u8..=32), 0..2)).prop_map(|(a, len, ex)| {
-            let except: Vec<String> = ex.into_iter().map(|(e, l)| format!("10.9.0.{}/{}", e, l.max(len))).collect();
-            json!({"ipBlock": {"cidr": format!("10.9.0.{a}/{len}"), "except": except}})
-        }),
-    ]
-}
-
-fn arb_port() -> impl Strategy<Value = Value> {
-    prop_oneof![
-        prop_oneof![Just("TCP"), Just("UDP")].prop_map(|p| json!({"protocol": p})),
-        (79i32..83).prop_map(|p| json!({"port": p})),
-        (79i32..82, 0i32..3).prop_map(|(p, n)| json!({"port": p, "endPort": p + n, "protocol": "UDP"})),
-        prop_oneof![Just("web"), Just("dns")].prop_map(|n| json!({"port": n, "protocol": if n == "dns" { "UDP" } else { "TCP" }})),
-    ]
-}
-
-fn arb_rule(field: &'static str) -> impl Strategy<Value = Value> {
-    (prop::option::of(prop::collection::vec(arb_peer(), 0..3)), prop::option::of(prop::collection::vec(arb_port(), 0..3))).prop_map(move |(peers, ports)| {
-        let mut r = json!({});
-        if let Some(p) = peers {
-            r[field] = json!(p);
-        }
-        if let Some(p) = ports {
-            r["ports"] = json!(p);
-        }
-        r
-    })
-}
-
-fn arb_policy_spec() -> impl Strategy<Value = Value> {
-    (
-        arb_selector(),
-        prop::option::of(prop::collection::vec(arb_rule("from"), 0..3)),
-        prop::option::of(prop::collection::vec(arb_rule("to"), 0..3)),
-        prop_oneof![Just(None), Just(Some(vec!["Ingress"])), Just(Some(vec!["Egress"])), Just(Some(vec!["Ingress", "Egress"]))],
-    )
-        .prop_map(|(sel, ingress, egress, types)| {
-            let mut spec = json!({"podSelector": sel});
-            if let Some(i) = ingress {
-                spec["ingress"] = json!(i);
-            }
-            if let Some(e) = egress {
-                spec["egress"] = json!(e);
-            }
-            if let Some(t) = types {
-                spec["policyTypes"] = json!(t);
-            }
-            spec
-        })
-}
+/// Namespaces x, y and z, labelled `env: prod` or `env: dev`; TCP and UDP ports only.
+const DRAW: Draw = Draw { namespace_names: "[xyz]", sctp: false, env_not_in: true };
 
 /// One change to the objects.
 #[derive(Clone, Debug)]
@@ -135,7 +67,7 @@ fn arb_change() -> impl Strategy<Value = Change> {
         1 => (0u8..6).prop_map(|i| Change::DeletePod { i }),
         2 => (arb_ns(), any::<bool>()).prop_map(|(ns, prod)| Change::Namespace { ns, prod }),
         1 => arb_ns().prop_map(|ns| Change::DeleteNamespace { ns }),
-        3 => (0u8..4, arb_ns(), arb_policy_spec()).prop_map(|(i, ns, spec)| Change::Policy { i, ns, spec }),
+        3 => (0u8..4, arb_ns(), arb_policy_spec(DRAW)).prop_map(|(i, ns, spec)| Change::Policy { i, ns, spec }),
         1 => (0u8..4).prop_map(|i| Change::DeletePolicy { i }),
         2 => Just(Change::Flush),
     ]
@@ -160,25 +92,11 @@ impl Objects {
     fn apply(&mut self, change: &Change, table: &mut NodeTable) {
         match change {
             Change::Pod { i, ns, app, tier, named, ip, local } => {
-                let mut labels = json!({"app": app});
-                if *tier {
-                    labels["tier"] = json!("t");
-                }
-                let ports = if *named {
-                    json!([{"name": "web", "containerPort": 80 + i32::from(*i % 2)}, {"name": "dns", "containerPort": 81, "protocol": "UDP"}])
-                } else {
-                    json!([])
-                };
                 // A pod keeps its namespace: a different namespace is a different pod.
                 let ns = self.pods.get(i).and_then(|p| p.metadata.namespace.clone()).unwrap_or_else(|| ns.to_string());
                 // Addresses of pods that exist at the same time are unique.
                 let ip = (0..12u8).map(|k| (ip + k) % 12 + 1).find(|a| self.pods.iter().all(|(j, p)| j == i || pod_ip(p) != format!("10.9.0.{a}"))).unwrap();
-                let pod: corev1::Pod = serde_json::from_value(json!({
-                    "metadata": {"name": format!("p{i}"), "namespace": ns, "labels": labels},
-                    "spec": {"nodeName": if *local { "n" } else { "other" }, "containers": [{"name": "c", "image": "i", "ports": ports}]},
-                    "status": {"podIP": format!("10.9.0.{ip}")}
-                }))
-                .unwrap();
+                let pod = pod(&PodSpec { i: *i, namespace: &ns, app, tier: *tier, named: *named, node: if *local { "n" } else { "other" }, ip });
                 table.upsert_pod(PodInfo::from_pod(&pod).unwrap());
                 self.pods.insert(*i, pod);
             }
