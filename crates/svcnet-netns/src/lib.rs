@@ -58,6 +58,7 @@ mod enter;
 mod error;
 mod link;
 mod netns;
+pub mod nf_tables;
 pub mod nftables;
 mod sandbox;
 pub mod udp;
