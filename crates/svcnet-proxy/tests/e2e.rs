@@ -4,18 +4,12 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::time::Duration;
 
 use anyhow::Result;
 use common::*;
 use serde_json::json;
-
-const WAIT: Duration = Duration::from_secs(20);
-
-fn sa(ip: impl Into<IpAddr>, port: u16) -> SocketAddr {
-    SocketAddr::new(ip.into(), port)
-}
 
 /// A ClusterIP reached from a pod goes to all three backends, on two nodes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -63,73 +57,22 @@ async fn cluster_ip_spreads_over_three_backends() -> Result<()> {
     assert_eq!(reply_peer(&outcome), Some("10.244.1.50"), "{outcome:?}");
     // Metrics and health, served inside the node's namespace.
     let node = &topology.node(1).ns;
-    let (status, body) = eventually("/metrics", WAIT, || http_get(node, sa([127, 0, 0, 1], 10249), "/metrics")).await?;
+    let (status, _, body) = eventually("/metrics", WAIT, || http_get(node, sa([127, 0, 0, 1], 10249), "/metrics")).await?;
     assert_eq!(status, 200);
     assert!(body.contains("kubeproxy_sync_proxy_rules_duration_seconds_count{kind=\"full\"} 1"), "{body}");
     assert!(body.contains("kubeproxy_network_programming_duration_seconds_count"), "{body}");
-    assert_eq!(http_get(node, sa([127, 0, 0, 1], 10249), "/healthz").map(|(s, _)| s), Ok(200));
+    assert_eq!(http_get(node, sa([127, 0, 0, 1], 10249), "/healthz").map(|(s, ..)| s), Ok(200));
     Ok(())
-}
-
-/// Three TCP servers "a" (10.244.1.10), "b" (10.244.1.11), "c" (10.244.2.10) and a client pod
-/// 10.244.1.50, on two nodes each running the proxy.
-struct Fixture {
-    topology: Topology,
-    cluster: Cluster,
-    _servers: Vec<ServerGuard>,
-    _proxies: Vec<ProxyGuard>,
-}
-
-async fn fixture(tag: &str, port: u16) -> Result<Fixture> {
-    let mut topology = Topology::new(tag, 2)?;
-    let cluster = Cluster::start().await?;
-    for (node, host) in [(1, 10), (1, 11), (2, 10), (1, 50)] {
-        topology.add_pod(node, host)?;
-    }
-    let servers = vec![
-        tcp_server(&topology.pod(1, 10).ns, sa([0, 0, 0, 0], port), "a")?,
-        tcp_server(&topology.pod(1, 11).ns, sa([0, 0, 0, 0], port), "b")?,
-        tcp_server(&topology.pod(2, 10).ns, sa([0, 0, 0, 0], port), "c")?,
-    ];
-    let proxies = vec![ProxyGuard::start(&cluster.client, topology.proxy_config(1)), ProxyGuard::start(&cluster.client, topology.proxy_config(2))];
-    Ok(Fixture { topology, cluster, _servers: servers, _proxies: proxies })
-}
-
-fn endpoint(ip: &str, node: &str) -> serde_json::Value {
-    json!({"addresses": [ip], "nodeName": node})
-}
-
-fn abc() -> serde_json::Value {
-    json!([endpoint("10.244.1.10", "node-1"), endpoint("10.244.1.11", "node-1"), endpoint("10.244.2.10", "node-2")])
-}
-
-fn tcp_port(port: u16) -> serde_json::Value {
-    json!([{"port": port, "protocol": "TCP"}])
-}
-
-/// Names seen over `n` connections (after waiting for the first success).
-async fn names(ns: &svcnet_netns::NetNs, to: SocketAddr, n: usize) -> Result<BTreeMap<String, usize>> {
-    eventually("a first reply", WAIT, || match connect(ns, to) {
-        outcome @ Outcome::Reply(_) => Ok(outcome),
-        other => Err(format!("{other:?}")),
-    })
-    .await?;
-    let mut seen = BTreeMap::new();
-    for _ in 0..n {
-        let outcome = connect(ns, to);
-        *seen.entry(reply_name(&outcome).unwrap_or("<failed>").to_owned()).or_insert(0) += 1;
-    }
-    Ok(seen)
 }
 
 /// A NodePort reached from a client outside the nodes (a namespace on the node network) lands
 /// on local and remote endpoints alike.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_port_from_outside_the_node() -> Result<()> {
-    let f = fixture("np", 8080).await?;
+    let f = fixture("np", 2, 8080).await?;
     let service =
         f.cluster.create_service(json!({"metadata": {"name": "web"}, "spec": {"type": "NodePort", "ports": [{"port": 80, "protocol": "TCP"}]}})).await?;
-    let node_port = service.spec.as_ref().unwrap().ports.as_ref().unwrap()[0].node_port.unwrap() as u16;
+    let node_port = node_port(&service, 0);
     f.cluster.put_slice("web-1", "web", tcp_port(8080), abc()).await?;
     for node in [1, 2] {
         let to = sa(f.topology.node(node).ip, node_port);
@@ -151,17 +94,13 @@ async fn node_port_from_outside_the_node() -> Result<()> {
 /// the NodePort), not a timeout. An endpoint appearing makes it work.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_endpoints_refuses_connections() -> Result<()> {
-    let f = fixture("rej", 8080).await?;
+    let f = fixture("rej", 2, 8080).await?;
     let service =
         f.cluster.create_service(json!({"metadata": {"name": "gone"}, "spec": {"type": "NodePort", "ports": [{"port": 80, "protocol": "TCP"}]}})).await?;
     let vip = cluster_ip(&service);
-    let node_port = service.spec.as_ref().unwrap().ports.as_ref().unwrap()[0].node_port.unwrap() as u16;
+    let node_port = node_port(&service, 0);
     let pod = &f.topology.pod(1, 50).ns;
-    eventually("refused from a pod", WAIT, || match connect(pod, sa(vip, 80)) {
-        Outcome::Refused => Ok(()),
-        other => Err(format!("{other:?}")),
-    })
-    .await?;
+    until_refused("refused from a pod", pod, sa(vip, 80)).await?;
     let started = std::time::Instant::now();
     assert_eq!(connect(&f.topology.client, sa(f.topology.node(1).ip, node_port)), Outcome::Refused);
     assert!(started.elapsed() < Duration::from_millis(1500), "refused only after {:?}", started.elapsed());
@@ -175,7 +114,7 @@ async fn no_endpoints_refuses_connections() -> Result<()> {
 /// leaves, it moves to another and stays there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn session_affinity_client_ip() -> Result<()> {
-    let f = fixture("aff", 8080).await?;
+    let f = fixture("aff", 2, 8080).await?;
     let service = f
         .cluster
         .create_service(json!({"metadata": {"name": "sticky"}, "spec": {"sessionAffinity": "ClientIP", "ports": [{"port": 80, "protocol": "TCP"}]}}))
@@ -211,14 +150,14 @@ async fn session_affinity_client_ip() -> Result<()> {
 /// endpoints there are (503 where there are none).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn external_traffic_policy_local_keeps_client_ip() -> Result<()> {
-    let mut f = fixture("etp", 8080).await?;
+    let mut f = fixture("etp", 2, 8080).await?;
     f.topology.add_nodes_api(&f.cluster).await?;
     let service = f
         .cluster
         .create_service(json!({"metadata": {"name": "local"}, "spec": {"type": "LoadBalancer", "externalTrafficPolicy": "Local", "ports": [{"port": 80, "protocol": "TCP"}]}}))
         .await?;
     let spec = service.spec.as_ref().unwrap();
-    let node_port = spec.ports.as_ref().unwrap()[0].node_port.unwrap() as u16;
+    let node_port = node_port(&service, 0);
     let health_port = spec.health_check_node_port.expect("allocated for Local LoadBalancers") as u16;
     // a and b on node-1, c on node-2; a third node would have none.
     f.cluster.put_slice("local-1", "local", tcp_port(8080), abc()).await?;
@@ -233,7 +172,7 @@ async fn external_traffic_policy_local_keeps_client_ip() -> Result<()> {
     let outcome = connect(client, through(1));
     assert_eq!(reply_peer(&outcome), Some("172.30.0.100"), "client address kept: {outcome:?}");
 
-    let health = |node: u8| http_get(client, sa(f.topology.node(node).ip, health_port), "/healthz");
+    let health = |node: u8| http_get(client, sa(f.topology.node(node).ip, health_port), "/healthz").map(|(status, _, body)| (status, body));
     let (status, body) = eventually("health check on node-1", WAIT, || health(1)).await?;
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("\"localEndpoints\":2"), "{body}");
@@ -253,7 +192,7 @@ async fn external_traffic_policy_local_keeps_client_ip() -> Result<()> {
 /// traffic (and not the non-serving one); a ready endpoint takes over again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn terminating_endpoints_serve_when_none_is_ready() -> Result<()> {
-    let f = fixture("term", 8080).await?;
+    let f = fixture("term", 2, 8080).await?;
     let service = f.cluster.create_service(json!({"metadata": {"name": "rolling"}, "spec": {"ports": [{"port": 80, "protocol": "TCP"}]}})).await?;
     let vip = cluster_ip(&service);
     let terminating =
@@ -282,16 +221,12 @@ async fn terminating_endpoints_serve_when_none_is_ready() -> Result<()> {
 /// on the pod bridge (otherwise its reply would skip the node's conntrack).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hairpin_to_own_service() -> Result<()> {
-    let f = fixture("hp", 8080).await?;
+    let f = fixture("hp", 2, 8080).await?;
     let service = f.cluster.create_service(json!({"metadata": {"name": "self"}, "spec": {"ports": [{"port": 80, "protocol": "TCP"}]}})).await?;
     let vip = cluster_ip(&service);
     f.cluster.put_slice("self-1", "self", tcp_port(8080), json!([endpoint("10.244.1.10", "node-1")])).await?;
     let me = &f.topology.pod(1, 10).ns;
-    let outcome = eventually("hairpin reply", WAIT, || match connect(me, sa(vip, 80)) {
-        outcome @ Outcome::Reply(_) => Ok(outcome),
-        other => Err(format!("{other:?}")),
-    })
-    .await?;
+    let outcome = first_reply("hairpin reply", me, sa(vip, 80)).await?;
     assert_eq!(reply_name(&outcome), Some("a"));
     assert_eq!(reply_peer(&outcome), Some("10.244.1.1"), "{outcome:?}");
     Ok(())
@@ -302,25 +237,15 @@ async fn hairpin_to_own_service() -> Result<()> {
 /// deleted; with kube-proxy bugs #19029/#125467 it would keep going to the old address).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn udp_server_replaced_without_stale_conntrack() -> Result<()> {
-    let mut topology = Topology::new("udp", 1)?;
-    let cluster = Cluster::start().await?;
-    for host in [10, 11, 50] {
-        topology.add_pod(1, host)?;
-    }
-    let old_server = udp_server(&topology.pod(1, 10).ns, sa([0, 0, 0, 0], 5353), "old")?;
-    let service = cluster.create_service(json!({"metadata": {"name": "dns"}, "spec": {"ports": [{"port": 53, "protocol": "UDP"}]}})).await?;
-    let vip = cluster_ip(&service);
-    let udp = json!([{"port": 5353, "protocol": "UDP"}]);
-    cluster.put_slice("dns-1", "dns", udp.clone(), json!([endpoint("10.244.1.10", "node-1")])).await?;
-    let _proxy = ProxyGuard::start(&cluster.client, topology.proxy_config(1));
-    let client = UdpClient::new(&topology.pod(1, 50).ns, 40053)?;
-    eventually("the old server answers", WAIT, || client.ask(sa(vip, 53)).filter(|r| r == "old").ok_or_else(|| "no answer".to_string())).await?;
+    let mut f = UdpFixture::start("udp").await?;
+    let client = UdpClient::new(&f.topology.pod(1, 50).ns, 40053)?;
+    eventually("the old server answers", WAIT, || client.ask(f.vip).filter(|r| r == "old").ok_or_else(|| "no answer".to_string())).await?;
     // Replace the pod: the old one stops, a new one with another address starts.
-    drop(old_server);
-    let _new_server = udp_server(&topology.pod(1, 11).ns, sa([0, 0, 0, 0], 5353), "new")?;
-    cluster.put_slice("dns-1", "dns", udp, json!([endpoint("10.244.1.11", "node-1")])).await?;
-    eventually("the same flow reaches the new server", WAIT, || client.ask(sa(vip, 53)).filter(|r| r == "new").ok_or_else(|| "no answer".to_string())).await?;
-    let entries = exec(topology.node(1).ns.name(), &["conntrack", "-L", "-p", "udp", "--orig-port-src", "40053"])?;
+    drop(f.old.take());
+    let _new_server = udp_server(&f.topology.pod(1, 11).ns, sa([0, 0, 0, 0], 5353), "new")?;
+    f.put_endpoints(json!([endpoint("10.244.1.11", "node-1")])).await?;
+    eventually("the same flow reaches the new server", WAIT, || client.ask(f.vip).filter(|r| r == "new").ok_or_else(|| "no answer".to_string())).await?;
+    let entries = exec(f.topology.node(1).ns.name(), &["conntrack", "-L", "-p", "udp", "--orig-port-src", "40053"])?;
     assert!(!entries.contains("src=10.244.1.10"), "stale entry left: {entries}");
     Ok(())
 }
@@ -329,7 +254,7 @@ async fn udp_server_replaced_without_stale_conntrack() -> Result<()> {
 /// table is updated in place (same chain handles: nothing flushed or rebuilt).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn incremental_updates_leave_other_services_alone() -> Result<()> {
-    let f = fixture("inc", 8080).await?;
+    let f = fixture("inc", 2, 8080).await?;
     let steady = f.cluster.create_service(json!({"metadata": {"name": "steady"}, "spec": {"ports": [{"port": 80, "protocol": "TCP"}]}})).await?;
     let churn = f.cluster.create_service(json!({"metadata": {"name": "churn"}, "spec": {"ports": [{"port": 80, "protocol": "TCP"}]}})).await?;
     f.cluster.put_slice("steady-1", "steady", tcp_port(8080), json!([endpoint("10.244.2.10", "node-2")])).await?;
@@ -363,7 +288,7 @@ async fn incremental_updates_leave_other_services_alone() -> Result<()> {
 /// takes over, and the client reaches the Service again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn load_balancer_ip_fails_over() -> Result<()> {
-    let mut f = fixture("lbf", 8080).await?;
+    let mut f = fixture("lbf", 2, 8080).await?;
     f.topology.add_nodes_api(&f.cluster).await?;
     f.cluster.create_service(json!({"metadata": {"name": "lb"}, "spec": {"type": "LoadBalancer", "ports": [{"port": 80, "protocol": "TCP"}]}})).await?;
     f.cluster.put_slice("lb-1", "lb", tcp_port(8080), abc()).await?;
@@ -399,24 +324,4 @@ async fn load_balancer_ip_fails_over() -> Result<()> {
     let new_owner_mac = exec(f.topology.nodes.iter().find(|n| n.name == new_owner).unwrap().ns.name(), &["cat", "/sys/class/net/eth0/address"])?;
     assert!(neighbours.contains(new_owner_mac.trim()), "{neighbours} vs {new_owner_mac}");
     Ok(())
-}
-
-/// A minimal HTTP/1.0 GET from a socket in `ns`: status and body.
-fn http_get(ns: &svcnet_netns::NetNs, to: SocketAddr, path: &str) -> std::result::Result<(u16, String), String> {
-    let request = format!("GET {path} HTTP/1.0\r\nHost: {to}\r\n\r\n");
-    let response = ns
-        .run_in(move || -> std::io::Result<String> {
-            use std::io::{Read, Write};
-            let mut stream = std::net::TcpStream::connect_timeout(&to, Duration::from_millis(1500))?;
-            stream.set_read_timeout(Some(Duration::from_millis(1500)))?;
-            stream.write_all(request.as_bytes())?;
-            let mut response = String::new();
-            stream.read_to_string(&mut response)?;
-            Ok(response)
-        })
-        .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())?;
-    let status = response.split_whitespace().nth(1).and_then(|s| s.parse().ok()).ok_or_else(|| response.clone())?;
-    let body = response.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned();
-    Ok((status, body))
 }

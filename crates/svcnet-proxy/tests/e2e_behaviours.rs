@@ -19,7 +19,7 @@ mod common;
 mod traffic;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
@@ -32,29 +32,12 @@ use serde_json::json;
 use svcnet_netns::NetNs;
 use traffic::*;
 
-const WAIT: Duration = Duration::from_secs(20);
 const CLIENT: &str = "172.30.0.100";
-
-fn sa(ip: impl Into<IpAddr>, port: u16) -> SocketAddr {
-    SocketAddr::new(ip.into(), port)
-}
-
-fn endpoint(ip: &str, node: &str) -> serde_json::Value {
-    json!({"addresses": [ip], "nodeName": node})
-}
 
 /// An endpoint whose pod is being deleted but still serves (as the EndpointSlice controller
 /// writes it during a graceful shutdown).
 fn terminating(ip: &str, node: &str) -> serde_json::Value {
     json!({"addresses": [ip], "nodeName": node, "conditions": {"ready": false, "serving": true, "terminating": true}})
-}
-
-fn tcp_port(port: u16) -> serde_json::Value {
-    json!([{"port": port, "protocol": "TCP"}])
-}
-
-fn node_port(service: &Service, index: usize) -> u16 {
-    service.spec.as_ref().and_then(|s| s.ports.as_ref()).and_then(|p| p[index].node_port).expect("allocated") as u16
 }
 
 async fn patch_service(cluster: &Cluster, name: &str, patch: serde_json::Value) -> Result<()> {
@@ -66,21 +49,6 @@ async fn patch_service(cluster: &Cluster, name: &str, patch: serde_json::Value) 
 /// A connection that got no answer at all (dropped), as opposed to refused or unreachable.
 fn dropped(outcome: &Outcome) -> bool {
     matches!(outcome, Outcome::Failed(error) if error.contains("timed out"))
-}
-
-/// Waits for a first reply through `to`, then makes `n` more connections: names seen.
-async fn names(ns: &NetNs, to: SocketAddr, n: usize) -> Result<BTreeMap<String, usize>> {
-    eventually(&format!("a first reply from {to}"), WAIT, || match connect(ns, to) {
-        outcome @ Outcome::Reply(_) => Ok(outcome),
-        other => Err(format!("{other:?}")),
-    })
-    .await?;
-    let mut seen = BTreeMap::new();
-    for _ in 0..n {
-        let outcome = connect(ns, to);
-        *seen.entry(reply_name(&outcome).unwrap_or("<failed>").to_owned()).or_insert(0) += 1;
-    }
-    Ok(seen)
 }
 
 /// Connects through `to` until every name in `want` has answered; fails on any other answer.
@@ -104,34 +72,6 @@ async fn until_dropped(ns: &NetNs, to: SocketAddr) -> Result<()> {
         other => Err(format!("{other:?}")),
     })
     .await
-}
-
-/// Servers "a" (10.244.1.10), "b" (10.244.1.11), "c" (10.244.2.10) on `port`, a client pod
-/// 10.244.1.50, and the proxy on every node.
-struct Fixture {
-    topology: Topology,
-    cluster: Cluster,
-    _servers: Vec<ServerGuard>,
-    _proxies: Vec<ProxyGuard>,
-}
-
-async fn fixture(tag: &str, nodes: u8, port: u16) -> Result<Fixture> {
-    let mut topology = Topology::new(tag, nodes)?;
-    let cluster = Cluster::start().await?;
-    for (node, host) in [(1, 10), (1, 11), (2, 10), (1, 50)] {
-        topology.add_pod(node, host)?;
-    }
-    let servers = vec![
-        tcp_server(&topology.pod(1, 10).ns, sa([0, 0, 0, 0], port), "a")?,
-        tcp_server(&topology.pod(1, 11).ns, sa([0, 0, 0, 0], port), "b")?,
-        tcp_server(&topology.pod(2, 10).ns, sa([0, 0, 0, 0], port), "c")?,
-    ];
-    let proxies = (1..=nodes).map(|n| ProxyGuard::start(&cluster.client, topology.proxy_config(n))).collect();
-    Ok(Fixture { topology, cluster, _servers: servers, _proxies: proxies })
-}
-
-fn abc() -> serde_json::Value {
-    json!([endpoint("10.244.1.10", "node-1"), endpoint("10.244.1.11", "node-1"), endpoint("10.244.2.10", "node-2")])
 }
 
 /// A LoadBalancer ingress IP (held by one node, answered over ARP) and `externalIPs` (routed to
@@ -190,26 +130,6 @@ async fn load_balancer_ip_and_external_ips_from_outside() -> Result<()> {
     Api::<Service>::namespaced(f.cluster.client.clone(), "default").delete("lb", &DeleteParams::default()).await?;
     eventually("the address released", WAIT, || if holders("172.30.254.5").is_empty() { Ok(()) } else { Err("still held".to_string()) }).await?;
     Ok(())
-}
-
-/// Status, headers and body of a GET from a socket in `ns`.
-fn http_get(ns: &NetNs, to: SocketAddr, path: &str) -> std::result::Result<(u16, String, String), String> {
-    let request = format!("GET {path} HTTP/1.0\r\nHost: {to}\r\n\r\n");
-    let response = ns
-        .run_in(move || -> std::io::Result<String> {
-            use std::io::{Read, Write};
-            let mut stream = std::net::TcpStream::connect_timeout(&to, Duration::from_millis(1500))?;
-            stream.set_read_timeout(Some(Duration::from_millis(1500)))?;
-            stream.write_all(request.as_bytes())?;
-            let mut response = String::new();
-            stream.read_to_string(&mut response)?;
-            Ok(response)
-        })
-        .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())?;
-    let (head, body) = response.split_once("\r\n\r\n").ok_or_else(|| response.clone())?;
-    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).ok_or_else(|| response.clone())?;
-    Ok((status, head.to_ascii_lowercase(), body.to_owned()))
 }
 
 /// `healthCheckNodePort` as kube-proxy serves it: on every node, 200 with the number of local
@@ -543,11 +463,7 @@ async fn masquerade_where_reply_would_bypass_the_node() -> Result<()> {
     let (node1, node2) = (f.topology.node(1).ip, f.topology.node(2).ip);
 
     let peer = |to: SocketAddr| async move {
-        let outcome = eventually(&format!("a reply through {to}"), WAIT, || match connect(client, to) {
-            outcome @ Outcome::Reply(_) => Ok(outcome),
-            other => Err(format!("{other:?}")),
-        })
-        .await?;
+        let outcome = first_reply(&format!("a reply through {to}"), client, to).await?;
         anyhow::Ok(reply_peer(&outcome).unwrap_or_default().to_owned())
     };
     assert_eq!(peer(sa(node1, node_port(&cluster_policy, 0))).await?, node1.to_string(), "to another node: masqueraded to node-1");
@@ -623,22 +539,11 @@ async fn rolling_update(tag: &str, affinity: bool) -> Result<()> {
     let external = sa(topology.node(2).ip, node_port(&service, 0));
     let pod = &topology.pod(1, 50).ns;
     for (ns, to) in [(pod, vip), (&topology.client, external)] {
-        eventually("the Service answers", WAIT, || ns.run_in(move || http_get_name(to)).map_err(|e| e.to_string())?).await?;
+        first_http_reply(ns, to).await?;
     }
     let loops = [LoadLoop::start(pod, vip)?, LoadLoop::start(&topology.client, external)?];
     let nodes = [&topology.node(1).ns, &topology.node(2).ns];
-    // Waits until every loop has finished `n` more requests than now.
-    let progress = |n: usize| {
-        let targets: Vec<usize> = loops.iter().map(|l| l.done() + n).collect();
-        let loops = &loops;
-        async move {
-            eventually(&format!("{n} more requests"), WAIT, || {
-                if loops.iter().zip(&targets).all(|(l, t)| l.done() >= *t) { Ok(()) } else { Err("not yet".to_string()) }
-            })
-            .await
-        }
-    };
-    progress(20).await?;
+    progress_all(&loops, 20).await?;
 
     let mut current = vec![("v1-a", true), ("v1-b", true)];
     for (old, new) in [("v1-a", "v2-a"), ("v1-b", "v2-b")] {
@@ -650,7 +555,7 @@ async fn rolling_update(tag: &str, affinity: bool) -> Result<()> {
             })
             .await?;
         } else {
-            progress(20).await?;
+            progress_all(&loops, 20).await?;
         }
         current.iter_mut().filter(|(name, _)| *name == old).for_each(|e| e.1 = false);
         put(current.clone()).await?;
@@ -661,13 +566,13 @@ async fn rolling_update(tag: &str, affinity: bool) -> Result<()> {
         })
         .await?;
         // Connections picked before that have finished once every client made a few more.
-        progress(3).await?;
+        progress_all(&loops, 3).await?;
         current.retain(|(name, _)| *name != old);
         put(current.clone()).await?;
         servers.remove(old);
-        progress(20).await?;
+        progress_all(&loops, 20).await?;
     }
-    progress(50).await?;
+    progress_all(&loops, 50).await?;
     for (n, l) in loops.into_iter().enumerate() {
         let tally = l.finish();
         assert!(tally.failures.is_empty(), "client {n}: {} of {} requests failed: {:?}", tally.failures.len(), tally.done, tally.failures);
@@ -701,21 +606,16 @@ async fn single_replica_replaced_under_load_through_terminating_fallback() -> Re
     cluster.put_slice("one-1", "one", tcp_port(8080), json!([old])).await?;
     let _proxy = ProxyGuard::start(&cluster.client, topology.proxy_config(1));
     let pod = &topology.pod(1, 50).ns;
-    eventually("the Service answers", WAIT, || pod.run_in(move || http_get_name(vip)).map_err(|e| e.to_string())?).await?;
+    first_http_reply(pod, vip).await?;
     let load = LoadLoop::start(pod, vip)?;
-    let progress = |n: usize| {
-        let target = load.done() + n;
-        let load = &load;
-        async move { eventually(&format!("{n} more requests"), WAIT, || if load.done() >= target { Ok(()) } else { Err("not yet".to_string()) }).await }
-    };
-    progress(20).await?;
+    load.progress(20).await?;
     let not_ready = json!({"addresses": ["10.244.2.20"], "nodeName": "node-2", "conditions": {"ready": false, "serving": false, "terminating": false}});
     for endpoints in [json!([terminating("10.244.2.10", "node-2")]), json!([terminating("10.244.2.10", "node-2"), not_ready])] {
         cluster.put_slice("one-1", "one", tcp_port(8080), endpoints).await?;
-        progress(20).await?;
+        load.progress(20).await?;
     }
     // Not ready and not terminating: never picked, even with only a terminating one beside it.
-    progress(50).await?;
+    load.progress(50).await?;
     assert!(!load.tally(|t| t.by_name.contains_key("new")), "{:?}", load.tally(|t| t.by_name.clone()));
     cluster.put_slice("one-1", "one", tcp_port(8080), json!([terminating("10.244.2.10", "node-2"), endpoint("10.244.2.20", "node-2")])).await?;
     let node = &topology.node(1).ns;
@@ -724,10 +624,10 @@ async fn single_replica_replaced_under_load_through_terminating_fallback() -> Re
         if endpoints.iter().any(|e| e.contains("10.244.2.10 . 8080")) { Err(format!("{endpoints:?}")) } else { Ok(()) }
     })
     .await?;
-    progress(3).await?;
+    load.progress(3).await?;
     cluster.put_slice("one-1", "one", tcp_port(8080), json!([endpoint("10.244.2.20", "node-2")])).await?;
     drop(old_server);
-    progress(50).await?;
+    load.progress(50).await?;
     let tally = load.finish();
     assert!(tally.failures.is_empty(), "{} of {} requests failed: {:?}", tally.failures.len(), tally.done, tally.failures);
     assert!(tally.by_name.get("old").is_some_and(|c| *c >= 40), "the terminating endpoint served meanwhile: {:?}", tally.by_name);
@@ -780,7 +680,7 @@ async fn type_changes_never_interrupt_the_cluster_ip() -> Result<()> {
     f.cluster.put_slice("morph-1", "morph", tcp_port(8088), json!([endpoint("10.244.1.10", "node-1"), endpoint("10.244.2.10", "node-2")])).await?;
     let vip = sa(cluster_ip(&service), 80);
     let pod = &f.topology.pod(1, 50).ns;
-    eventually("the Service answers", WAIT, || pod.run_in(move || http_get_name(vip)).map_err(|e| e.to_string())?).await?;
+    first_http_reply(pod, vip).await?;
     let load = LoadLoop::start(pod, vip)?;
     let client = &f.topology.client;
     let node1 = f.topology.node(1).ip;
@@ -802,8 +702,7 @@ async fn type_changes_never_interrupt_the_cluster_ip() -> Result<()> {
     .await?;
     let outcome = connect(client, sa(node1, node_port));
     assert!(reply_name(&outcome).is_none(), "{outcome:?}");
-    let before = load.done();
-    eventually("more requests", WAIT, || if load.done() >= before + 50 { Ok(()) } else { Err("not yet".to_string()) }).await?;
+    load.progress(50).await?;
     let tally = load.finish();
     assert!(tally.failures.is_empty(), "{} of {} requests failed: {:?}", tally.failures.len(), tally.done, tally.failures);
     assert_eq!(tally.by_name.keys().collect::<Vec<_>>(), ["a", "c"]);
@@ -829,7 +728,7 @@ async fn scaling_past_the_preset_pick_chains_under_load() -> Result<()> {
     cluster.put_slice("scale-1", "scale", tcp_port(8080), endpoints(3)).await?;
     let _proxy = ProxyGuard::start(&cluster.client, topology.proxy_config(1));
     let pod = &topology.pod(1, 50).ns;
-    eventually("the Service answers", WAIT, || pod.run_in(move || http_get_name(vip)).map_err(|e| e.to_string())?).await?;
+    first_http_reply(pod, vip).await?;
     let load = LoadLoop::start(pod, vip)?;
     cluster.put_slice("scale-1", "scale", tcp_port(8080), endpoints(40)).await?;
     eventually("all 40 endpoints reached", WAIT, || match load.tally(|t| t.by_name.len()) {
@@ -892,22 +791,17 @@ async fn proxy_restart_under_load_fails_no_connection() -> Result<()> {
     cluster.put_slice("steady-1", "steady", tcp_port(8080), json!([endpoint("10.244.1.10", "node-1")])).await?;
     let proxy = ProxyGuard::start(&cluster.client, topology.proxy_config(1));
     let pod = &topology.pod(1, 50).ns;
-    eventually("the Service answers", WAIT, || pod.run_in(move || http_get_name(vip)).map_err(|e| e.to_string())?).await?;
+    first_http_reply(pod, vip).await?;
     let load = LoadLoop::start(pod, vip)?;
-    let progress = |n: usize| {
-        let target = load.done() + n;
-        let load = &load;
-        async move { eventually(&format!("{n} more requests"), WAIT, || if load.done() >= target { Ok(()) } else { Err("not yet".to_string()) }).await }
-    };
-    progress(20).await?;
+    load.progress(20).await?;
     drop(proxy);
     cluster.put_slice("steady-1", "steady", tcp_port(8080), json!([endpoint("10.244.1.10", "node-1"), endpoint("10.244.1.11", "node-1")])).await?;
-    progress(50).await?;
+    load.progress(50).await?;
     assert!(!load.tally(|t| t.by_name.contains_key("b")), "no proxy, no change: {:?}", load.tally(|t| t.by_name.clone()));
     let _proxy = ProxyGuard::start(&cluster.client, topology.proxy_config(1));
     eventually("the new proxy sends traffic to b", WAIT, || if load.tally(|t| t.by_name.contains_key("b")) { Ok(()) } else { Err("not yet".to_string()) })
         .await?;
-    progress(50).await?;
+    load.progress(50).await?;
 
     cluster.put_slice("late-1", "late", tcp_port(8080), json!([endpoint("10.244.1.11", "node-1")])).await?;
     let late = cluster.create_service(json!({"metadata": {"name": "late"}, "spec": {"ports": [{"port": 80, "targetPort": 8080}]}})).await?;
@@ -958,25 +852,15 @@ async fn session_affinity_timeout_expires() -> Result<()> {
 /// one); once the endpoint is gone, the same flow moves (its conntrack entry is deleted).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn udp_flow_stays_on_a_terminating_endpoint_until_it_leaves() -> Result<()> {
-    let mut topology = Topology::new("budpt", 1)?;
-    let cluster = Cluster::start().await?;
-    for host in [10, 11, 50] {
-        topology.add_pod(1, host)?;
-    }
-    let _old = udp_server(&topology.pod(1, 10).ns, sa([0, 0, 0, 0], 5353), "old")?;
-    let _new = udp_server(&topology.pod(1, 11).ns, sa([0, 0, 0, 0], 5353), "new")?;
-    let service =
-        cluster.create_service(json!({"metadata": {"name": "dns"}, "spec": {"ports": [{"port": 53, "protocol": "UDP", "targetPort": 5353}]}})).await?;
-    let vip = sa(cluster_ip(&service), 53);
-    let udp = json!([{"port": 5353, "protocol": "UDP"}]);
-    cluster.put_slice("dns-1", "dns", udp.clone(), json!([endpoint("10.244.1.10", "node-1")])).await?;
-    let _proxy = ProxyGuard::start(&cluster.client, topology.proxy_config(1));
-    let pod = &topology.pod(1, 50).ns;
+    let f = UdpFixture::start("budpt").await?;
+    let _new = udp_server(&f.topology.pod(1, 11).ns, sa([0, 0, 0, 0], 5353), "new")?;
+    let vip = f.vip;
+    let pod = &f.topology.pod(1, 50).ns;
     let flow = UdpClient::new(pod, 40054)?;
     eventually("the flow reaches old", WAIT, || flow.ask(vip).filter(|r| r == "old").ok_or_else(|| "no answer".to_string())).await?;
 
-    cluster.put_slice("dns-1", "dns", udp.clone(), json!([terminating("10.244.1.10", "node-1"), endpoint("10.244.1.11", "node-1")])).await?;
-    let node = &topology.node(1).ns;
+    f.put_endpoints(json!([terminating("10.244.1.10", "node-1"), endpoint("10.244.1.11", "node-1")])).await?;
+    let node = &f.topology.node(1).ns;
     eventually("new flows go to the ready endpoint only", WAIT, || {
         let endpoints = proxy_elements(node, "endpoints-v4");
         if endpoints.iter().any(|e| e.contains("10.244.1.10 ")) { Err(format!("{endpoints:?}")) } else { Ok(()) }
@@ -993,7 +877,7 @@ async fn udp_flow_stays_on_a_terminating_endpoint_until_it_leaves() -> Result<()
         assert_eq!(flow.ask(vip).as_deref(), Some("old"), "the flow to the terminating endpoint was cut");
     }
 
-    cluster.put_slice("dns-1", "dns", udp, json!([endpoint("10.244.1.11", "node-1")])).await?;
+    f.put_endpoints(json!([endpoint("10.244.1.11", "node-1")])).await?;
     eventually("the flow moves once old is gone", WAIT, || flow.ask(vip).filter(|r| r == "new").ok_or_else(|| "still old".to_string())).await?;
     Ok(())
 }
@@ -1031,22 +915,14 @@ async fn ipv6_external_ip_to_ipv6_endpoints() -> Result<()> {
     Api::<EndpointSlice>::namespaced(cluster.client.clone(), "default").create(&Default::default(), &slice).await?;
     let _proxies = [ProxyGuard::start(&cluster.client, topology.proxy_config(1)), ProxyGuard::start(&cluster.client, topology.proxy_config(2))];
     let to: SocketAddr = "[fd00:203::7]:80".parse()?;
-    let outcome = eventually("a reply over IPv6", WAIT, || match connect(&topology.client, to) {
-        outcome @ Outcome::Reply(_) => Ok(outcome),
-        other => Err(format!("{other:?}")),
-    })
-    .await?;
+    let outcome = first_reply("a reply over IPv6", &topology.client, to).await?;
     assert_eq!(reply_name(&outcome), Some("c6"));
     assert_eq!(reply_peer(&outcome), Some("fd00:30::2"), "masqueraded to node-1's IPv6 address: {outcome:?}");
     let elements = proxy_elements(&topology.node(1).ns, "endpoints-v6");
     assert!(elements.iter().any(|e| e.contains("fd00:244:2::10 . 8080")), "{elements:?}");
     // No endpoints: refused at once over IPv6 too (ICMPv6 port unreachable).
     cluster.create_service(json!({"metadata": {"name": "none6"}, "spec": {"externalIPs": ["fd00:203::8"], "ports": [{"port": 80}]}})).await?;
-    eventually("refused over IPv6", WAIT, || match connect(&topology.client, "[fd00:203::8]:80".parse().expect("an address")) {
-        Outcome::Refused => Ok(()),
-        other => Err(format!("{other:?}")),
-    })
-    .await?;
+    until_refused("refused over IPv6", &topology.client, "[fd00:203::8]:80".parse()?).await?;
     Ok(())
 }
 
@@ -1101,11 +977,7 @@ async fn shared_elements_outlive_one_service() -> Result<()> {
     }
     let me = &f.topology.pod(1, 10).ns;
     for vip in &vips[..2] {
-        let outcome = eventually("hairpin", WAIT, || match connect(me, *vip) {
-            outcome @ Outcome::Reply(_) => Ok(outcome),
-            other => Err(format!("{other:?}")),
-        })
-        .await?;
+        let outcome = first_reply("hairpin", me, *vip).await?;
         assert_eq!(reply_peer(&outcome), Some("10.244.1.1"), "{outcome:?}");
     }
     let shared = sa([203, 0, 113, 20], 80);

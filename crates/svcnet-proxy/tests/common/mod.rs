@@ -393,3 +393,145 @@ pub fn reply_peer(outcome: &Outcome) -> Option<&str> {
 pub fn write_all(mut stream: TcpStream, data: &[u8]) -> std::io::Result<()> {
     stream.write_all(data)
 }
+
+// === Scaffolding of the end-to-end tests (e2e.rs, e2e_behaviours.rs) ===
+
+/// How long a test waits for a condition (rules in place, a flow moved, an address held).
+pub const WAIT: Duration = Duration::from_secs(20);
+
+pub fn sa(ip: impl Into<IpAddr>, port: u16) -> SocketAddr {
+    SocketAddr::new(ip.into(), port)
+}
+
+/// A ready endpoint of an EndpointSlice.
+pub fn endpoint(ip: &str, node: &str) -> serde_json::Value {
+    serde_json::json!({"addresses": [ip], "nodeName": node})
+}
+
+/// An EndpointSlice's `ports`: one TCP port.
+pub fn tcp_port(port: u16) -> serde_json::Value {
+    serde_json::json!([{"port": port, "protocol": "TCP"}])
+}
+
+/// The NodePort allocated to the Service's port `index`.
+pub fn node_port(service: &Service, index: usize) -> u16 {
+    service.spec.as_ref().and_then(|s| s.ports.as_ref()).and_then(|p| p[index].node_port).expect("allocated") as u16
+}
+
+/// Servers "a" (10.244.1.10), "b" (10.244.1.11), "c" (10.244.2.10) on `port`, a client pod
+/// 10.244.1.50, and the proxy on every node.
+pub struct Fixture {
+    pub topology: Topology,
+    pub cluster: Cluster,
+    _servers: Vec<ServerGuard>,
+    _proxies: Vec<ProxyGuard>,
+}
+
+/// A [`Fixture`] on `nodes` nodes (at least 2).
+pub async fn fixture(tag: &str, nodes: u8, port: u16) -> Result<Fixture> {
+    let mut topology = Topology::new(tag, nodes)?;
+    let cluster = Cluster::start().await?;
+    for (node, host) in [(1, 10), (1, 11), (2, 10), (1, 50)] {
+        topology.add_pod(node, host)?;
+    }
+    let servers = vec![
+        tcp_server(&topology.pod(1, 10).ns, sa([0, 0, 0, 0], port), "a")?,
+        tcp_server(&topology.pod(1, 11).ns, sa([0, 0, 0, 0], port), "b")?,
+        tcp_server(&topology.pod(2, 10).ns, sa([0, 0, 0, 0], port), "c")?,
+    ];
+    let proxies = (1..=nodes).map(|n| ProxyGuard::start(&cluster.client, topology.proxy_config(n))).collect();
+    Ok(Fixture { topology, cluster, _servers: servers, _proxies: proxies })
+}
+
+/// The [`Fixture`]'s endpoints a, b and c.
+pub fn abc() -> serde_json::Value {
+    serde_json::json!([endpoint("10.244.1.10", "node-1"), endpoint("10.244.1.11", "node-1"), endpoint("10.244.2.10", "node-2")])
+}
+
+/// One node, pods 10.244.1.10, .11 and .50, and a UDP Service `dns` (port 53, target 5353) whose
+/// one endpoint is a UDP server "old" on 10.244.1.10; the proxy runs.
+pub struct UdpFixture {
+    pub topology: Topology,
+    pub cluster: Cluster,
+    /// The server "old", until a test takes it to stop it.
+    pub old: Option<ServerGuard>,
+    /// The ClusterIP, port 53.
+    pub vip: SocketAddr,
+    _proxy: ProxyGuard,
+}
+
+impl UdpFixture {
+    pub async fn start(tag: &str) -> Result<UdpFixture> {
+        let mut topology = Topology::new(tag, 1)?;
+        let cluster = Cluster::start().await?;
+        for host in [10, 11, 50] {
+            topology.add_pod(1, host)?;
+        }
+        let old = udp_server(&topology.pod(1, 10).ns, sa([0, 0, 0, 0], 5353), "old")?;
+        let service = cluster
+            .create_service(serde_json::json!({"metadata": {"name": "dns"}, "spec": {"ports": [{"port": 53, "protocol": "UDP", "targetPort": 5353}]}}))
+            .await?;
+        let vip = sa(cluster_ip(&service), 53);
+        put_dns_endpoints(&cluster, serde_json::json!([endpoint("10.244.1.10", "node-1")])).await?;
+        let proxy = ProxyGuard::start(&cluster.client, topology.proxy_config(1));
+        Ok(UdpFixture { topology, cluster, old: Some(old), vip, _proxy: proxy })
+    }
+
+    /// Replaces the endpoints of `dns` (port 5353/UDP).
+    pub async fn put_endpoints(&self, endpoints: serde_json::Value) -> Result<()> {
+        put_dns_endpoints(&self.cluster, endpoints).await
+    }
+}
+
+async fn put_dns_endpoints(cluster: &Cluster, endpoints: serde_json::Value) -> Result<()> {
+    cluster.put_slice("dns-1", "dns", serde_json::json!([{"port": 5353, "protocol": "UDP"}]), endpoints).await
+}
+
+/// Connects from `ns` through `to` until a connection gets a reply, which it returns.
+pub async fn first_reply(what: &str, ns: &NetNs, to: SocketAddr) -> Result<Outcome> {
+    eventually(what, WAIT, || match connect(ns, to) {
+        outcome @ Outcome::Reply(_) => Ok(outcome),
+        other => Err(format!("{other:?}")),
+    })
+    .await
+}
+
+/// Connects from `ns` through `to` until a connection is refused.
+pub async fn until_refused(what: &str, ns: &NetNs, to: SocketAddr) -> Result<()> {
+    eventually(what, WAIT, || match connect(ns, to) {
+        Outcome::Refused => Ok(()),
+        other => Err(format!("{other:?}")),
+    })
+    .await
+}
+
+/// Waits for a first reply through `to`, then makes `n` more connections: names seen
+/// (`<failed>` for a connection without a reply).
+pub async fn names(ns: &NetNs, to: SocketAddr, n: usize) -> Result<std::collections::BTreeMap<String, usize>> {
+    first_reply(&format!("a first reply from {to}"), ns, to).await?;
+    let mut seen = std::collections::BTreeMap::new();
+    for _ in 0..n {
+        let outcome = connect(ns, to);
+        *seen.entry(reply_name(&outcome).unwrap_or("<failed>").to_owned()).or_insert(0) += 1;
+    }
+    Ok(seen)
+}
+
+/// An HTTP/1.0 GET from a socket in `ns`: status, head (lower case) and body.
+pub fn http_get(ns: &NetNs, to: SocketAddr, path: &str) -> std::result::Result<(u16, String, String), String> {
+    let request = format!("GET {path} HTTP/1.0\r\nHost: {to}\r\n\r\n");
+    let response = ns
+        .run_in(move || -> std::io::Result<String> {
+            let mut stream = TcpStream::connect_timeout(&to, Duration::from_millis(1500))?;
+            stream.set_read_timeout(Some(Duration::from_millis(1500)))?;
+            stream.write_all(request.as_bytes())?;
+            let mut response = String::new();
+            stream.read_to_string(&mut response)?;
+            Ok(response)
+        })
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+    let (head, body) = response.split_once("\r\n\r\n").ok_or_else(|| response.clone())?;
+    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).ok_or_else(|| response.clone())?;
+    Ok((status, head.to_ascii_lowercase(), body.to_owned()))
+}

@@ -13,7 +13,7 @@ use anyhow::{Context, Result, bail};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use svcnet_netns::NetNs;
 
-use crate::common::{Topology, exec, ip};
+use crate::common::{Topology, WAIT, eventually, exec, ip};
 
 /// Another namespace on the node network (like the topology's client), at `address`/16.
 /// `short` names the bridge port (`TAG-SHORT`, unique per topology).
@@ -111,6 +111,11 @@ pub fn http_get_name(to: SocketAddr) -> std::result::Result<String, String> {
     body.split_whitespace().next().map(str::to_owned).ok_or_else(|| format!("empty body: {response:?}"))
 }
 
+/// GETs from `ns` through `to` until one succeeds: the server's name.
+pub async fn first_http_reply(ns: &NetNs, to: SocketAddr) -> Result<String> {
+    eventually("the Service answers", WAIT, || ns.run_in(move || http_get_name(to)).map_err(|e| e.to_string())?).await
+}
+
 /// What a [`LoadLoop`] has seen.
 #[derive(Debug, Default)]
 pub struct LoadTally {
@@ -170,6 +175,11 @@ impl LoadLoop {
         self.tally(|t| t.done)
     }
 
+    /// Waits until the loop has finished `n` more requests than now.
+    pub async fn progress(&self, n: usize) -> Result<()> {
+        progress_all(std::slice::from_ref(self), n).await
+    }
+
     /// Stops the loop and returns everything it saw.
     pub fn finish(mut self) -> LoadTally {
         self.stop.store(true, Ordering::Relaxed);
@@ -178,6 +188,19 @@ impl LoadLoop {
         }
         std::mem::take(&mut self.tally.lock().expect("not poisoned"))
     }
+}
+
+/// Waits until every loop has finished `n` more requests than now.
+pub async fn progress_all(loops: &[LoadLoop], n: usize) -> Result<()> {
+    let targets: Vec<usize> = loops.iter().map(|l| l.done() + n).collect();
+    eventually(
+        &format!("{n} more requests"),
+        WAIT,
+        || {
+            if loops.iter().zip(&targets).all(|(l, t)| l.done() >= *t) { Ok(()) } else { Err("not yet".to_string()) }
+        },
+    )
+    .await
 }
 
 impl Drop for LoadLoop {
