@@ -11,10 +11,13 @@ pub enum Error {
     /// A command exited with an error.
     #[error("{command} failed ({status}): {stderr}")]
     Command { command: String, status: std::process::ExitStatus, stderr: String },
-    /// nft refused a script or the kernel a transaction (nothing of it was applied), or
-    /// libnftables could not be set up in the node's namespace.
+    /// The kernel refused an nf_tables transaction (nothing of it was applied), or the
+    /// netlink socket could not be opened in the node's namespace.
     #[error("{0}")]
-    Nft(svcnet_netns::nftables::Error),
+    NfTables(svcnet_netns::Error),
+    /// An element did not encode (a bug in the ruleset, not bad input).
+    #[error("{0}")]
+    Encode(#[from] crate::netlink::EncodeError),
     /// Entering the node's network namespace failed.
     #[error("network namespace: {0}")]
     Netns(#[from] svcnet_netns::Error),

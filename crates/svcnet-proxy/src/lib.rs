@@ -17,6 +17,7 @@ pub mod error;
 pub mod l2;
 pub mod metrics;
 pub mod model;
+pub mod netlink;
 pub mod nft;
 pub mod ruleset;
 pub mod runner;

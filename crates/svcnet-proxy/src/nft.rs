@@ -1,18 +1,24 @@
-//! The thin adapter to the kernel, inside the node's network namespace: nft scripts go to
-//! libnftables in-process (a thread inside the namespace holding one context,
-//! [`svcnet_netns::nftables::NftThread`]); `conntrack`, `ip` and `arping` run as commands
-//! (`ip netns exec NAME ...`, or directly for the current namespace).
+//! The thin adapter to the kernel, inside the node's network namespace: the table's skeleton
+//! goes to `nft -f` (once per full sync, and only when the table lacks this skeleton), elements
+//! and dynamic chains go over one nf_tables netlink socket in the namespace
+//! ([`svcnet_netns::nf_tables`], encoded by [`crate::netlink`]); `conntrack`, `ip` and `arping`
+//! run as commands (`ip netns exec NAME ...`, or directly for the current namespace).
+//!
+//! No libnftables in this process: it `select()`s on its netlink socket, and glibc aborts a
+//! process whose context got a descriptor >= 1024.
 
 use std::net::IpAddr;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use svcnet_netns::NetNs;
-use svcnet_netns::nftables::{self, NftThread};
+use svcnet_netns::nf_tables::{self, NfTables};
 use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 
-use crate::ruleset::{StaleConntrack, TABLE};
+use crate::netlink;
+use crate::ruleset::{Ruleset, StaleConntrack, TABLE, Transaction};
 use crate::{Error, Result};
 
 /// The network namespace the proxy programs.
@@ -20,8 +26,22 @@ use crate::{Error, Result};
 pub struct NodeNamespace {
     /// A name under `/run/netns`, or `None` for the namespace this process runs in.
     pub name: Option<String>,
-    /// The libnftables thread in the namespace, started on first use and shared by clones.
-    nft: Arc<Mutex<Option<NftThread>>>,
+    /// The nf_tables socket in the namespace, opened on first use and shared by clones.
+    socket: Arc<Mutex<Option<NfTables>>>,
+}
+
+/// Where the time of a full sync went.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct FullSyncTimes {
+    /// `nft -f` of the skeleton; `None` when the table already had this skeleton.
+    pub skeleton: Option<Duration>,
+    /// Encoding the elements into netlink messages.
+    pub encode: Duration,
+    /// The kernel's transaction of every element.
+    pub commit: Duration,
+    /// Messages and bytes of that transaction.
+    pub messages: usize,
+    pub bytes: usize,
 }
 
 // === impl NodeNamespace ===
@@ -36,7 +56,7 @@ impl Eq for NodeNamespace {}
 
 impl NodeNamespace {
     pub fn new(name: Option<String>) -> NodeNamespace {
-        NodeNamespace { name, nft: Arc::default() }
+        NodeNamespace { name, socket: Arc::default() }
     }
 
     fn command(&self, program: &str) -> Command {
@@ -50,30 +70,68 @@ impl NodeNamespace {
         }
     }
 
-    /// The libnftables thread inside the namespace (for `None`, the namespace of the thread
-    /// that first needs it, which is the process's).
-    fn nft(&self) -> Result<NftThread> {
-        let mut slot = self.nft.lock().expect("not poisoned");
-        if let Some(thread) = &*slot {
-            return Ok(thread.clone());
-        }
-        let netns = self.name.as_deref().map(NetNs::open).transpose()?;
-        let thread = NftThread::spawn(netns.as_ref()).map_err(nft_error)?;
-        *slot = Some(thread.clone());
-        Ok(thread)
+    /// Runs `f` with the namespace's nf_tables socket on a blocking thread (a full sync keeps
+    /// the kernel busy for a while).
+    async fn with_socket<T: Send + 'static>(&self, f: impl FnOnce(&mut NfTables) -> Result<T> + Send + 'static) -> Result<T> {
+        let slot = Arc::clone(&self.socket);
+        let name = self.name.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut slot = slot.lock().expect("not poisoned");
+            if slot.is_none() {
+                let netns = name.as_deref().map(NetNs::open).transpose()?;
+                *slot = Some(NfTables::open(netns.as_ref()).map_err(Error::NfTables)?);
+            }
+            f(slot.as_mut().expect("opened above"))
+        })
+        .await
+        .expect("the nf_tables task does not panic")
     }
 
-    /// Runs an nft script in the namespace as one transaction; returns what nft printed.
-    async fn nft_run(&self, script: String) -> Result<String> {
-        let thread = self.nft()?;
-        let failed_script = tracing::enabled!(tracing::Level::DEBUG).then(|| script.clone());
-        let result = thread.run(script).await.map_err(nft_error);
-        if result.is_err()
-            && let Some(script) = failed_script
-        {
-            tracing::debug!(script, "the nft script that failed");
+    /// Installs the whole ruleset as the table's content: the skeleton first if the table does
+    /// not have this one (`nft -f`, replacing the table), then one netlink transaction that
+    /// empties every element set and map and fills them again, and adds and removes dynamic
+    /// chains. Services unchanged since the table was last filled keep working throughout: a
+    /// table with this skeleton is not replaced, and its elements change in one transaction.
+    pub async fn full_sync(&self, ruleset: &Ruleset) -> Result<FullSyncTimes> {
+        let mut times = FullSyncTimes::default();
+        let version = ruleset.skeleton_version();
+        let userdata = self.with_socket(|nf| nf.table_userdata(nf_tables::Family::Inet, TABLE).map_err(Error::NfTables)).await?;
+        let current = userdata.is_some_and(|data| String::from_utf8_lossy(&data).contains(&format!("skeleton {version}")));
+        if !current {
+            let started = Instant::now();
+            self.apply(ruleset.skeleton_script()).await?;
+            times.skeleton = Some(started.elapsed());
         }
-        result
+        let existing = self.with_socket(|nf| nf.chain_names(nf_tables::Family::Inet, TABLE).map_err(Error::NfTables)).await?;
+        let started = Instant::now();
+        let batch = netlink::full_sync(ruleset, &existing)?;
+        times.encode = started.elapsed();
+        (times.messages, times.bytes) = (batch.len(), batch.size());
+        let started = Instant::now();
+        self.with_socket(move |nf| nf.commit(batch).map_err(Error::NfTables)).await?;
+        times.commit = started.elapsed();
+        Ok(times)
+    }
+
+    /// Applies one incremental transaction (one netlink transaction).
+    pub async fn apply_transaction(&self, tx: &Transaction) -> Result<()> {
+        let batch = netlink::transaction(tx)?;
+        self.with_socket(move |nf| nf.commit(batch).map_err(Error::NfTables)).await
+    }
+
+    /// Applies an nft script as one transaction (`nft -f -`).
+    pub async fn apply(&self, script: String) -> Result<()> {
+        self.run_checked("nft", &["-f", "-"], Some(&script)).await.map(drop)
+    }
+
+    /// `nft list table inet svcnet-proxy`.
+    pub async fn list_table(&self) -> Result<String> {
+        self.run_checked("nft", &["list", "table", "inet", TABLE], None).await
+    }
+
+    /// Deletes the proxy's table, if it exists.
+    pub async fn delete_table(&self) -> Result<()> {
+        self.apply(format!("table inet {TABLE}\ndelete table inet {TABLE}\n")).await
     }
 
     async fn run(&self, program: &str, args: &[&str], stdin: Option<&str>) -> Result<std::process::Output> {
@@ -101,21 +159,6 @@ impl NodeNamespace {
             });
         }
         Ok(String::from_utf8_lossy(&output.stdout).into_owned())
-    }
-
-    /// Applies an nft script as one transaction (what `nft -f` does, in-process).
-    pub async fn apply(&self, script: String) -> Result<()> {
-        self.nft_run(script).await.map(drop)
-    }
-
-    /// `nft list table inet svcnet-proxy`.
-    pub async fn list_table(&self) -> Result<String> {
-        self.nft_run(format!("list table inet {TABLE}")).await
-    }
-
-    /// Deletes the proxy's table, if it exists.
-    pub async fn delete_table(&self) -> Result<()> {
-        self.apply(format!("table inet {TABLE}\ndelete table inet {TABLE}\n")).await
     }
 
     /// Deletes conntrack entries that would keep UDP traffic on a stale path. Entries that do
@@ -177,14 +220,6 @@ impl NodeNamespace {
             return Ok(());
         }
         self.run_checked("arping", &["-U", "-c", "2", "-w", "2", "-I", device, &ip.to_string()], None).await.map(drop)
-    }
-}
-
-/// nft's error text is the whole offending line; long element lists are cut.
-fn nft_error(error: nftables::Error) -> Error {
-    match error {
-        nftables::Error::Script { message } if message.len() > 4000 => Error::Nft(nftables::Error::Script { message: message.chars().take(4000).collect() }),
-        error => Error::Nft(error),
     }
 }
 

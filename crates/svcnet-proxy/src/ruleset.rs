@@ -66,7 +66,7 @@ impl Family {
         if ip.is_ipv4() { Family::V4 } else { Family::V6 }
     }
 
-    fn suffix(self) -> &'static str {
+    pub fn suffix(self) -> &'static str {
         match self {
             Family::V4 => "v4",
             Family::V6 => "v6",
@@ -81,7 +81,7 @@ impl Family {
         }
     }
 
-    const ALL: [Family; 2] = [Family::V4, Family::V6];
+    pub const ALL: [Family; 2] = [Family::V4, Family::V6];
 }
 
 /// The sets and maps whose elements carry the Services.
@@ -149,11 +149,11 @@ impl SetName {
         }
     }
 
-    fn is_map(self) -> bool {
+    pub fn is_map(self) -> bool {
         !matches!(self, SetName::MasqueradeIds | SetName::ClusterIpIds | SetName::Hairpin(_) | SetName::Firewall(_) | SetName::FirewallAllow(_))
     }
 
-    fn all() -> Vec<SetName> {
+    pub fn all() -> Vec<SetName> {
         let mut all = vec![SetName::NodePorts, SetName::AffinityIds, SetName::MasqueradeIds, SetName::ClusterIpIds, SetName::NoEndpointNodePorts];
         for f in Family::ALL {
             all.extend([
@@ -189,16 +189,26 @@ pub enum DynamicChain {
     Affinity(u32),
 }
 
-/// Pick chains for up to this many endpoints are part of every full sync and never removed:
-/// nft 1.0.6 refuses to add a rule that maps through an existing `typeof … th dport` map in a
-/// later transaction ("conflicting protocols specified"), so only larger Services need a chain
-/// of their own, and adding one makes the runner fall back to a full sync.
+/// Pick chains for up to this many endpoints are part of the skeleton and never removed; larger
+/// Services get a chain of their own, added over netlink ([`crate::netlink`]) when first needed
+/// (nft 1.0.6 itself refuses to add a rule that maps through an existing `typeof … th dport`
+/// map in a later transaction: "conflicting protocols specified").
 pub const PRESET_PICKS: u32 = 32;
 
 impl DynamicChain {
     /// Whether the chain is always there ([`PRESET_PICKS`]).
     pub fn is_preset(self) -> bool {
         matches!(self, DynamicChain::Pick(_, n) if n <= PRESET_PICKS)
+    }
+
+    /// The chain a name stands for (the inverse of [`DynamicChain::name`]).
+    pub fn parse(name: &str) -> Option<DynamicChain> {
+        if let Some(rest) = name.strip_prefix("pick-") {
+            let (family, n) = rest.split_once('-')?;
+            let family = Family::ALL.into_iter().find(|f| f.suffix() == family)?;
+            return Some(DynamicChain::Pick(family, n.parse().ok()?));
+        }
+        Some(DynamicChain::Affinity(name.strip_prefix("affinity-")?.parse().ok()?))
     }
 
     pub fn name(self) -> String {
@@ -505,21 +515,18 @@ impl Ruleset {
         self.pending_chains.clear();
     }
 
-    /// The nft script that applies the changes made since the last call, touching only the
-    /// elements (and affinity chains) that changed; `None` when nothing did.
-    pub fn take_transaction(&mut self) -> Option<String> {
-        let mut add_chains = Vec::new();
-        let mut delete_chains = Vec::new();
-        for (timeout, before) in std::mem::take(&mut self.pending_chains) {
-            let after = self.chains.contains_key(&timeout);
+    /// The changes made since the last call, touching only the elements (and dynamic chains)
+    /// that changed; `None` when nothing did.
+    pub fn take_transaction(&mut self) -> Option<Transaction> {
+        let mut tx = Transaction::default();
+        for (chain, before) in std::mem::take(&mut self.pending_chains) {
+            let after = self.chains.contains_key(&chain);
             match (before, after) {
-                (false, true) => add_chains.push(timeout),
-                (true, false) => delete_chains.push(timeout),
+                (false, true) => tx.add_chains.push(chain),
+                (true, false) => tx.delete_chains.push(chain),
                 _ => {}
             }
         }
-        let mut deletes: BTreeMap<SetName, Vec<String>> = BTreeMap::new();
-        let mut adds: BTreeMap<SetName, Vec<String>> = BTreeMap::new();
         for (key, before) in std::mem::take(&mut self.pending_elements) {
             let after = self.installed_value(&key);
             if before == after {
@@ -527,82 +534,55 @@ impl Ruleset {
             }
             let (set, element_key) = key;
             if before.is_some() {
-                deletes.entry(set).or_default().push(element_key.clone());
+                tx.deletes.entry(set).or_default().push(element_key.clone());
             }
             if let Some(value) = after {
-                adds.entry(set).or_default().push(render_element(set, &element_key, &value));
+                tx.adds.entry(set).or_default().push((element_key, value));
             }
         }
-        if add_chains.is_empty() && delete_chains.is_empty() && deletes.is_empty() && adds.is_empty() {
-            return None;
-        }
-        let mut script = String::new();
-        for chain in add_chains {
-            let _ = writeln!(script, "add chain inet {TABLE} {}", chain.name());
-            for rule in chain.rules() {
-                let _ = writeln!(script, "add rule inet {TABLE} {} {rule}", chain.name());
-            }
-        }
-        for (set, keys) in &deletes {
-            let _ = writeln!(script, "delete element inet {TABLE} {} {{ {} }}", set.name(), keys.join(", "));
-        }
-        for (set, elements) in &adds {
-            let _ = writeln!(script, "add element inet {TABLE} {} {{ {} }}", set.name(), elements.join(", "));
-        }
-        for chain in delete_chains {
-            let _ = writeln!(script, "delete chain inet {TABLE} {}", chain.name());
-        }
-        Some(script)
+        (!tx.is_empty()).then_some(tx)
     }
 
-    /// The whole table, replacing whatever table of that name exists, in one transaction.
+    /// Every installed element: set, key and value (empty for sets), in no particular order.
+    pub fn elements(&self) -> impl Iterator<Item = (SetName, &str, &str)> {
+        self.elements.iter().filter_map(|((set, key), values)| values.first().map(|(value, _)| (*set, key.as_str(), value.as_str())))
+    }
+
+    /// The dynamic chains the installed Services need beyond the preset ones.
+    pub fn dynamic_chains(&self) -> impl Iterator<Item = DynamicChain> + '_ {
+        self.chains.keys().copied()
+    }
+
+    /// The table without any Service: sets and maps declared empty, the skeleton chains and
+    /// the preset pick chains, replacing whatever table of that name exists. Its comment holds
+    /// [`Ruleset::skeleton_version`].
+    pub fn skeleton_script(&self) -> String {
+        let mut s = String::with_capacity(16 * 1024);
+        self.write_table(&mut s, false);
+        s
+    }
+
+    /// A digest of the skeleton (it depends on the code and the node's cluster CIDRs): a table
+    /// whose comment carries it needs no new skeleton.
+    pub fn skeleton_version(&self) -> String {
+        let mut body = String::new();
+        self.write_skeleton_body(&mut body);
+        // FNV-1a: stable across builds, unlike std's hasher.
+        let hash = body.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3));
+        format!("{hash:016x}")
+    }
+
+    /// The whole table, replacing whatever table of that name exists, in one transaction: the
+    /// skeleton, the node's addresses, the dynamic chains and every element, as nft text.
     pub fn full_script(&self) -> String {
         let mut s = String::with_capacity(64 * self.elements.len() + 8192);
-        // Creating, deleting and re-creating in one transaction replaces an old table atomically
-        // and works when there is none.
-        let _ = writeln!(s, "table inet {TABLE}\ndelete table inet {TABLE}\ntable inet {TABLE} {{");
-        let _ = writeln!(s, "\tcomment \"Services, by svcnet-proxy\"");
-        for f in Family::ALL {
-            let ips: Vec<String> = self.config.node_ips.iter().filter(|ip| Family::of(ip) == f).map(|ip| ip.to_string()).collect();
-            let ty = if f == Family::V4 { "ipv4_addr" } else { "ipv6_addr" };
-            let _ = write!(s, "\n\tset node-ips-{} {{\n\t\ttype {ty}\n", f.suffix());
-            if !ips.is_empty() {
-                let _ = writeln!(s, "\t\telements = {{ {} }}", ips.join(", "));
-            }
-            s.push_str("\t}\n");
-            let _ = write!(
-                s,
-                "\n\tmap affinity-{} {{\n\t\ttypeof meta mark . {ip} saddr : {ip} daddr . th dport\n\t\tsize {AFFINITY_MAP_SIZE}\n\t\tflags dynamic, timeout\n\t}}\n",
-                f.suffix(),
-                ip = f.ip()
-            );
-        }
-        for set in SetName::all() {
-            let kind = if set.is_map() { "map" } else { "set" };
-            let _ = write!(s, "\n\t{kind} {} {{\n", set.name());
-            for part in set.declaration().split("; ") {
-                let _ = writeln!(s, "\t\t{part}");
-            }
-            s.push_str("\t}\n");
-        }
-        s.push_str(&skeleton_chains(&self.config));
-        let preset = Family::ALL.into_iter().flat_map(|f| (1..=PRESET_PICKS).map(move |n| DynamicChain::Pick(f, n)));
-        for chain in preset.chain(self.chains.keys().copied()) {
-            let _ = write!(s, "\n\tchain {} {{\n", chain.name());
-            for rule in chain.rules() {
-                let _ = writeln!(s, "\t\t{rule}");
-            }
-            s.push_str("\t}\n");
-        }
-        s.push_str("}\n");
+        self.write_table(&mut s, true);
         // The elements come after the rules. A rule that looks a map up binds it, and the kernel
         // walks every element the map already holds for each chain that binds it (the 32 pick
         // chains of a family all bind `endpoints-v4`): binding empty maps and filling them afterwards saves that walk.
         let mut by_set: BTreeMap<SetName, Vec<(&str, &str)>> = BTreeMap::new();
-        for ((set, key), values) in &self.elements {
-            if let Some((value, _)) = values.first() {
-                by_set.entry(*set).or_default().push((key, value));
-            }
+        for (set, key, value) in self.elements() {
+            by_set.entry(set).or_default().push((key, value));
         }
         for (set, mut elements) in by_set {
             // Keys are unique within a set and of one shape, so this is the order of the rendered
@@ -621,6 +601,103 @@ impl Ruleset {
             s.push_str("}\n");
         }
         s
+    }
+
+    /// `table inet svcnet-proxy { ... }`, replacing an existing one; with `complete`, the node's
+    /// addresses and the dynamic chains too.
+    fn write_table(&self, s: &mut String, complete: bool) {
+        // Creating, deleting and re-creating in one transaction replaces an old table atomically
+        // and works when there is none.
+        let _ = writeln!(s, "table inet {TABLE}\ndelete table inet {TABLE}\ntable inet {TABLE} {{");
+        let _ = writeln!(s, "\tcomment \"Services, by svcnet-proxy; skeleton {}\"", self.skeleton_version());
+        for f in Family::ALL {
+            let ips: Vec<String> = self.config.node_ips.iter().filter(|ip| Family::of(ip) == f).map(|ip| ip.to_string()).collect();
+            let ty = if f == Family::V4 { "ipv4_addr" } else { "ipv6_addr" };
+            let _ = write!(s, "\n\tset node-ips-{} {{\n\t\ttype {ty}\n", f.suffix());
+            if complete && !ips.is_empty() {
+                let _ = writeln!(s, "\t\telements = {{ {} }}", ips.join(", "));
+            }
+            s.push_str("\t}\n");
+        }
+        self.write_skeleton_body(s);
+        if complete {
+            for chain in self.chains.keys() {
+                let _ = write!(s, "\n\tchain {} {{\n", chain.name());
+                for rule in chain.rules() {
+                    let _ = writeln!(s, "\t\t{rule}");
+                }
+                s.push_str("\t}\n");
+            }
+        }
+        s.push_str("}\n");
+    }
+
+    /// Sets, maps, skeleton chains and preset pick chains: what never changes after the full sync.
+    fn write_skeleton_body(&self, s: &mut String) {
+        for f in Family::ALL {
+            let _ = write!(
+                s,
+                "\n\tmap affinity-{} {{\n\t\ttypeof meta mark . {ip} saddr : {ip} daddr . th dport\n\t\tsize {AFFINITY_MAP_SIZE}\n\t\tflags dynamic, timeout\n\t}}\n",
+                f.suffix(),
+                ip = f.ip()
+            );
+        }
+        for set in SetName::all() {
+            let kind = if set.is_map() { "map" } else { "set" };
+            let _ = write!(s, "\n\t{kind} {} {{\n", set.name());
+            for part in set.declaration().split("; ") {
+                let _ = writeln!(s, "\t\t{part}");
+            }
+            s.push_str("\t}\n");
+        }
+        s.push_str(&skeleton_chains(&self.config));
+        let preset = Family::ALL.into_iter().flat_map(|f| (1..=PRESET_PICKS).map(move |n| DynamicChain::Pick(f, n)));
+        for chain in preset {
+            let _ = write!(s, "\n\tchain {} {{\n", chain.name());
+            for rule in chain.rules() {
+                let _ = writeln!(s, "\t\t{rule}");
+            }
+            s.push_str("\t}\n");
+        }
+    }
+}
+
+/// What one incremental sync changes: dynamic chains added first (before anything refers to
+/// them), element deletes, element adds, dynamic chains deleted last.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Transaction {
+    pub add_chains: Vec<DynamicChain>,
+    pub deletes: BTreeMap<SetName, Vec<String>>,
+    /// Key and value (empty for sets).
+    pub adds: BTreeMap<SetName, Vec<(String, String)>>,
+    pub delete_chains: Vec<DynamicChain>,
+}
+
+impl Transaction {
+    pub fn is_empty(&self) -> bool {
+        self.add_chains.is_empty() && self.deletes.is_empty() && self.adds.is_empty() && self.delete_chains.is_empty()
+    }
+
+    /// The same as an nft script.
+    pub fn script(&self) -> String {
+        let mut script = String::new();
+        for chain in &self.add_chains {
+            let _ = writeln!(script, "add chain inet {TABLE} {}", chain.name());
+            for rule in chain.rules() {
+                let _ = writeln!(script, "add rule inet {TABLE} {} {rule}", chain.name());
+            }
+        }
+        for (set, keys) in &self.deletes {
+            let _ = writeln!(script, "delete element inet {TABLE} {} {{ {} }}", set.name(), keys.join(", "));
+        }
+        for (set, elements) in &self.adds {
+            let rendered: Vec<String> = elements.iter().map(|(key, value)| render_element(*set, key, value)).collect();
+            let _ = writeln!(script, "add element inet {TABLE} {} {{ {} }}", set.name(), rendered.join(", "));
+        }
+        for chain in &self.delete_chains {
+            let _ = writeln!(script, "delete chain inet {TABLE} {}", chain.name());
+        }
+        script
     }
 }
 

@@ -345,17 +345,16 @@ impl Proxier {
             self.cache.dirty.clear();
             let plans: Vec<ServicePlan> = self.cache.services.keys().filter_map(|key| self.plan(key)).collect();
             self.ruleset = Ruleset::with_services(self.ruleset.config().clone(), plans);
-            let script = self.ruleset.full_script();
-            self.ns.apply(script).await
+            self.ns.full_sync(&self.ruleset).await.map(|times| tracing::debug!(?times, "full sync"))
         } else {
             for key in std::mem::take(&mut self.cache.dirty) {
                 let plan = self.plan(&key);
                 stale.extend(self.ruleset.set_service(&key, plan));
             }
             match self.ruleset.take_transaction() {
-                Some(script) => {
-                    tracing::debug!(%script, "partial sync");
-                    self.ns.apply(script).await
+                Some(tx) => {
+                    tracing::debug!(script = %tx.script(), "partial sync");
+                    self.ns.apply_transaction(&tx).await
                 }
                 None => Ok(()),
             }

@@ -3,54 +3,12 @@
 //! `UPDATE_SNAPSHOTS=1` to rewrite them after a deliberate change, and review the diff.
 //! `tests/e2e.rs` loads the same kind of scripts into a real kernel.
 
-use std::path::{Path, PathBuf};
-
-use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use svcnet_proxy::model::{ServiceKey, plan_service};
-use svcnet_proxy::ruleset::{Ruleset, RulesetConfig, StaleConntrack};
+use svcnet_proxy::ruleset::{Ruleset, StaleConntrack};
 
-#[derive(serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Fixture {
-    node: String,
-    #[serde(rename = "nodeIPs")]
-    node_ips: Vec<String>,
-    #[serde(rename = "clusterCIDRs")]
-    cluster_cidrs: Vec<String>,
-    services: Vec<Service>,
-    #[serde(default)]
-    endpoint_slices: Vec<EndpointSlice>,
-}
-
-fn fixture_path(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
-}
-
-fn load(name: &str) -> Fixture {
-    let text = std::fs::read_to_string(fixture_path(name)).unwrap();
-    serde_saphyr::from_str(&text).unwrap_or_else(|e| panic!("{name}: {e}"))
-}
-
-fn ruleset_of(fixture: &Fixture) -> Ruleset {
-    let config = RulesetConfig {
-        node_ips: fixture.node_ips.iter().map(|ip| ip.parse().unwrap()).collect(),
-        cluster_cidrs: fixture.cluster_cidrs.iter().map(|c| c.parse().unwrap()).collect(),
-    };
-    let mut ruleset = Ruleset::new(config);
-    apply(&mut ruleset, fixture);
-    ruleset.clear_pending();
-    ruleset
-}
-
-fn apply(ruleset: &mut Ruleset, fixture: &Fixture) -> Vec<StaleConntrack> {
-    let mut stale = Vec::new();
-    for service in &fixture.services {
-        let key = ServiceKey::of_service(service);
-        stale.extend(ruleset.set_service(&key, plan_service(service, &fixture.endpoint_slices, &fixture.node).ok()));
-    }
-    stale
-}
+mod fixtures;
+use fixtures::{apply, fixture_path, load, ruleset_of};
 
 /// Compares with `tests/fixtures/NAME`, or writes it when `UPDATE_SNAPSHOTS` is set.
 fn check_snapshot(name: &str, actual: &str) {
@@ -104,7 +62,7 @@ fn endpoint_change_touches_only_its_elements() {
     let slice = &mut fixture.endpoint_slices[0];
     slice.endpoints[1].addresses = vec!["10.244.2.99".into()];
     apply(&mut ruleset, &fixture);
-    let diff = ruleset.take_transaction().unwrap();
+    let diff = ruleset.take_transaction().unwrap().script();
     assert_eq!(
         diff,
         "delete element inet svcnet-proxy endpoints-v4 { 1 . 1, 2 . 1 }\n\
@@ -117,8 +75,7 @@ fn endpoint_change_touches_only_its_elements() {
 }
 
 /// An endpoint added: one element per port, and the paths move from `pick-v4-3` to `pick-v4-4`.
-/// Both chains are preset (`PRESET_PICKS`): a later transaction must not add a pick chain, as
-/// nft refuses that rule against the existing endpoints map.
+/// Both chains are preset (`PRESET_PICKS`), so the transaction adds no chain.
 #[test]
 fn endpoint_added_switches_pick_chain() {
     let mut fixture = load("cluster-ip.yaml");
@@ -126,7 +83,7 @@ fn endpoint_added_switches_pick_chain() {
     let slice = &mut fixture.endpoint_slices[0];
     slice.endpoints[3].conditions.as_mut().unwrap().ready = Some(true);
     apply(&mut ruleset, &fixture);
-    let diff = ruleset.take_transaction().unwrap();
+    let diff = ruleset.take_transaction().unwrap().script();
     assert_eq!(
         diff,
         "delete element inet svcnet-proxy endpoint-counts-v4 { 1, 2 }\n\
@@ -153,7 +110,7 @@ fn udp_endpoint_changes_flush_conntrack() {
     let stale = apply(&mut ruleset, &fixture);
     assert_eq!(stale, vec![StaleConntrack::Frontend { ip: "10.96.0.53".parse().unwrap(), port: 53 }]);
     assert_eq!(
-        ruleset.take_transaction().unwrap(),
+        ruleset.take_transaction().unwrap().script(),
         "delete element inet svcnet-proxy no-endpoint-services-v4 { 10.96.0.53 . udp . 53 }\n\
          add element inet svcnet-proxy endpoints-v4 { 3 . 0 : 10.244.1.53 . 5353 }\n\
          add element inet svcnet-proxy endpoint-counts-v4 { 3 : goto pick-v4-1 }\n\
@@ -174,7 +131,7 @@ fn affinity_path_renumbered_when_an_endpoint_leaves() {
     let slice = &mut fixture.endpoint_slices[0];
     slice.endpoints.truncate(1);
     apply(&mut ruleset, &fixture);
-    let diff = ruleset.take_transaction().unwrap();
+    let diff = ruleset.take_transaction().unwrap().script();
     assert!(diff.contains("add element inet svcnet-proxy service-ips-v4 { 10.96.1.1 . tcp . 80 : 7, 192.0.2.10 . tcp . 80 : 8 }"), "{diff}");
     assert!(diff.contains("add element inet svcnet-proxy node-ports { tcp . 30001 : 8 }"), "{diff}");
     assert!(diff.contains("add element inet svcnet-proxy affinity-ids { 7 : jump affinity-60, 8 : jump affinity-60 }"), "{diff}");
@@ -188,14 +145,14 @@ fn affinity_chain_follows_its_users() {
     let fixture = load("external.yaml");
     let mut ruleset = ruleset_of(&fixture);
     ruleset.set_service(&ServiceKey::new("shop", "web"), None);
-    let diff = ruleset.take_transaction().unwrap();
+    let diff = ruleset.take_transaction().unwrap().script();
     let delete_element = diff.find("delete element inet svcnet-proxy affinity-ids").unwrap();
     let delete_chain = diff.find("delete chain inet svcnet-proxy affinity-60").unwrap();
     assert!(delete_element < delete_chain, "{diff}");
     // And back: the chain comes before the elements that jump to it.
     let web = fixture.services.iter().find(|s| s.metadata.name.as_deref() == Some("web")).unwrap();
     ruleset.set_service(&ServiceKey::new("shop", "web"), plan_service(web, &fixture.endpoint_slices, "node-1").ok());
-    let diff = ruleset.take_transaction().unwrap();
+    let diff = ruleset.take_transaction().unwrap().script();
     let add_chain = diff.find("add chain inet svcnet-proxy affinity-60").unwrap();
     let add_element = diff.find("add element inet svcnet-proxy affinity-ids").unwrap();
     assert!(add_chain < add_element, "{diff}");
