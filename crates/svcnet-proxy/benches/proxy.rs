@@ -1,12 +1,13 @@
 //! The proxy at scale, against the kernel's floor, side by side (run as root; `bench/proxy.sh`):
 //!
-//! 1. full sync of SERVICES Services × ENDPOINTS endpoints, 100 endpoints per node (compute the
-//!    plans and the script, then apply it into a fresh network namespace through libnftables
-//!    in-process, as the proxy does; and the same script with `nft -f` into another one); and
+//! 1. full sync of SERVICES Services × ENDPOINTS endpoints, 100 endpoints per node, as the proxy
+//!    does it: compute the plans and the ruleset, `nft -f` the skeleton into a fresh network
+//!    namespace, then every element in one netlink transaction; the same over the table it left
+//!    (a restart); the whole ruleset as one `nft -f` script (the older way) for comparison; and
 //!    once more with every endpoint on the measured node (each one a hairpin element too);
-//! 2. one endpoint change with those present (plan + transaction + libnftables);
+//! 2. one endpoint change with those present (plan + transaction + netlink);
 //! 3. the floor: the same numbers of bare map elements (no rules) loaded with `nft -f` (the
-//!    baseline column) and through libnftables, and one bare `add element` with those present;
+//!    baseline column) and over netlink, and one bare `add element` both ways;
 //! 4. new TCP connections per second through the first and the last Service.
 //!
 //! Usage: `proxy [SERVICES [ENDPOINTS]]` (default 10000 10).
@@ -20,7 +21,8 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use svcnet_netns::NetNs;
-use svcnet_netns::nftables::NftThread;
+use svcnet_netns::nf_tables::{self, Batch, Data, Element, NfTables};
+use svcnet_proxy::nft::{FullSyncTimes, NodeNamespace};
 use svcnet_proxy::model::{ServiceKey, plan_service};
 use svcnet_proxy::ruleset::{Ruleset, RulesetConfig};
 
@@ -76,10 +78,11 @@ fn nft(ns: &NetNs, script: &str) -> anyhow::Result<Duration> {
     Ok(started.elapsed())
 }
 
-async fn lib(nft: &NftThread, script: String) -> anyhow::Result<Duration> {
+/// A full sync as the proxy does it, into `ns`.
+async fn full_sync(ns: &NetNs, ruleset: &Ruleset) -> anyhow::Result<(Duration, FullSyncTimes)> {
     let started = Instant::now();
-    nft.run(script).await?;
-    Ok(started.elapsed())
+    let times = NodeNamespace::new(Some(ns.name().to_string())).full_sync(ruleset).await?;
+    Ok((started.elapsed(), times))
 }
 
 /// CPU time (user + system) of this process and of its waited-for children, from
@@ -94,7 +97,8 @@ fn cpu() -> anyhow::Result<(Duration, Duration)> {
     Ok((ticks(fields[0] + fields[1]), ticks(fields[2] + fields[3])))
 }
 
-/// The CPU time `load` takes: this process's for libnftables, the children's for `nft -f`.
+/// The CPU time `load` takes: this process's for netlink (the kernel's work is done in the
+/// sending thread), the children's for `nft -f`.
 async fn cpu_of<F: std::future::Future<Output = anyhow::Result<Duration>>>(children: bool, load: F) -> anyhow::Result<(Duration, Duration)> {
     let before = cpu()?;
     let wall = load.await?;
@@ -131,11 +135,6 @@ fn ms(d: Duration) -> String {
 async fn bench(services: usize, endpoints: usize) -> anyhow::Result<()> {
     let tag = std::process::id();
     let node = NetNs::create(&format!("pxbench{tag}-node"))?;
-    let by_nft = NetNs::create(&format!("pxbench{tag}-nft"))?;
-    let floor_ns = NetNs::create(&format!("pxbench{tag}-floor"))?;
-    let floor_lib_ns = NetNs::create(&format!("pxbench{tag}-flib"))?;
-    let node_nft = NftThread::spawn(Some(&node))?;
-    let floor_nft = NftThread::spawn(Some(&floor_lib_ns))?;
     let config = RulesetConfig { node_ips: vec!["172.30.0.2".parse()?], cluster_cidrs: vec!["10.244.0.0/16".parse()?] };
     let load_before = std::fs::read_to_string("/proc/loadavg")?;
 
@@ -145,9 +144,8 @@ async fn bench(services: usize, endpoints: usize) -> anyhow::Result<()> {
     let plans: Vec<_> = all.iter().filter_map(|(service, slice)| plan_service(service, [slice], "node-1").ok()).collect();
     let planned = started.elapsed();
     let mut ruleset = Ruleset::with_services(config.clone(), plans);
-    let loaded = started.elapsed();
+    let computed = started.elapsed();
     let script = ruleset.full_script();
-    let compute = started.elapsed();
     let script_len = script.len();
     // For profiling nft on the real script: `PROXY_BENCH_DUMP=DIR bench/proxy.sh`.
     let dump = std::env::var_os("PROXY_BENCH_DUMP").map(std::path::PathBuf::from);
@@ -155,80 +153,140 @@ async fn bench(services: usize, endpoints: usize) -> anyhow::Result<()> {
         std::fs::write(dir.join("full.nft"), &script)?;
     }
     // Whole loads are measured three times each into fresh namespaces, alternating which of
-    // libnftables and `nft -f` goes first (the machine is shared; medians are reported). The
-    // first libnftables load is the proxy's namespace, used for the rest of the benchmark.
+    // the proxy's way and `nft -f` of the whole script goes first (the machine is shared;
+    // medians are reported). The first is the proxy's namespace, used for the rest.
     let rss_before = rss()?;
-    let mut loads = vec![cpu_of(false, lib(&node_nft, script.clone())).await?];
-    let rss_after = rss()?;
-    let mut by_nft_loads = vec![cpu_of(true, async { nft(&by_nft, &script) }).await?];
-    for round in 1..3 {
-        let (lib_ns, nft_ns) = (NetNs::create(&format!("pxbench{tag}-l{round}"))?, NetNs::create(&format!("pxbench{tag}-n{round}"))?);
-        let thread = NftThread::spawn(Some(&lib_ns))?;
+    let mut syncs = vec![];
+    let mut sync_cpus = vec![];
+    let mut by_nft_loads = vec![];
+    for round in 0..3 {
+        let ns = if round == 0 { None } else { Some(NetNs::create(&format!("pxbench{tag}-s{round}"))?) };
+        let nft_ns = NetNs::create(&format!("pxbench{tag}-n{round}"))?;
         if round % 2 == 1 {
             by_nft_loads.push(cpu_of(true, async { nft(&nft_ns, &script) }).await?);
-            loads.push(cpu_of(false, lib(&thread, script.clone())).await?);
-        } else {
-            loads.push(cpu_of(false, lib(&thread, script.clone())).await?);
+        }
+        let before = cpu()?;
+        syncs.push(full_sync(ns.as_ref().unwrap_or(&node), &ruleset).await?);
+        sync_cpus.push(cpu()?.0 - before.0);
+        if round % 2 == 0 {
             by_nft_loads.push(cpu_of(true, async { nft(&nft_ns, &script) }).await?);
         }
     }
-    drop((by_nft, script));
-    let (load, load_cpu) = medians(loads);
+    let rss_after = rss()?;
+    drop(script);
+    syncs.sort_by_key(|(wall, _)| *wall);
+    let (sync, times) = syncs[1];
+    let sync_cpu = median(sync_cpus);
     let (by_nft_load, by_nft_cpu) = medians(by_nft_loads);
-    let full = compute + load;
+    let full = computed + sync;
+    // A restart: a new ruleset (same Services) over the table the last run left.
+    let started = Instant::now();
+    let plans: Vec<_> = all.iter().filter_map(|(service, slice)| plan_service(service, [slice], "node-1").ok()).collect();
+    let restarted = Ruleset::with_services(config.clone(), plans);
+    let restart_computed = started.elapsed();
+    let (restart_sync, restart_times) = full_sync(&node, &restarted).await?;
+    anyhow::ensure!(restart_times.skeleton.is_none(), "the skeleton was kept");
+    drop(restarted);
 
     // 1b. The worst case: every endpoint on this node, so each is also a hairpin element.
     let local_ns = NetNs::create(&format!("pxbench{tag}-local"))?;
-    let local_nft = NftThread::spawn(Some(&local_ns))?;
     let all_local: Vec<(Service, EndpointSlice)> = (0..services).map(|i| objects(i, endpoints, 0, true)).collect();
     let started = Instant::now();
     let plans = all_local.iter().filter_map(|(service, slice)| plan_service(service, [slice], "node-1").ok());
-    let local_script = Ruleset::with_services(config.clone(), plans).full_script();
+    let local_ruleset = Ruleset::with_services(config.clone(), plans);
     let local_compute = started.elapsed();
-    let local_load = lib(&local_nft, local_script).await?;
-    drop((all_local, local_nft, local_ns));
+    let (local_load, _) = full_sync(&local_ns, &local_ruleset).await?;
+    drop((all_local, local_ruleset, local_ns));
 
-    // 3. The floor: the same element counts in bare maps, no rules.
+    // 3. The floor: the same element counts in bare maps, no rules; with `nft -f`, and the
+    // same elements over netlink into the same (empty) maps.
+    const FLOOR_TABLE: &str = "table inet floor {\n\tmap services {\n\t\ttypeof ip daddr . meta l4proto . th dport : meta mark\n\t}\n\tmap endpoints {\n\t\ttypeof meta mark . ip daddr : ip daddr . th dport\n\t}\n}\n";
     let mut floor = String::with_capacity(script_len);
-    let _ = writeln!(floor, "table inet floor {{\n\tmap services {{\n\t\ttypeof ip daddr . meta l4proto . th dport : meta mark\n\t\telements = {{");
+    floor.push_str(FLOOR_TABLE);
+    let _ = writeln!(floor, "add element inet floor services {{");
     for i in 0..services {
-        let _ = writeln!(floor, "\t\t\t{} . tcp . 80 : {},", service_ip(i), i + 1);
+        let _ = writeln!(floor, "\t{} . tcp . 80 : {},", service_ip(i), i + 1);
     }
-    let _ = writeln!(floor, "\t\t}}\n\t}}\n\tmap endpoints {{\n\t\ttypeof meta mark . ip daddr : ip daddr . th dport\n\t\telements = {{");
+    let _ = writeln!(floor, "}}\nadd element inet floor endpoints {{");
     for i in 0..services {
         for e in 0..endpoints {
-            let _ = writeln!(floor, "\t\t\t{} . {} : {} . 8080,", i + 1, endpoint_ip(i, e), endpoint_ip(i, e));
+            let _ = writeln!(floor, "\t{} . {} : {} . 8080,", i + 1, endpoint_ip(i, e), endpoint_ip(i, e));
         }
     }
-    let _ = writeln!(floor, "\t\t}}\n\t}}\n}}");
+    let _ = writeln!(floor, "}}");
     if let Some(dir) = &dump {
         std::fs::write(dir.join("floor.nft"), &floor)?;
     }
-    let mut floor_loads = vec![cpu_of(true, async { nft(&floor_ns, &floor) }).await?];
-    let mut floor_lib_loads = vec![cpu_of(false, lib(&floor_nft, floor.clone())).await?];
-    for round in 1..3 {
-        let (lib_ns, nft_ns) = (NetNs::create(&format!("pxbench{tag}-fl{round}"))?, NetNs::create(&format!("pxbench{tag}-fn{round}"))?);
-        let thread = NftThread::spawn(Some(&lib_ns))?;
-        if round % 2 == 1 {
-            floor_lib_loads.push(cpu_of(false, lib(&thread, floor.clone())).await?);
-            floor_loads.push(cpu_of(true, async { nft(&nft_ns, &floor) }).await?);
+    let floor_batch = || -> anyhow::Result<Batch> {
+        let mut batch = Batch::new();
+        let mut out = batch.add_elements(nf_tables::Family::Inet, "floor", "services");
+        for i in 0..services {
+            let ip: std::net::Ipv4Addr = service_ip(i).parse()?;
+            let key = [&ip.octets()[..], &[6, 0, 0, 0], &[0, 80, 0, 0]].concat();
+            out.push(&Element { key: &key, key_end: None, data: Data::Value(&(i as u32 + 1).to_ne_bytes()) });
+        }
+        drop(out);
+        let mut out = batch.add_elements(nf_tables::Family::Inet, "floor", "endpoints");
+        for i in 0..services {
+            for e in 0..endpoints {
+                let ip: std::net::Ipv4Addr = endpoint_ip(i, e).parse()?;
+                let key = [&(i as u32 + 1).to_ne_bytes()[..], &ip.octets()].concat();
+                let data = [&ip.octets()[..], &[0x1f, 0x90, 0, 0]].concat();
+                out.push(&Element { key: &key, key_end: None, data: Data::Value(&data) });
+            }
+        }
+        drop(out);
+        Ok(batch)
+    };
+    let floor_ns = NetNs::create(&format!("pxbench{tag}-floor"))?;
+    let floor_nl_ns = NetNs::create(&format!("pxbench{tag}-fnl"))?;
+    let mut floor_nl_socket = NfTables::open(Some(&floor_nl_ns))?;
+    let mut floor_loads = vec![];
+    let mut floor_nl_loads = vec![];
+    for round in 0..3 {
+        let (nft_ns, nl_ns) = if round == 0 {
+            (None, None)
         } else {
-            floor_loads.push(cpu_of(true, async { nft(&nft_ns, &floor) }).await?);
-            floor_lib_loads.push(cpu_of(false, lib(&thread, floor.clone())).await?);
+            (Some(NetNs::create(&format!("pxbench{tag}-fn{round}"))?), Some(NetNs::create(&format!("pxbench{tag}-fl{round}"))?))
+        };
+        let nl_target = nl_ns.as_ref().unwrap_or(&floor_nl_ns);
+        nft(nl_target, FLOOR_TABLE)?;
+        let mut socket = NfTables::open(Some(nl_target))?;
+        let batch = floor_batch()?;
+        let netlink_load = || -> anyhow::Result<(Duration, Duration)> {
+            let before = cpu()?;
+            let started = Instant::now();
+            socket.commit(batch)?;
+            Ok((started.elapsed(), cpu()?.0 - before.0))
+        };
+        if round % 2 == 1 {
+            floor_nl_loads.push(netlink_load()?);
+            floor_loads.push(cpu_of(true, async { nft(nft_ns.as_ref().unwrap_or(&floor_ns), &floor) }).await?);
+        } else {
+            floor_loads.push(cpu_of(true, async { nft(nft_ns.as_ref().unwrap_or(&floor_ns), &floor) }).await?);
+            floor_nl_loads.push(netlink_load()?);
         }
     }
     drop(floor);
     let (floor_load, floor_cpu) = medians(floor_loads);
-    let (floor_lib_load, floor_lib_cpu) = medians(floor_lib_loads);
+    let (floor_nl_load, floor_nl_cpu) = medians(floor_nl_loads);
     let mut floor_one = Vec::new();
-    let mut floor_lib_one = Vec::new();
-    for round in 0..20 {
+    let mut floor_nl_one = Vec::new();
+    for round in 0..20u8 {
         let script = format!("add element inet floor endpoints {{ 1 . 10.127.0.{round} : 10.127.0.{round} . 8080 }}\n");
         floor_one.push(nft(&floor_ns, &script)?);
-        floor_lib_one.push(lib(&floor_nft, script).await?);
+        let started = Instant::now();
+        let mut batch = Batch::new();
+        let ip = [10, 127, 0, round];
+        let key = [&1u32.to_ne_bytes()[..], &ip].concat();
+        let data = [&ip[..], &[0x1f, 0x90, 0, 0]].concat();
+        batch.add_elements(nf_tables::Family::Inet, "floor", "endpoints").push(&Element { key: &key, key_end: None, data: Data::Value(&data) });
+        floor_nl_socket.commit(batch)?;
+        floor_nl_one.push(started.elapsed());
     }
 
     // 2. One endpoint change, twenty times (alternating an endpoint of a middle Service).
+    let node_ns = NodeNamespace::new(Some(node.name().to_string()));
     let mut change_compute = Vec::new();
     let mut change_total = Vec::new();
     let mut diff_lines = 0;
@@ -237,10 +295,10 @@ async fn bench(services: usize, endpoints: usize) -> anyhow::Result<()> {
         let started = Instant::now();
         let plan = plan_service(&service, [&slice], "node-1").ok();
         ruleset.set_service(&ServiceKey::of_service(&service), plan);
-        let diff = ruleset.take_transaction().expect("a change");
+        let tx = ruleset.take_transaction().expect("a change");
         change_compute.push(started.elapsed());
-        diff_lines = diff.lines().count();
-        node_nft.run(diff).await?;
+        diff_lines = tx.script().lines().count();
+        node_ns.apply_transaction(&tx).await?;
         change_total.push(started.elapsed());
     }
     // 4. New connections per second through the first and the last Service: every endpoint
@@ -289,30 +347,34 @@ async fn bench(services: usize, endpoints: usize) -> anyhow::Result<()> {
     let load_after = std::fs::read_to_string("/proc/loadavg")?;
 
     let elements = services * (endpoints + 3);
-    println!("svcnet-proxy: {services} Services x {endpoints} endpoints ({elements} map elements, script {} KiB), 100 endpoints per node", script_len / 1024);
+    println!("svcnet-proxy: {services} Services x {endpoints} endpoints ({elements} map elements; as one nft script {} KiB), 100 endpoints per node", script_len / 1024);
     println!("load average before/after: {} / {}", load_before.trim(), load_after.trim());
     println!("{:<58} {:>12} {:>12} {:>8}", "", "svcnet-proxy", "nft -f floor", "ratio");
     let row = |name: &str, ours: Duration, floor: Duration| println!("{name:<58} {:>12} {:>12} {:>8.2}", ms(ours), ms(floor), ratio(ours, floor));
     let line = |name: &str, value: String| println!("{name:<58} {value:>12}");
-    row("full sync (plans + script + libnftables, fresh netns)*", full, floor_load);
+    row("full sync (plans, ruleset, skeleton, elements; fresh netns)*", full, floor_load);
     line("  of which plans (pure)", ms(planned));
-    line("  of which ruleset (pure)", ms(loaded - planned));
-    line("  of which script (pure)", ms(compute - loaded));
-    row("  of which libnftables in-process*", load, floor_load);
-    row("  the same script with nft -f*", by_nft_load, floor_load);
-    row("  floor through libnftables in-process*", floor_lib_load, floor_load);
-    line("  resident memory of this process before/after the load", format!("{rss_before}/{rss_after} MiB"));
-    row("  CPU time of the libnftables load*", load_cpu, floor_cpu);
-    row("  CPU time of the same script with nft -f*", by_nft_cpu, floor_cpu);
-    row("  CPU time of the floor through libnftables*", floor_lib_cpu, floor_cpu);
+    line("  of which ruleset (pure)", ms(computed - planned));
+    line("  of which the skeleton with nft -f", ms(times.skeleton.unwrap_or_default()));
+    line("  of which encoding the elements (pure)", ms(times.encode));
+    row("  of which the netlink transaction of every element", times.commit, floor_load);
+    line("  netlink messages / bytes", format!("{} / {} KiB", times.messages, times.bytes / 1024));
+    row("  CPU time of this process for the load*", sync_cpu, floor_cpu);
+    line("  resident memory of this process before/after the loads", format!("{rss_before}/{rss_after} MiB"));
+    row("the same ruleset as one script with nft -f (older way)*", by_nft_load, floor_load);
+    row("  its CPU time*", by_nft_cpu, floor_cpu);
+    row("full sync over the existing table (a restart)", restart_computed + restart_sync, floor_load);
+    line("  of which plans + ruleset (pure)", ms(restart_computed));
+    row("  of which flush + refill in one netlink transaction", restart_times.commit, floor_load);
     row("full sync, every endpoint on this node (hairpin set full)", local_compute + local_load, floor_load);
-    line("  of which plans + ruleset + script (pure)", ms(local_compute));
-    row("  of which libnftables in-process", local_load, floor_load);
-    let (one, floor_one, floor_lib_one) = (median(change_total), median(floor_one), median(floor_lib_one));
-    row("one endpoint change (median of 20, libnftables)", one, floor_one);
+    line("  of which plans + ruleset (pure)", ms(local_compute));
+    row("the floor's elements over netlink*", floor_nl_load, floor_load);
+    row("  their CPU time*", floor_nl_cpu, floor_cpu);
+    let (one, floor_one, floor_nl_one) = (median(change_total), median(floor_one), median(floor_nl_one));
+    row("one endpoint change (median of 20, netlink)", one, floor_one);
     line("  of which plan + transaction (pure)", format!("{:.3} ms", median(change_compute).as_secs_f64() * 1000.0));
-    line("  transaction size (lines)", diff_lines.to_string());
-    row("  floor (one bare add element) through libnftables", floor_lib_one, floor_one);
+    line("  transaction size (nft script lines)", diff_lines.to_string());
+    row("  floor (one bare add element) over netlink", floor_nl_one, floor_one);
     println!("{:<58} {:>12} {:>12} {:>8.2}", "new connections/s: last Service vs first", format!("{last:.0}/s"), format!("{first:.0}/s"), last / first);
     line("new connections/s: first Service again", format!("{first_again:.0}/s"));
     println!("* median of 3 loads into fresh namespaces (the floor column too)");
