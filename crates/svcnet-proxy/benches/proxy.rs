@@ -22,8 +22,8 @@ use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use svcnet_netns::NetNs;
 use svcnet_netns::nf_tables::{self, Batch, Data, Element, NfTables};
-use svcnet_proxy::nft::{FullSyncTimes, NodeNamespace};
 use svcnet_proxy::model::{ServiceKey, plan_service};
+use svcnet_proxy::nft::{FullSyncTimes, NodeNamespace};
 use svcnet_proxy::ruleset::{Ruleset, RulesetConfig};
 
 fn main() -> anyhow::Result<()> {
@@ -347,7 +347,10 @@ async fn bench(services: usize, endpoints: usize) -> anyhow::Result<()> {
     let load_after = std::fs::read_to_string("/proc/loadavg")?;
 
     let elements = services * (endpoints + 3);
-    println!("svcnet-proxy: {services} Services x {endpoints} endpoints ({elements} map elements; as one nft script {} KiB), 100 endpoints per node", script_len / 1024);
+    println!(
+        "svcnet-proxy: {services} Services x {endpoints} endpoints ({elements} map elements; as one nft script {} KiB), 100 endpoints per node",
+        script_len / 1024
+    );
     println!("load average before/after: {} / {}", load_before.trim(), load_after.trim());
     println!("{:<58} {:>12} {:>12} {:>8}", "", "svcnet-proxy", "nft -f floor", "ratio");
     let row = |name: &str, ours: Duration, floor: Duration| println!("{name:<58} {:>12} {:>12} {:>8.2}", ms(ours), ms(floor), ratio(ours, floor));
