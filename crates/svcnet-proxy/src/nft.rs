@@ -165,9 +165,18 @@ impl NodeNamespace {
     /// not exist are not an error.
     pub async fn delete_conntrack(&self, stale: &[StaleConntrack]) -> Result<()> {
         for entry in stale {
+            let reply =
+                |endpoint: &crate::model::Endpoint| ["--reply-src".to_string(), endpoint.ip.to_string(), "--reply-port-src".into(), endpoint.port.to_string()];
             let (family, args) = match entry {
-                StaleConntrack::Endpoint(endpoint) => {
-                    (family(&endpoint.ip), vec!["--reply-src".to_string(), endpoint.ip.to_string(), "--reply-port-src".into(), endpoint.port.to_string()])
+                StaleConntrack::Endpoint { frontend, port, endpoint } => {
+                    let mut args = vec!["--orig-dst".to_string(), frontend.to_string(), "--dport".into(), port.to_string()];
+                    args.extend(reply(endpoint));
+                    (family(frontend), args)
+                }
+                StaleConntrack::NodePortEndpoint { node_port, endpoint } => {
+                    let mut args = vec!["--dport".to_string(), node_port.to_string()];
+                    args.extend(reply(endpoint));
+                    (family(&endpoint.ip), args)
                 }
                 StaleConntrack::Frontend { ip, port } => (family(ip), vec!["--orig-dst".to_string(), ip.to_string(), "--dport".into(), port.to_string()]),
             };

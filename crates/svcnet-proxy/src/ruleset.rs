@@ -270,8 +270,12 @@ type Values = Vec<(String, u32)>;
 /// Conntrack entries that would keep UDP traffic on a path that no longer exists.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum StaleConntrack {
-    /// DNATed UDP flows to an endpoint that left the Service.
-    Endpoint(Endpoint),
+    /// UDP flows DNATed from a frontend (a ClusterIP, external IP or LoadBalancer IP, and the
+    /// Service port) to an endpoint that left that Service port. Flows to the same endpoint
+    /// through other Services, or straight to the pod, are not touched.
+    Endpoint { frontend: IpAddr, port: u16, endpoint: Endpoint },
+    /// The same through a NodePort (on any of the node's addresses).
+    NodePortEndpoint { node_port: u16, endpoint: Endpoint },
     /// UDP flows to a frontend that had no endpoint (and so were not DNATed) and now has some.
     Frontend { ip: IpAddr, port: u16 },
 }
@@ -880,13 +884,32 @@ fn elements_for(plan: &ServicePlan, ids: &BTreeMap<PathKey, u32>, config: &Rules
 /// and UDP frontends that had no endpoints before.
 fn stale_conntrack(old: Option<&ServicePlan>, new: Option<&ServicePlan>, node_ips: &[IpAddr]) -> Vec<StaleConntrack> {
     let mut stale = BTreeSet::new();
-    let udp_endpoints = |plan: Option<&ServicePlan>| -> BTreeSet<Endpoint> {
-        let ports = plan.into_iter().flat_map(|p| &p.ports).filter(|p| p.protocol == Protocol::Udp);
-        ports.flat_map(|p| p.internal.endpoints().iter().chain(p.external.iter().flat_map(|e| e.target.endpoints())).chain(&p.serving)).copied().collect()
+    // Every (frontend, endpoint) pair a UDP flow may be DNATed along: the endpoints a path
+    // picks, and the serving ones (terminating but still serving keep their flows).
+    let udp_paths = |plan: Option<&ServicePlan>| -> BTreeSet<StaleConntrack> {
+        let mut paths = BTreeSet::new();
+        for port in plan.into_iter().flat_map(|p| &p.ports).filter(|p| p.protocol == Protocol::Udp) {
+            let internal = port.internal.endpoints().iter().chain(&port.serving);
+            for endpoint in internal {
+                for ip in &port.cluster_ips {
+                    paths.insert(StaleConntrack::Endpoint { frontend: *ip, port: port.port, endpoint: *endpoint });
+                }
+            }
+            if let Some(external) = &port.external {
+                for endpoint in external.target.endpoints().iter().chain(&port.serving) {
+                    for ip in external.external_ips.iter().chain(&external.load_balancer_ips) {
+                        paths.insert(StaleConntrack::Endpoint { frontend: *ip, port: port.port, endpoint: *endpoint });
+                    }
+                    if let Some(node_port) = external.node_port {
+                        paths.insert(StaleConntrack::NodePortEndpoint { node_port, endpoint: *endpoint });
+                    }
+                }
+            }
+        }
+        paths
     };
-    let before = udp_endpoints(old);
-    let after = udp_endpoints(new);
-    stale.extend(before.difference(&after).copied().map(StaleConntrack::Endpoint));
+    let after = udp_paths(new);
+    stale.extend(udp_paths(old).into_iter().filter(|path| !after.contains(path)));
     for port in new.into_iter().flat_map(|p| &p.ports).filter(|p| p.protocol == Protocol::Udp) {
         let old_port = old.and_then(|o| o.ports.iter().find(|p| p.name == port.name && p.protocol == port.protocol));
         let had = |target: Option<&Target>| target.is_some_and(|t| !t.endpoints().is_empty());

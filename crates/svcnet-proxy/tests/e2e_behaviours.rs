@@ -847,6 +847,40 @@ async fn session_affinity_timeout_expires() -> Result<()> {
     Ok(())
 }
 
+/// Stale UDP entries are deleted per Service frontend, as kube-proxy does: when an endpoint
+/// leaves one Service, flows to the same pod through another Service, and flows straight to the
+/// pod's address, keep their conntrack entries (they are not DNATed along the path that went).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn udp_cleanup_touches_only_the_service_the_endpoint_left() -> Result<()> {
+    let f = UdpFixture::start("budpo").await?;
+    let _new = udp_server(&f.topology.pod(1, 11).ns, sa([0, 0, 0, 0], 5353), "new")?;
+    let other =
+        f.cluster.create_service(json!({"metadata": {"name": "other"}, "spec": {"ports": [{"port": 54, "protocol": "UDP", "targetPort": 5353}]}})).await?;
+    let other_vip = sa(cluster_ip(&other), 54);
+    f.cluster.put_slice("other-1", "other", json!([{"port": 5353, "protocol": "UDP"}]), json!([endpoint("10.244.1.10", "node-1")])).await?;
+    let pod = &f.topology.pod(1, 50).ns;
+    let (through_dns, through_other, direct) = (UdpClient::new(pod, 40061)?, UdpClient::new(pod, 40062)?, UdpClient::new(pod, 40063)?);
+    let old_vip = f.vip;
+    eventually("the flow through dns reaches old", WAIT, || through_dns.ask(old_vip).filter(|r| r == "old").ok_or_else(|| "no answer".to_string())).await?;
+    eventually("the flow through other reaches old", WAIT, || through_other.ask(other_vip).filter(|r| r == "old").ok_or_else(|| "no answer".to_string()))
+        .await?;
+    let direct_to = sa([10, 244, 1, 10], 5353);
+    eventually("the direct flow reaches old", WAIT, || direct.ask(direct_to).filter(|r| r == "old").ok_or_else(|| "no answer".to_string())).await?;
+    let node = f.topology.node(1).ns.name().to_owned();
+    let entry = |source_port: u16| exec(&node, &["conntrack", "-L", "-p", "udp", "--orig-port-src", &source_port.to_string()]);
+    ensure!(entry(40062)?.contains("src=10.244.1.10") && entry(40063)?.contains("dst=10.244.1.10"), "entries to keep exist");
+
+    // old leaves dns (it still serves other): the flow through dns moves, its entry was deleted.
+    f.put_endpoints(json!([endpoint("10.244.1.11", "node-1")])).await?;
+    eventually("the flow through dns moves to new", WAIT, || through_dns.ask(old_vip).filter(|r| r == "new").ok_or_else(|| "still old".to_string())).await?;
+    // Nothing was sent on the other two since: their entries are the ones from before.
+    let (kept_other, kept_direct) = (entry(40062)?, entry(40063)?);
+    ensure!(kept_other.contains("src=10.244.1.10"), "the flow through other lost its entry: {kept_other:?}");
+    ensure!(kept_direct.contains("dst=10.244.1.10"), "the direct flow lost its entry: {kept_direct:?}");
+    ensure!(through_other.ask(other_vip).as_deref() == Some("old"), "other still goes to old");
+    Ok(())
+}
+
 /// UDP and graceful termination, as kube-proxy: a UDP flow (one client socket) stays on its
 /// endpoint while that endpoint is terminating but still serving (new flows go to the ready
 /// one); once the endpoint is gone, the same flow moves (its conntrack entry is deleted).

@@ -118,7 +118,8 @@ fn udp_endpoint_changes_flush_conntrack() {
     );
     fixture.endpoint_slices.last_mut().unwrap().endpoints[0].addresses = vec!["10.244.1.54".into()];
     let stale = apply(&mut ruleset, &fixture);
-    assert_eq!(stale, vec![StaleConntrack::Endpoint(svcnet_proxy::model::Endpoint { ip: "10.244.1.53".parse().unwrap(), port: 5353 })]);
+    let endpoint = svcnet_proxy::model::Endpoint { ip: "10.244.1.53".parse().unwrap(), port: 5353 };
+    assert_eq!(stale, vec![StaleConntrack::Endpoint { frontend: "10.96.0.53".parse().unwrap(), port: 53, endpoint }]);
 }
 
 /// Session affinity: losing an endpoint gives the path a new id (a fresh affinity table), so
