@@ -1,10 +1,10 @@
 //! The privileged edge of svcnet's node agent: Linux network namespaces, links, addresses and
-//! routes over rtnetlink, and pod sandbox processes.
+//! routes over rtnetlink, nf_tables set elements over netlink ([`nf_tables`]), and pod sandbox
+//! processes.
 //!
 //! This is the one crate of the workspace that may use `unsafe` (see its `Cargo.toml`): the
 //! `unsafe` blocks are the `pre_exec` hooks of [`Sandbox::spawn`] and [`EnterCommand::spawn`] and
-//! the terminal `ioctl`s of the latter, and the calls into libnftables of [`nftables`]; each says why it
-//! is sound.
+//! the terminal `ioctl`s of the latter, and `sendmmsg` in [`udp`]; each says why it is sound.
 //!
 //! # Objects and their guards
 //!
@@ -25,8 +25,7 @@
 //! Namespaces are per thread. Nothing here changes the namespaces of a thread it did not start:
 //! creating a namespace, [`NetNs::run_in`], opening a [`Netlink`] handle inside a namespace and
 //! spawning a pod process each happen on a short-lived dedicated thread that `setns`/`unshare`s
-//! and then exits; a [`nftables::NftThread`] is a long-lived one that enters its namespace once and
-//! stays there. A netlink or ordinary socket keeps the network namespace it was created in, so a
+//! and then exits. A netlink or ordinary socket keeps the network namespace it was created in, so a
 //! socket opened in [`NetNs::run_in`] can be used from any thread afterwards.
 //!
 //! # Namespace layout of a pod process
@@ -59,7 +58,6 @@ mod error;
 mod link;
 mod netns;
 pub mod nf_tables;
-pub mod nftables;
 mod sandbox;
 pub mod udp;
 

@@ -6,8 +6,9 @@
 //!   (frontends, endpoints chosen per path with upstream's ready/terminating/local rules).
 //! - [`ruleset`] (pure): plans → nftables elements in a fixed skeleton; the full script, and the
 //!   transaction that touches only what changed since the last one.
-//! - [`nft`] (adapter): applies nft scripts through libnftables in-process, and runs `conntrack`,
-//!   `ip` and `arping`, in the node's namespace.
+//! - [`netlink`] (pure): the ruleset's elements and dynamic chains as nf_tables netlink batches.
+//! - [`nft`] (adapter): the skeleton with `nft -f`, the batches over one netlink socket, and
+//!   `conntrack`, `ip` and `arping`, in the node's namespace.
 //! - [`l2`] (pure): which node holds each LoadBalancer IP.
 //! - [`runner`]: watches, batching, syncing, health-check NodePorts, metrics.
 //!

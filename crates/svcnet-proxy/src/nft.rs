@@ -214,12 +214,23 @@ impl NodeNamespace {
     pub async fn remove_address(&self, device: &str, ip: IpAddr) -> Result<()> {
         let cidr = host_cidr(ip);
         let output = self.run("ip", &["addr", "del", &cidr, "dev", device], None).await?;
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        if output.status.success() || stderr.contains("Cannot assign") || stderr.contains("not found") {
-            Ok(())
-        } else {
-            Err(Error::Command { command: format!("ip addr del {cidr} dev {device}"), status: output.status, stderr: stderr.into_owned() })
-        }
+        removed(device, &cidr, output)
+    }
+
+    /// [`NodeNamespace::remove_address`] for where there is no runtime to wait on (a `Drop`).
+    pub fn remove_address_blocking(&self, device: &str, ip: IpAddr) -> Result<()> {
+        let cidr = host_cidr(ip);
+        let args = ["addr", "del", cidr.as_str(), "dev", device];
+        let mut command = match &self.name {
+            Some(ns) => {
+                let mut command = std::process::Command::new("ip");
+                command.args(["netns", "exec", ns, "ip"]);
+                command
+            }
+            None => std::process::Command::new("ip"),
+        };
+        let output = command.args(args).stdin(Stdio::null()).output().map_err(|source| Error::Spawn { command: format!("ip {}", args.join(" ")), source })?;
+        removed(device, &cidr, output)
     }
 
     /// Tells the link's neighbours that `ip` is now here: gratuitous ARP (`arping -U`), or an
@@ -229,6 +240,16 @@ impl NodeNamespace {
             return Ok(());
         }
         self.run_checked("arping", &["-U", "-c", "2", "-w", "2", "-I", device, &ip.to_string()], None).await.map(drop)
+    }
+}
+
+/// What `ip addr del` said: a missing address is fine.
+fn removed(device: &str, cidr: &str, output: std::process::Output) -> Result<()> {
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    if output.status.success() || stderr.contains("Cannot assign") || stderr.contains("not found") {
+        Ok(())
+    } else {
+        Err(Error::Command { command: format!("ip addr del {cidr} dev {device}"), status: output.status, stderr: stderr.into_owned() })
     }
 }
 

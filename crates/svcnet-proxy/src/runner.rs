@@ -101,7 +101,7 @@ pub async fn run_with_metrics(client: Client, config: ProxyConfig, metrics: Arc<
         metrics,
         needs_full_sync: true,
         health: HealthServers { netns: netns.clone(), servers: HashMap::new() },
-        announcer: config.lb_interface.clone().map(|device| Announcer { device, owned: BTreeSet::new() }),
+        announcer: config.lb_interface.clone().map(|device| Announcer { ns: NodeNamespace::new(config.netns_name.clone()), device, owned: BTreeSet::new() }),
     };
     while let Some(event) = merged.next().await {
         proxier.cache.apply(event);
@@ -391,10 +391,23 @@ impl Proxier {
     }
 }
 
-/// The LoadBalancer IPs this node holds on its uplink.
+/// The LoadBalancer IPs this node holds on its uplink. They are released when the proxy stops
+/// (its future dropped), so another node can take them over.
 struct Announcer {
+    ns: NodeNamespace,
     device: String,
     owned: BTreeSet<IpAddr>,
+}
+
+impl Drop for Announcer {
+    fn drop(&mut self) {
+        for ip in std::mem::take(&mut self.owned) {
+            tracing::info!(%ip, device = %self.device, "the proxy stops: releasing LoadBalancer IP");
+            if let Err(error) = self.ns.remove_address_blocking(&self.device, ip) {
+                tracing::warn!(%error, %ip, "releasing a LoadBalancer IP");
+            }
+        }
+    }
 }
 
 impl Announcer {

@@ -285,7 +285,7 @@ async fn incremental_updates_leave_other_services_alone() -> Result<()> {
 
 /// LoadBalancer IP on the node network: exactly one node holds it (answers ARP), a client on
 /// the node network reaches the Service through it; when that Node goes away the other node
-/// takes over, and the client reaches the Service again.
+/// takes over, and the client reaches the Service again; a proxy that stops releases it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn load_balancer_ip_fails_over() -> Result<()> {
     let mut f = fixture("lbf", 2, 8080).await?;
@@ -323,5 +323,13 @@ async fn load_balancer_ip_fails_over() -> Result<()> {
     let neighbours = exec(f.topology.client.name(), &["ip", "neigh", "show", "172.30.255.1"])?;
     let new_owner_mac = exec(f.topology.nodes.iter().find(|n| n.name == new_owner).unwrap().ns.name(), &["cat", "/sys/class/net/eth0/address"])?;
     assert!(neighbours.contains(new_owner_mac.trim()), "{neighbours} vs {new_owner_mac}");
+
+    // A proxy that stops releases what it holds (another node's proxy would take it over).
+    f.proxies.clear();
+    eventually("no node holds the address once the proxies stopped", WAIT, || match holders(&f.topology).as_slice() {
+        [] => Ok(()),
+        other => Err(format!("{other:?}")),
+    })
+    .await?;
     Ok(())
 }

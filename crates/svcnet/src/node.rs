@@ -100,7 +100,7 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
     if let Err(error) = svcnet_netpol::runner::remove_table(None).await {
         tracing::warn!(%error, "removing the NetworkPolicy table");
     }
-    release_load_balancer_ips(&client, network.uplink()).await;
+    // The proxy released the LoadBalancer IPs it held when its task was dropped.
     if let Ok(network) = Arc::try_unwrap(network) {
         network.remove().await?;
     }
@@ -117,29 +117,5 @@ pub fn parse_overlay(text: &str) -> anyhow::Result<svcnet_node::network::Overlay
         "routes" | "none" => Ok(Overlay::None),
         "vxlan" => Ok(Overlay::Vxlan),
         other => anyhow::bail!("--overlay: {other:?} is not one of routes, vxlan"),
-    }
-}
-
-/// Takes the LoadBalancer IPs this node may hold off its uplink (another node takes them over
-/// when this one stops being Ready). Best effort, bounded: the API server may be gone too.
-async fn release_load_balancer_ips(client: &kube::Client, uplink: &str) {
-    use k8s_openapi::api::core::v1::Service;
-    let services: kube::Api<Service> = kube::Api::all(client.clone());
-    let listed = tokio::time::timeout(std::time::Duration::from_secs(5), services.list(&Default::default())).await;
-    let Ok(Ok(list)) = listed else {
-        tracing::warn!("could not list Services to release LoadBalancer IPs");
-        return;
-    };
-    let ips = list
-        .items
-        .iter()
-        .filter_map(|s| s.status.as_ref()?.load_balancer.as_ref()?.ingress.as_ref())
-        .flatten()
-        .filter_map(|i| i.ip.as_deref()?.parse::<IpAddr>().ok());
-    let ns = svcnet_proxy::nft::NodeNamespace::new(None);
-    for ip in ips {
-        if let Err(error) = ns.remove_address(uplink, ip).await {
-            tracing::warn!(%error, %ip, "releasing a LoadBalancer IP");
-        }
     }
 }

@@ -424,7 +424,8 @@ pub struct Fixture {
     pub topology: Topology,
     pub cluster: Cluster,
     _servers: Vec<ServerGuard>,
-    _proxies: Vec<ProxyGuard>,
+    /// One proxy per node; dropping them stops the proxies.
+    pub proxies: Vec<ProxyGuard>,
 }
 
 /// A [`Fixture`] on `nodes` nodes (at least 2).
@@ -440,7 +441,7 @@ pub async fn fixture(tag: &str, nodes: u8, port: u16) -> Result<Fixture> {
         tcp_server(&topology.pod(2, 10).ns, sa([0, 0, 0, 0], port), "c")?,
     ];
     let proxies = (1..=nodes).map(|n| ProxyGuard::start(&cluster.client, topology.proxy_config(n))).collect();
-    Ok(Fixture { topology, cluster, _servers: servers, _proxies: proxies })
+    Ok(Fixture { topology, cluster, _servers: servers, proxies })
 }
 
 /// The [`Fixture`]'s endpoints a, b and c.
