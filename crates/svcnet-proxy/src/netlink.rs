@@ -190,6 +190,7 @@ fn layout(set: SetName) -> (&'static [Part], Option<&'static [Part]>, bool) {
         SetName::Endpoints(_) => (&[Number, Number], Some(&[Ip, Port]), false),
         SetName::EndpointCounts(_) | SetName::AffinityIds => (ID, None, true),
         SetName::MasqueradeIds | SetName::ClusterIpIds => (ID, None, false),
+        SetName::ClusterIps(_) => (&[Ip], None, false),
         SetName::Hairpin(_) => (&[Ip, Ip], None, false),
         SetName::NoEndpointServices(_) => (FRONTEND, None, true),
         SetName::NoEndpointNodePorts => (NODE_PORT, None, true),

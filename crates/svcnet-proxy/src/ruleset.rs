@@ -26,6 +26,9 @@
 //!    from `loadBalancerSourceRanges`; `endpoints-check` (prerouting, output) rejects traffic
 //!    to Services with no endpoint (connection refused) and drops traffic to `Local`-policy paths
 //!    with no local endpoint.
+//! 5. Filter chains right after DNAT (`filter-prerouting-post-dnat`, `filter-output-post-dnat`):
+//!    a new connection still addressed to a ClusterIP (`cluster-ips-v4`) went to a port the
+//!    Service does not have, and is rejected.
 //!
 //! # Invariants
 //!
@@ -101,6 +104,9 @@ pub enum SetName {
     MasqueradeIds,
     /// ClusterIP path ids (masqueraded when the source is outside the cluster CIDR).
     ClusterIpIds,
+    /// Every ClusterIP: what is still addressed to one after DNAT went to a port the Service
+    /// does not have.
+    ClusterIps(Family),
     /// `endpoint . endpoint` for endpoints on this node (hairpin).
     Hairpin(Family),
     /// `address . protocol . port : goto reject-service | drop`.
@@ -123,6 +129,7 @@ impl SetName {
             SetName::AffinityIds => "affinity-ids".into(),
             SetName::MasqueradeIds => "masquerade-ids".into(),
             SetName::ClusterIpIds => "cluster-ip-ids".into(),
+            SetName::ClusterIps(f) => format!("cluster-ips-{}", f.suffix()),
             SetName::Hairpin(f) => format!("hairpin-{}", f.suffix()),
             SetName::NoEndpointServices(f) => format!("no-endpoint-services-{}", f.suffix()),
             SetName::NoEndpointNodePorts => "no-endpoint-node-ports".into(),
@@ -141,6 +148,7 @@ impl SetName {
             SetName::EndpointCounts(_) => "typeof meta mark : verdict".into(),
             SetName::AffinityIds => "typeof meta mark : verdict".into(),
             SetName::MasqueradeIds | SetName::ClusterIpIds => "typeof meta mark".into(),
+            SetName::ClusterIps(f) => format!("typeof {} daddr", f.ip()),
             SetName::Hairpin(f) => format!("typeof {0} saddr . {0} daddr", f.ip()),
             SetName::NoEndpointServices(f) => format!("typeof {} : verdict", key3(f)),
             SetName::NoEndpointNodePorts => "typeof meta l4proto . th dport : verdict".into(),
@@ -150,7 +158,10 @@ impl SetName {
     }
 
     pub fn is_map(self) -> bool {
-        !matches!(self, SetName::MasqueradeIds | SetName::ClusterIpIds | SetName::Hairpin(_) | SetName::Firewall(_) | SetName::FirewallAllow(_))
+        !matches!(
+            self,
+            SetName::MasqueradeIds | SetName::ClusterIpIds | SetName::ClusterIps(_) | SetName::Hairpin(_) | SetName::Firewall(_) | SetName::FirewallAllow(_)
+        )
     }
 
     pub fn all() -> Vec<SetName> {
@@ -161,6 +172,7 @@ impl SetName {
                 SetName::Endpoints(f),
                 SetName::EndpointCounts(f),
                 SetName::Hairpin(f),
+                SetName::ClusterIps(f),
                 SetName::NoEndpointServices(f),
                 SetName::Firewall(f),
                 SetName::FirewallAllow(f),
@@ -786,6 +798,19 @@ fn skeleton_chains(config: &RulesetConfig) -> String {
     }
     chain("endpoints-check", None, check);
     chain("filter-output", Some("type filter hook output priority -110; policy accept;"), vec!["ct state new jump endpoints-check".into()]);
+    // After DNAT, a new connection still addressed to a ClusterIP went to a port the Service
+    // does not have: refused, as kube-proxy does.
+    let mut unknown_ports = Vec::new();
+    for f in Family::ALL {
+        unknown_ports.push(format!("{ip} daddr @cluster-ips-{v} reject", ip = f.ip(), v = f.suffix()));
+    }
+    chain("cluster-ips-check", None, unknown_ports);
+    chain(
+        "filter-prerouting-post-dnat",
+        Some("type filter hook prerouting priority dstnat + 10; policy accept;"),
+        vec!["ct state new jump cluster-ips-check".into()],
+    );
+    chain("filter-output-post-dnat", Some("type filter hook output priority -90; policy accept;"), vec!["ct state new jump cluster-ips-check".into()]);
     // `reject` in an inet table: ICMP(v6) port unreachable, which a TCP client sees as
     // "connection refused" at once.
     chain("reject-service", None, vec!["reject".into()]);
@@ -842,6 +867,9 @@ fn elements_for(plan: &ServicePlan, ids: &BTreeMap<PathKey, u32>, config: &Rules
         let internal = path_id(Path::Internal);
         path_elements(internal, &port.internal, &port.cluster_ips, &mut push);
         push(SetName::ClusterIpIds, internal.to_string(), String::new());
+        for ip in &port.cluster_ips {
+            push(SetName::ClusterIps(Family::of(ip)), ip.to_string(), String::new());
+        }
         if let Some(external) = &port.external {
             let id = path_id(Path::External);
             let frontends: Vec<IpAddr> = external.external_ips.iter().chain(&external.load_balancer_ips).copied().collect();

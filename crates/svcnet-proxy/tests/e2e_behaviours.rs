@@ -847,6 +847,22 @@ async fn session_affinity_timeout_expires() -> Result<()> {
     Ok(())
 }
 
+/// A ClusterIP on a port its Service does not have refuses at once (kube-proxy's
+/// `cluster-ips-check`); the Service's own port still works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_ip_on_a_port_the_service_lacks_is_refused() -> Result<()> {
+    let f = fixture("bport", 2, 8080).await?;
+    let web = f.cluster.create_service(json!({"metadata": {"name": "web"}, "spec": {"ports": [{"port": 80, "protocol": "TCP"}]}})).await?;
+    f.cluster.put_slice("web-1", "web", tcp_port(8080), abc()).await?;
+    let pod = &f.topology.pod(1, 50).ns;
+    let seen = names(pod, sa(cluster_ip(&web), 80), 5).await?;
+    ensure!(!seen.contains_key("<failed>"), "{seen:?}");
+    until_refused("port 81 of the ClusterIP is refused from a pod", pod, sa(cluster_ip(&web), 81)).await?;
+    let seen = names(pod, sa(cluster_ip(&web), 80), 5).await?;
+    ensure!(!seen.contains_key("<failed>"), "port 80 still works: {seen:?}");
+    Ok(())
+}
+
 /// Stale UDP entries are deleted per Service frontend, as kube-proxy does: when an endpoint
 /// leaves one Service, flows to the same pod through another Service, and flows straight to the
 /// pod's address, keep their conntrack entries (they are not DNATed along the path that went).
