@@ -155,15 +155,18 @@ fn incremental_transactions_and_a_restart_keep_netlink_and_nft_equal() {
     assert!(!chains.contains("chain pick-v4-70 ") && !chains.contains("chain affinity-10 ") && chains.contains("chain pick-v4-50 "), "{chains}");
 }
 
-/// A table left by another skeleton (an older svcnet) is replaced by `nft -f`.
+/// A table left by another skeleton (an older svcnet) is replaced by the whole ruleset in one
+/// `nft -f` transaction.
 #[test]
-fn a_table_with_another_skeleton_is_replaced() {
+fn a_table_with_another_skeleton_is_replaced_in_one_transaction() {
     let rt = runtime();
     let fixture = load("cluster-ip.yaml");
     let pair = pair("old");
     nft(&pair.netlink, &["-f", "-"], Some(&format!("table inet {TABLE} {{ comment \"skeleton 0\"; chain services {{ ip daddr 10.96.0.1 drop; }}; }}")));
     let ns = NodeNamespace::new(Some(pair.netlink.name().to_string()));
     let ruleset = ruleset_of(&fixture);
-    assert!(full_both(&pair, &ns, &ruleset, &rt).is_some());
+    nft(&pair.reference, &["-f", "-"], Some(&ruleset.full_script()));
+    let times = rt.block_on(ns.full_sync(&ruleset)).unwrap();
+    assert!(times.replaced.is_some() && times.skeleton.is_none() && times.messages == 0, "{times:?}");
     assert_same(&pair, "over an old table");
 }
