@@ -294,7 +294,8 @@ impl Batch {
 
     fn header(&mut self, ty: u16, flags: u16, family: u8, res_id: u16) -> usize {
         let start = self.buf.len();
-        let seq = self.described.len() as u32 + 1;
+        // Relative to the batch (its begin marker is 0); `NfTables` adds its own base.
+        let seq = if ty == NFNL_MSG_BATCH_BEGIN { 0 } else { self.described.len() as u32 + 1 };
         self.buf.extend_from_slice(&0u32.to_ne_bytes()); // length, patched by `finish`
         self.buf.extend_from_slice(&ty.to_ne_bytes());
         self.buf.extend_from_slice(&flags.to_ne_bytes());
@@ -535,7 +536,13 @@ impl Drop for Elements<'_> {
 #[derive(Debug)]
 pub struct NfTables {
     socket: Socket,
+    /// The sequence number of the next request: every message gets its own, so a reply left
+    /// over from an earlier exchange is never taken for one of this one.
+    seq: u32,
 }
+
+/// How long to wait for the kernel's answer before giving up on the socket.
+const REPLY_TIMEOUT_SECS: i64 = 60;
 
 /// An error the kernel returned for a batch message or a request.
 fn kernel_error(what: &str, errno: i32, message: Option<String>) -> Error {
@@ -562,44 +569,51 @@ impl NfTables {
             socket.set_ext_ack(true).map_err(io_error("NETLINK_EXT_ACK"))?;
             socket.set_cap_ack(true).map_err(io_error("NETLINK_CAP_ACK"))?;
             setsockopt(&socket.as_fd(), sockopt::RcvBufForce, &(4 << 20)).map_err(Error::sys("SO_RCVBUFFORCE"))?;
+            let timeout = nix::sys::time::TimeVal::new(REPLY_TIMEOUT_SECS, 0);
+            setsockopt(&socket.as_fd(), sockopt::ReceiveTimeout, &timeout).map_err(Error::sys("SO_RCVTIMEO"))?;
             Ok(socket)
         };
         let socket = match netns {
             Some(netns) => netns.run_in(open)??,
             None => open()?,
         };
-        Ok(NfTables { socket })
+        Ok(NfTables { socket, seq: 1 })
     }
 
     /// Sends the batch as one transaction and waits for the kernel's verdict on every message;
-    /// on an error nothing of the batch is applied.
+    /// on an error nothing of the batch is applied. After an error (or no answer within a
+    /// minute) the socket should be dropped: replies may still be queued on it.
     pub fn commit(&mut self, batch: Batch) -> Result<()> {
         if batch.is_empty() {
             return Ok(());
         }
-        let (bytes, described) = batch.into_bytes();
+        let (mut bytes, described) = batch.into_bytes();
+        let base = self.seq;
+        self.seq = self.seq.wrapping_add(described.len() as u32 + 2);
+        renumber(&mut bytes, base);
         setsockopt(&self.socket.as_fd(), sockopt::SndBufForce, &(bytes.len() + 65_536)).map_err(Error::sys("SO_SNDBUFFORCE"))?;
         self.socket.send(&bytes, 0).map_err(io_error("sending a batch"))?;
+        let last = base.wrapping_add(described.len() as u32);
         let mut first_error = None;
-        let mut acknowledged = 0;
         let mut buf = vec![0u8; 256 * 1024];
-        while acknowledged < described.len() {
+        // Every message asks for an acknowledgement and the kernel answers them in order, the
+        // last one last; an error of the batch as a whole comes on the begin marker's number.
+        loop {
             let n = self.socket.recv(&mut &mut buf[..], 0).map_err(io_error("reading acknowledgements"))?;
             for message in messages(&buf[..n]) {
-                if message.ty != NLMSG_ERROR {
+                let index = message.seq.wrapping_sub(base);
+                if message.ty != NLMSG_ERROR || index > described.len() as u32 {
                     continue;
                 }
-                acknowledged += 1;
                 let (errno, text) = parse_error(&message);
                 if errno != 0 && first_error.is_none() {
-                    let what = described.get(message.seq.wrapping_sub(1) as usize).map_or("a batch message", String::as_str);
+                    let what = if index == 0 { "the batch" } else { described[index as usize - 1].as_str() };
                     first_error = Some(kernel_error(what, errno, text));
                 }
+                if message.seq == last {
+                    return first_error.map_or(Ok(()), Err);
+                }
             }
-        }
-        match first_error {
-            Some(error) => Err(error),
-            None => Ok(()),
         }
     }
 
@@ -646,11 +660,15 @@ impl NfTables {
     /// Sends one request and feeds its replies to `each` until the acknowledgement or the end
     /// of the dump.
     fn request(&mut self, bytes: &[u8], mut each: impl FnMut(&Message<'_>)) -> Result<()> {
-        self.socket.send(bytes, 0).map_err(io_error("sending a request"))?;
+        let seq = self.seq;
+        self.seq = self.seq.wrapping_add(1);
+        let mut bytes = bytes.to_vec();
+        bytes[8..12].copy_from_slice(&seq.to_ne_bytes());
+        self.socket.send(&bytes, 0).map_err(io_error("sending a request"))?;
         let mut buf = vec![0u8; 256 * 1024];
         loop {
             let n = self.socket.recv(&mut &mut buf[..], 0).map_err(io_error("reading a reply"))?;
-            for message in messages(&buf[..n]) {
+            for message in messages(&buf[..n]).filter(|m| m.seq == seq) {
                 match message.ty {
                     NLMSG_DONE => return Ok(()),
                     NLMSG_ERROR => {
@@ -663,6 +681,20 @@ impl NfTables {
                 }
             }
         }
+    }
+}
+
+/// Adds `base` to the sequence number of every message in `buf`.
+fn renumber(buf: &mut [u8], base: u32) {
+    let mut at = 0;
+    while at + 16 <= buf.len() {
+        let len = u32::from_ne_bytes(buf[at..at + 4].try_into().expect("4 bytes")) as usize;
+        let seq = u32::from_ne_bytes(buf[at + 8..at + 12].try_into().expect("4 bytes"));
+        buf[at + 8..at + 12].copy_from_slice(&seq.wrapping_add(base).to_ne_bytes());
+        if len < 16 {
+            break;
+        }
+        at += len.next_multiple_of(4);
     }
 }
 
@@ -742,9 +774,12 @@ mod tests {
             }
         }
         assert!(batch.len() > 3, "{} messages", batch.len());
-        let (bytes, described) = batch.into_bytes();
+        let (mut bytes, described) = batch.into_bytes();
+        renumber(&mut bytes, 100);
         let parsed: Vec<_> = messages(&bytes).collect();
         assert_eq!(parsed.len(), described.len() + 2, "begin, the messages, end");
+        let seqs: Vec<u32> = parsed.iter().map(|m| m.seq).collect();
+        assert_eq!(seqs, (100..100 + parsed.len() as u32).collect::<Vec<_>>(), "one number each, the begin marker first");
         for message in &parsed[1..parsed.len() - 1] {
             assert_eq!(message.ty, (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWSETELEM);
             assert!(message.payload.len() < 65_536);

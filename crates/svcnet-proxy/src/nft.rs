@@ -85,7 +85,12 @@ impl NodeNamespace {
                 let netns = name.as_deref().map(NetNs::open).transpose()?;
                 *slot = Some(NfTables::open(netns.as_ref()).map_err(Error::NfTables)?);
             }
-            f(slot.as_mut().expect("opened above"))
+            let result = f(slot.as_mut().expect("opened above"));
+            if result.is_err() {
+                // Replies to what failed may still be queued: the next call opens a new socket.
+                *slot = None;
+            }
+            result
         })
         .await
         .expect("the nf_tables task does not panic")
