@@ -17,8 +17,9 @@ use svcnet_netns::nf_tables::{self, NfTables};
 use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 
+use crate::model::Endpoint;
 use crate::netlink;
-use crate::ruleset::{Ruleset, StaleConntrack, TABLE, Transaction};
+use crate::ruleset::{Ruleset, StaleConntrack, TABLE, Transaction, UdpServing};
 use crate::{Error, Result};
 
 /// The network namespace the proxy programs.
@@ -216,6 +217,46 @@ impl NodeNamespace {
         Ok(())
     }
 
+    /// Deletes every UDP conntrack entry to a Service frontend whose reply does not come from
+    /// an endpoint that frontend may now go to, as kube-proxy does on every sync: entries left
+    /// from before this process (a flow to a ClusterIP that was not DNATed while no rules were
+    /// there, a flow to an endpoint that left meanwhile) or from a sync that failed. Returns how
+    /// many were deleted.
+    pub async fn clean_udp_conntrack(&self, serving: &UdpServing) -> Result<usize> {
+        let mut deleted = 0;
+        for family in ["ipv4", "ipv6"] {
+            let output = self.run("conntrack", &["-L", "-f", family, "-p", "udp"], None).await?;
+            if !output.status.success() {
+                return Err(Error::Command {
+                    command: format!("conntrack -L -f {family} -p udp"),
+                    status: output.status,
+                    stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+                });
+            }
+            for line in String::from_utf8_lossy(&output.stdout).lines() {
+                let Some(entry) = UdpEntry::parse(line) else { continue };
+                let allowed = match serving.frontends.get(&(entry.orig_dst.ip, entry.orig_dst.port)) {
+                    Some(allowed) => allowed,
+                    None if serving.node_ips.contains(&entry.orig_dst.ip) => match serving.node_ports.get(&entry.orig_dst.port) {
+                        Some(allowed) => allowed,
+                        None => continue,
+                    },
+                    None => continue,
+                };
+                if allowed.contains(&entry.reply_src) {
+                    continue;
+                }
+                let (src, dst, sport, dport) =
+                    (entry.orig_src.ip.to_string(), entry.orig_dst.ip.to_string(), entry.orig_src.port.to_string(), entry.orig_dst.port.to_string());
+                let args = ["-D", "-f", family, "-p", "udp", "-s", &src, "-d", &dst, "--sport", &sport, "--dport", &dport];
+                // Gone already (it expired) is fine.
+                let _ = self.run("conntrack", &args, None).await?;
+                deleted += 1;
+            }
+        }
+        Ok(deleted)
+    }
+
     /// Adds `ip` as a host address to `device` (`/32` or `/128`, no prefix route).
     pub async fn add_address(&self, device: &str, ip: IpAddr) -> Result<()> {
         let cidr = host_cidr(ip);
@@ -264,6 +305,34 @@ impl NodeNamespace {
     }
 }
 
+/// One line of `conntrack -L -p udp`: the original direction's source and destination, and
+/// the reply's source (where the flow really goes).
+struct UdpEntry {
+    orig_src: Endpoint,
+    orig_dst: Endpoint,
+    reply_src: Endpoint,
+}
+
+impl UdpEntry {
+    fn parse(line: &str) -> Option<UdpEntry> {
+        let mut addresses = [None; 4];
+        let mut ports = [None; 4];
+        let (mut a, mut p) = (0, 0);
+        for field in line.split_whitespace() {
+            if let Some(value) = field.strip_prefix("src=").or_else(|| field.strip_prefix("dst=")) {
+                *addresses.get_mut(a)? = value.parse::<IpAddr>().ok();
+                a += 1;
+            } else if let Some(value) = field.strip_prefix("sport=").or_else(|| field.strip_prefix("dport=")) {
+                *ports.get_mut(p)? = value.parse::<u16>().ok();
+                p += 1;
+            }
+        }
+        // src, dst, sport, dport of the original direction, then of the reply.
+        let at = |i: usize| Some(Endpoint { ip: addresses[i]?, port: ports[i]? });
+        Some(UdpEntry { orig_src: at(0)?, orig_dst: at(1)?, reply_src: at(2)? })
+    }
+}
+
 /// What `ip addr del` said: a missing address is fine.
 fn removed(device: &str, cidr: &str, output: std::process::Output) -> Result<()> {
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -282,5 +351,20 @@ fn host_cidr(ip: IpAddr) -> String {
     match ip {
         IpAddr::V4(ip) => format!("{ip}/32"),
         IpAddr::V6(ip) => format!("{ip}/128"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conntrack_lines_give_both_directions() {
+        let line = "udp      17 28 src=10.244.1.50 dst=10.96.0.53 sport=40053 dport=53 src=10.244.1.10 dst=10.244.1.50 sport=5353 dport=40053 mark=0 use=1";
+        let entry = UdpEntry::parse(line).expect("parses");
+        assert_eq!(entry.orig_src, Endpoint { ip: "10.244.1.50".parse().unwrap(), port: 40053 });
+        assert_eq!(entry.orig_dst, Endpoint { ip: "10.96.0.53".parse().unwrap(), port: 53 });
+        assert_eq!(entry.reply_src, Endpoint { ip: "10.244.1.10".parse().unwrap(), port: 5353 });
+        assert!(UdpEntry::parse("conntrack v1.4.7 (conntrack-tools): 3 flow entries have been shown.").is_none());
     }
 }

@@ -292,6 +292,17 @@ pub enum StaleConntrack {
     Frontend { ip: IpAddr, port: u16 },
 }
 
+/// Where UDP flows to each frontend may be DNATed now (the endpoints a path picks and the
+/// serving ones): what a full sync checks the conntrack table against.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct UdpServing {
+    /// ClusterIPs, external IPs and LoadBalancer IPs with their port.
+    pub frontends: HashMap<(IpAddr, u16), BTreeSet<Endpoint>>,
+    /// NodePorts (on any of `node_ips`).
+    pub node_ports: HashMap<u16, BTreeSet<Endpoint>>,
+    pub node_ips: Vec<IpAddr>,
+}
+
 /// The desired nftables state for every Service, and the changes not yet applied.
 #[derive(Debug)]
 pub struct Ruleset {
@@ -567,6 +578,27 @@ impl Ruleset {
     /// The dynamic chains the installed Services need beyond the preset ones.
     pub fn dynamic_chains(&self) -> impl Iterator<Item = DynamicChain> + '_ {
         self.chains.keys().copied()
+    }
+
+    /// The UDP frontends of the installed Services and where their flows may go.
+    pub fn udp_serving(&self) -> UdpServing {
+        let mut serving = UdpServing { node_ips: self.config.node_ips.clone(), ..UdpServing::default() };
+        for port in self.services.values().flat_map(|i| &i.plan.ports).filter(|p| p.protocol == Protocol::Udp) {
+            let internal: BTreeSet<Endpoint> = port.internal.endpoints().iter().chain(&port.serving).copied().collect();
+            for ip in &port.cluster_ips {
+                serving.frontends.entry((*ip, port.port)).or_default().extend(&internal);
+            }
+            if let Some(external) = &port.external {
+                let endpoints: BTreeSet<Endpoint> = external.target.endpoints().iter().chain(&port.serving).copied().collect();
+                for ip in external.external_ips.iter().chain(&external.load_balancer_ips) {
+                    serving.frontends.entry((*ip, port.port)).or_default().extend(&endpoints);
+                }
+                if let Some(node_port) = external.node_port {
+                    serving.node_ports.entry(node_port).or_default().extend(&endpoints);
+                }
+            }
+        }
+        serving
     }
 
     /// The table without any Service: sets and maps declared empty, the skeleton chains and

@@ -375,6 +375,14 @@ impl Proxier {
                 return;
             }
         }
+        if kind == "full" {
+            // Whatever happened while no rules (or older ones) were in place.
+            match self.ns.clean_udp_conntrack(&self.ruleset.udp_serving()).await {
+                Ok(0) => {}
+                Ok(deleted) => tracing::info!(deleted, "deleted stale UDP conntrack entries"),
+                Err(error) => tracing::warn!(%error, "cleaning UDP conntrack entries"),
+            }
+        }
         if !stale.is_empty()
             && let Err(error) = self.ns.delete_conntrack(&stale).await
         {

@@ -863,6 +863,39 @@ async fn cluster_ip_on_a_port_the_service_lacks_is_refused() -> Result<()> {
     Ok(())
 }
 
+/// A full sync checks the whole UDP conntrack table against the Services, as kube-proxy does:
+/// an entry made while the proxy had no rules (a flow to the ClusterIP itself, not DNATed; put
+/// in here with `conntrack -I`) is deleted when the proxy starts, so that flow reaches the
+/// Service; an entry DNATed to a serving endpoint is kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn udp_entries_from_before_the_proxy_are_cleaned_at_its_full_sync() -> Result<()> {
+    let mut f = UdpFixture::start("budpc").await?;
+    let pod = &f.topology.pod(1, 50).ns;
+    let vip = f.vip;
+    let kept = UdpClient::new(pod, 40081)?;
+    eventually("the kept flow reaches old", WAIT, || kept.ask(vip).filter(|r| r == "old").ok_or_else(|| "no answer".to_string())).await?;
+    f.proxy = None;
+    let node = f.topology.node(1).ns.name().to_owned();
+    let (ip, port) = (vip.ip().to_string(), vip.port().to_string());
+    let insert = ["conntrack", "-I", "-p", "udp", "-s", "10.244.1.50", "-d", &ip, "--sport", "40082", "--dport", &port];
+    let reply = ["-r", &ip, "-q", "10.244.1.50", "--reply-port-src", &port, "--reply-port-dst", "40082", "-t", "300"];
+    exec(&node, &[&insert[..], &reply[..]].concat())?;
+    let entry = |source_port: &str| exec(&node, &["conntrack", "-L", "-p", "udp", "--orig-port-src", source_port]);
+    ensure!(entry("40082")?.contains("sport=40082"), "the entry is in: {:?}", entry("40082"));
+
+    f.proxy = Some(ProxyGuard::start(&f.cluster.client, f.topology.proxy_config(1)));
+    eventually("the entry that was not DNATed is deleted", WAIT, || match entry("40082") {
+        Ok(listing) if !listing.contains("sport=40082") => Ok(()),
+        other => Err(format!("{other:?}")),
+    })
+    .await?;
+    let kept_entry = entry("40081")?;
+    ensure!(kept_entry.contains("src=10.244.1.10"), "the DNATed entry to a serving endpoint is kept: {kept_entry:?}");
+    let late = UdpClient::new(pod, 40082)?;
+    eventually("that flow now reaches old", WAIT, || late.ask(vip).filter(|r| r == "old").ok_or_else(|| "no answer".to_string())).await?;
+    Ok(())
+}
+
 /// Stale UDP entries are deleted per Service frontend, as kube-proxy does: when an endpoint
 /// leaves one Service, flows to the same pod through another Service, and flows straight to the
 /// pod's address, keep their conntrack entries (they are not DNATed along the path that went).

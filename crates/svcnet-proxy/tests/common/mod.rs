@@ -458,7 +458,8 @@ pub struct UdpFixture {
     pub old: Option<ServerGuard>,
     /// The ClusterIP, port 53.
     pub vip: SocketAddr,
-    _proxy: ProxyGuard,
+    /// The proxy on node-1; `None` stops it.
+    pub proxy: Option<ProxyGuard>,
 }
 
 impl UdpFixture {
@@ -475,7 +476,7 @@ impl UdpFixture {
         let vip = sa(cluster_ip(&service), 53);
         put_dns_endpoints(&cluster, serde_json::json!([endpoint("10.244.1.10", "node-1")])).await?;
         let proxy = ProxyGuard::start(&cluster.client, topology.proxy_config(1));
-        Ok(UdpFixture { topology, cluster, old: Some(old), vip, _proxy: proxy })
+        Ok(UdpFixture { topology, cluster, old: Some(old), vip, proxy: Some(proxy) })
     }
 
     /// Replaces the endpoints of `dns` (port 5353/UDP).
