@@ -101,7 +101,12 @@ pub async fn run_with_metrics(client: Client, config: ProxyConfig, metrics: Arc<
         metrics,
         needs_full_sync: true,
         health: HealthServers { netns: netns.clone(), servers: HashMap::new() },
-        announcer: config.lb_interface.clone().map(|device| Announcer { ns: NodeNamespace::new(config.netns_name.clone()), device, owned: BTreeSet::new() }),
+        announcer: config.lb_interface.clone().map(|device| Announcer {
+            ns: NodeNamespace::new(config.netns_name.clone()),
+            device,
+            owned: BTreeSet::new(),
+            announcing: Vec::new(),
+        }),
     };
     while let Some(event) = merged.next().await {
         proxier.cache.apply(event);
@@ -405,10 +410,13 @@ struct Announcer {
     ns: NodeNamespace,
     device: String,
     owned: BTreeSet<IpAddr>,
+    /// Gratuitous ARP in flight.
+    announcing: Vec<AbortOnDrop>,
 }
 
 impl Drop for Announcer {
     fn drop(&mut self) {
+        self.announcing.clear();
         for ip in std::mem::take(&mut self.owned) {
             tracing::info!(%ip, device = %self.device, "the proxy stops: releasing LoadBalancer IP");
             if let Err(error) = self.ns.remove_address_blocking(&self.device, ip) {
@@ -419,28 +427,35 @@ impl Drop for Announcer {
 }
 
 impl Announcer {
+    /// Holds exactly `desired`; an address that could not be added or removed is tried again
+    /// at the next update.
     async fn update(&mut self, ns: &NodeNamespace, desired: BTreeSet<IpAddr>) {
+        let mut owned: BTreeSet<IpAddr> = self.owned.intersection(&desired).copied().collect();
         for ip in self.owned.difference(&desired) {
             tracing::info!(%ip, device = %self.device, "releasing LoadBalancer IP");
             if let Err(error) = ns.remove_address(&self.device, *ip).await {
                 tracing::warn!(%error, %ip, "releasing a LoadBalancer IP");
+                owned.insert(*ip);
             }
         }
+        self.announcing.retain(|task| !task.0.is_finished());
         for ip in desired.difference(&self.owned) {
             tracing::info!(%ip, device = %self.device, "taking over LoadBalancer IP");
             if let Err(error) = ns.add_address(&self.device, *ip).await {
                 tracing::warn!(%error, %ip, "holding a LoadBalancer IP");
                 continue;
             }
+            owned.insert(*ip);
             let (ns, device, ip) = (ns.clone(), self.device.clone(), *ip);
-            // Gratuitous ARP takes a second; neighbours update as it goes.
-            tokio::spawn(async move {
+            // Gratuitous ARP takes a second; neighbours update as it goes (stopped with the
+            // proxy, so a released address is not announced afterwards).
+            self.announcing.push(AbortOnDrop(tokio::spawn(async move {
                 if let Err(error) = ns.announce(&device, ip).await {
                     tracing::warn!(%error, %ip, "gratuitous ARP");
                 }
-            });
+            })));
         }
-        self.owned = desired;
+        self.owned = owned;
     }
 }
 
