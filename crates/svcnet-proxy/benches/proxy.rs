@@ -387,7 +387,13 @@ async fn bench(services: usize, endpoints: usize) -> anyhow::Result<()> {
     line("  of which plan + transaction (pure)", format!("{:.3} ms", median(change_compute).as_secs_f64() * 1000.0));
     line("  transaction size (nft script lines)", diff_lines.to_string());
     row("  floor (one bare add element) over netlink", floor_nl_one, floor_one);
-    println!("{:<58} {:>12} {:>12} {:>8.2}", "new connections/s: last Service vs first (median of 5)", format!("{last:.0}/s"), format!("{first:.0}/s"), last / first);
+    println!(
+        "{:<58} {:>12} {:>12} {:>8.2}",
+        "new connections/s: last Service vs first (median of 5)",
+        format!("{last:.0}/s"),
+        format!("{first:.0}/s"),
+        last / first
+    );
     let rounds = |v: &[f64]| v.iter().map(|r| format!("{r:.0}")).collect::<Vec<_>>().join(" ");
     line("  rounds, first Service (per s)", rounds(&firsts));
     line("  rounds, last Service (per s)", rounds(&lasts));

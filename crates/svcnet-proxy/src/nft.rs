@@ -116,7 +116,7 @@ impl NodeNamespace {
                 self.apply(ruleset.skeleton_script()).await?;
                 times.skeleton = Some(started.elapsed());
             }
-            Some(data) if !String::from_utf8_lossy(&data).contains(&format!("skeleton {version}")) => {
+            Some(data) if !has_skeleton(&data, &version) => {
                 let started = Instant::now();
                 self.apply(ruleset.full_script()).await?;
                 times.replaced = Some(started.elapsed());
@@ -133,6 +133,12 @@ impl NodeNamespace {
         self.with_socket(move |nf| nf.commit(batch).map_err(Error::NfTables)).await?;
         times.commit = started.elapsed();
         Ok(times)
+    }
+
+    /// Whether the table is there with this skeleton (a cheap netlink request).
+    pub async fn table_has_skeleton(&self, version: &str) -> Result<bool> {
+        let userdata = self.with_socket(|nf| nf.table_userdata(nf_tables::Family::Inet, TABLE).map_err(Error::NfTables)).await?;
+        Ok(userdata.is_some_and(|data| has_skeleton(&data, version)))
     }
 
     /// Applies one incremental transaction (one netlink transaction).
@@ -303,6 +309,11 @@ impl NodeNamespace {
         }
         self.run_checked("arping", &["-U", "-c", "2", "-w", "2", "-I", device, &ip.to_string()], None).await.map(drop)
     }
+}
+
+/// Whether a table's userdata (its comment) names this skeleton version.
+fn has_skeleton(userdata: &[u8], version: &str) -> bool {
+    String::from_utf8_lossy(userdata).contains(&format!("skeleton {version}"))
 }
 
 /// One line of `conntrack -L -p udp`: the original direction's source and destination, and

@@ -43,11 +43,14 @@ pub struct ProxyConfig {
     pub lb_interface: Option<String>,
     /// How long changes are collected into one transaction.
     pub batch_interval: Duration,
+    /// How often the proxy checks that its table is still there with its skeleton (someone ran
+    /// `nft flush ruleset`, a firewall service restarted): a full sync puts it back.
+    pub table_check_interval: Duration,
 }
 
 impl ProxyConfig {
     /// Defaults: cluster CIDR 10.244.0.0/16, no metrics listener, LoadBalancer IPs announced on
-    /// `eth0`, a 20 ms batch.
+    /// `eth0`, a 20 ms batch, the table checked every 10 s.
     pub fn new(node_name: impl Into<String>, netns_name: Option<String>, node_ips: Vec<IpAddr>) -> ProxyConfig {
         ProxyConfig {
             node_name: node_name.into(),
@@ -57,6 +60,7 @@ impl ProxyConfig {
             metrics_addr: None,
             lb_interface: Some("eth0".into()),
             batch_interval: Duration::from_millis(20),
+            table_check_interval: Duration::from_secs(10),
         }
     }
 }
@@ -108,8 +112,31 @@ pub async fn run_with_metrics(client: Client, config: ProxyConfig, metrics: Arc<
             announcing: Vec::new(),
         }),
     };
-    while let Some(event) = merged.next().await {
-        proxier.cache.apply(event);
+    let mut table_check = tokio::time::interval(config.table_check_interval);
+    table_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            event = merged.next() => {
+                let Some(event) = event else { break };
+                proxier.cache.apply(event);
+            }
+            _ = table_check.tick() => {
+                if proxier.needs_full_sync || !proxier.cache.synced() {
+                    continue;
+                }
+                match proxier.ns.table_has_skeleton(&proxier.ruleset.skeleton_version()).await {
+                    Ok(true) => continue,
+                    Ok(false) => {
+                        tracing::warn!("the proxy's table is gone or changed under it; a full sync puts it back");
+                        proxier.needs_full_sync = true;
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, "checking the proxy's table");
+                        continue;
+                    }
+                }
+            }
+        }
         while let Some(Some(event)) = merged.next().now_or_never() {
             proxier.cache.apply(event);
         }

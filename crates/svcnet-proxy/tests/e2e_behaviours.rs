@@ -847,6 +847,21 @@ async fn session_affinity_timeout_expires() -> Result<()> {
     Ok(())
 }
 
+/// Someone deletes the proxy's table (`nft flush ruleset`, a firewall service restarting): the
+/// proxy notices at its next table check, without any Service changing, and puts it back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_table_is_put_back() -> Result<()> {
+    let f = fixture("bgone", 2, 8080).await?;
+    let web = f.cluster.create_service(json!({"metadata": {"name": "web"}, "spec": {"ports": [{"port": 80, "protocol": "TCP"}]}})).await?;
+    f.cluster.put_slice("web-1", "web", tcp_port(8080), abc()).await?;
+    let pod = &f.topology.pod(1, 50).ns;
+    names(pod, sa(cluster_ip(&web), 80), 3).await?;
+    exec(f.topology.node(1).ns.name(), &["nft", "delete", "table", "inet", "svcnet-proxy"])?;
+    let seen = names(pod, sa(cluster_ip(&web), 80), 5).await?;
+    ensure!(!seen.contains_key("<failed>"), "{seen:?}");
+    Ok(())
+}
+
 /// A ClusterIP on a port its Service does not have refuses at once (kube-proxy's
 /// `cluster-ips-check`); the Service's own port still works.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

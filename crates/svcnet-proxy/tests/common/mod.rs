@@ -182,6 +182,7 @@ impl Topology {
         let node = self.node(n);
         let mut config = svcnet_proxy::ProxyConfig::new(node.name.clone(), Some(node.ns.name().to_owned()), vec![IpAddr::V4(node.ip)]);
         config.batch_interval = Duration::from_millis(10);
+        config.table_check_interval = Duration::from_millis(500);
         config
     }
 }
