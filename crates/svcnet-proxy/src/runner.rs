@@ -375,8 +375,8 @@ impl Proxier {
         let mut stale: Vec<StaleConntrack> = Vec::new();
         let result = if self.needs_full_sync {
             self.cache.dirty.clear();
-            let plans: Vec<ServicePlan> = self.cache.services.keys().filter_map(|key| self.plan(key)).collect();
-            self.ruleset = Ruleset::with_services(self.ruleset.config().clone(), plans);
+            let config = self.ruleset.config().clone();
+            self.ruleset = crate::nft::cpu_bound(|| Ruleset::with_services(config, self.cache.services.keys().filter_map(|key| self.plan(key))));
             self.ns.full_sync(&self.ruleset).await.map(|times| tracing::debug!(?times, "full sync"))
         } else {
             for key in std::mem::take(&mut self.cache.dirty) {
