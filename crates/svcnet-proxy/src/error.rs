@@ -15,9 +15,6 @@ pub enum Error {
     /// netlink socket could not be opened in the node's namespace.
     #[error("{0}")]
     NfTables(svcnet_netns::Error),
-    /// An element did not encode (a bug in the ruleset, not bad input).
-    #[error("{0}")]
-    Encode(#[from] crate::netlink::EncodeError),
     /// Entering the node's network namespace failed.
     #[error("network namespace: {0}")]
     Netns(#[from] svcnet_netns::Error),

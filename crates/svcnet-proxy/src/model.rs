@@ -68,6 +68,15 @@ impl Protocol {
         }
     }
 
+    /// The IP protocol number (`meta l4proto`).
+    pub fn number(self) -> u8 {
+        match self {
+            Protocol::Tcp => 6,
+            Protocol::Udp => 17,
+            Protocol::Sctp => 132,
+        }
+    }
+
     /// The name nftables uses (`meta l4proto tcp`).
     pub fn nft(self) -> &'static str {
         match self {

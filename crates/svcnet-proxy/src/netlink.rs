@@ -2,38 +2,29 @@
 //! ([`svcnet_netns::nf_tables`]): what a full sync loads after the skeleton, and what an
 //! incremental sync changes. Pure: builds [`Batch`]es; [`crate::nft`] commits them.
 //!
-//! Elements are kept as nft text by [`Ruleset`] (that text is what the snapshot tests read);
-//! here each is parsed once into the bytes the kernel stores, laid out as the set was declared:
-//! every component of a concatenation in its own 4-byte slot, addresses and ports in network
-//! order, marks and the random index in host order. `tests/netlink.rs` loads the same ruleset
-//! both ways (this, and `nft -f` of [`Ruleset::full_script`]) and compares what the kernel lists.
+//! Each typed [`Key`] and [`Value`] is written as the bytes the kernel stores, laid out as the
+//! set was declared: every component of a concatenation in its own 4-byte slot, addresses and
+//! ports in network order, marks and the random index in host order. `tests/netlink.rs` loads
+//! the same ruleset both ways (this, and `nft -f` of [`Ruleset::full_script`], the same
+//! elements as text) and compares what the kernel lists.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 
-use ipnet::IpNet;
 use svcnet_netns::nf_tables::{self, Batch, Data, Element, Expr, MetaKey, PayloadBase, Register, Verdict};
 
-use crate::ruleset::{DynamicChain, Family, Ruleset, SetName, TABLE, Transaction};
+use crate::ruleset::{DynamicChain, Family, Key, Ruleset, SetName, TABLE, Transaction, Value};
 
 const INET: nf_tables::Family = nf_tables::Family::Inet;
 
 /// nft's datatype number for `inet_proto` (how listings show an anonymous set's keys).
 const TYPE_INET_PROTOCOL: u32 = 12;
 
-/// An element the ruleset rendered that does not fit its set (a bug, not bad input).
-#[derive(Debug, thiserror::Error)]
-#[error("element {key:?} of {set}: {reason}")]
-pub struct EncodeError {
-    pub set: String,
-    pub key: String,
-    pub reason: &'static str,
-}
-
 /// Everything after the skeleton, in one transaction: the dynamic chains the ruleset needs
 /// that `existing` lacks, every element set and map flushed and refilled (the session-affinity
 /// maps flushed: their path ids are this process's), the node's addresses, and the dynamic
 /// chains in `existing` no longer needed deleted last.
-pub fn full_sync(ruleset: &Ruleset, existing: &[String]) -> Result<Batch, EncodeError> {
+pub fn full_sync(ruleset: &Ruleset, existing: &[String]) -> Batch {
     let mut batch = Batch::new();
     let needed: Vec<DynamicChain> = ruleset.dynamic_chains().collect();
     for chain in &needed {
@@ -51,9 +42,9 @@ pub fn full_sync(ruleset: &Ruleset, existing: &[String]) -> Result<Batch, Encode
         drop(elements);
         batch.flush_set(INET, TABLE, &format!("affinity-{}", f.suffix()));
     }
-    let mut by_set: std::collections::BTreeMap<SetName, Vec<(&str, &str)>> = std::collections::BTreeMap::new();
-    for (set, key, value) in ruleset.elements() {
-        by_set.entry(set).or_default().push((key, value));
+    let mut by_set: std::collections::BTreeMap<SetName, Vec<(Key, Value)>> = std::collections::BTreeMap::new();
+    for element in ruleset.elements() {
+        by_set.entry(element.set).or_default().push((element.key, element.value));
     }
     for set in SetName::all() {
         batch.flush_set(INET, TABLE, &set.name());
@@ -63,8 +54,7 @@ pub fn full_sync(ruleset: &Ruleset, existing: &[String]) -> Result<Batch, Encode
         let name = set.name();
         let mut out = batch.add_elements(INET, TABLE, &name);
         for (key, value) in elements {
-            encoder.encode(*set, key, value)?;
-            out.push(&encoder.element(*set));
+            out.push(&encoder.encode(key, value));
         }
     }
     for name in existing {
@@ -75,11 +65,11 @@ pub fn full_sync(ruleset: &Ruleset, existing: &[String]) -> Result<Batch, Encode
             batch.delete_chain(INET, TABLE, name);
         }
     }
-    Ok(batch)
+    batch
 }
 
 /// One incremental transaction.
-pub fn transaction(tx: &Transaction) -> Result<Batch, EncodeError> {
+pub fn transaction(tx: &Transaction) -> Batch {
     let mut batch = Batch::new();
     for chain in &tx.add_chains {
         add_chain(&mut batch, *chain);
@@ -89,22 +79,20 @@ pub fn transaction(tx: &Transaction) -> Result<Batch, EncodeError> {
         let name = set.name();
         let mut out = batch.delete_elements(INET, TABLE, &name);
         for key in keys {
-            encoder.encode(*set, key, "")?;
-            out.push(&encoder.element(*set));
+            out.push(&encoder.encode(key, &Value::None));
         }
     }
     for (set, elements) in &tx.adds {
         let name = set.name();
         let mut out = batch.add_elements(INET, TABLE, &name);
         for (key, value) in elements {
-            encoder.encode(*set, key, value)?;
-            out.push(&encoder.element(*set));
+            out.push(&encoder.encode(key, value));
         }
     }
     for chain in &tx.delete_chains {
         batch.delete_chain(INET, TABLE, &chain.name());
     }
-    Ok(batch)
+    batch
 }
 
 /// A dynamic chain and its rule, as [`DynamicChain::rules`] writes it for nft.
@@ -165,162 +153,108 @@ fn octets(ip: &IpAddr) -> Vec<u8> {
     }
 }
 
-/// The kinds of component in keys and data.
-#[derive(Clone, Copy)]
-enum Part {
-    Ip,
-    Protocol,
-    Port,
-    /// A path id (`meta mark`) or a random index: 32 bits, host order.
-    Number,
-    /// The last component of an interval key: a prefix, as its first and last address.
-    Range,
-}
-
-/// The layout of a set's elements.
-fn layout(set: SetName) -> (&'static [Part], Option<&'static [Part]>, bool) {
-    use Part::*;
-    const FRONTEND: &[Part] = &[Ip, Protocol, Port];
-    const NODE_PORT: &[Part] = &[Protocol, Port];
-    const ID: &[Part] = &[Number];
-    // (key, value data, verdict data)
-    match set {
-        SetName::ServiceIps(_) => (FRONTEND, Some(ID), false),
-        SetName::NodePorts => (NODE_PORT, Some(ID), false),
-        SetName::Endpoints(_) => (&[Number, Number], Some(&[Ip, Port]), false),
-        SetName::EndpointCounts(_) | SetName::AffinityIds => (ID, None, true),
-        SetName::MasqueradeIds | SetName::ClusterIpIds => (ID, None, false),
-        SetName::ClusterIps(_) => (&[Ip], None, false),
-        SetName::Hairpin(_) => (&[Ip, Ip], None, false),
-        SetName::NoEndpointServices(_) => (FRONTEND, None, true),
-        SetName::NoEndpointNodePorts => (NODE_PORT, None, true),
-        SetName::Firewall(_) => (FRONTEND, None, false),
-        SetName::FirewallAllow(_) => (&[Ip, Protocol, Port, Range], None, false),
-    }
-}
-
-/// Reusable buffers for one element at a time.
+/// Reusable buffers for one element at a time, and the names of verdict chains.
 #[derive(Default)]
 struct Encoder {
     key: Vec<u8>,
     key_end: Vec<u8>,
     data: Vec<u8>,
-    verdict: Option<(i8, String)>,
+    chains: HashMap<DynamicChain, String>,
 }
 
 impl Encoder {
-    fn encode(&mut self, set: SetName, key: &str, value: &str) -> Result<(), EncodeError> {
-        let error = |reason| EncodeError { set: set.name(), key: key.to_string(), reason };
-        let (key_parts, data_parts, verdict) = layout(set);
+    fn encode(&mut self, key: &Key, value: &Value) -> Element<'_> {
         self.key.clear();
         self.key_end.clear();
         self.data.clear();
-        self.verdict = None;
-        let mut tokens = key.split(" . ");
-        for part in key_parts {
-            let token = tokens.next().ok_or_else(|| error("too few components"))?;
-            write_part(&mut self.key, Some(&mut self.key_end), *part, token).ok_or_else(|| error("a component does not parse"))?;
-        }
-        if tokens.next().is_some() {
-            return Err(error("too many components"));
-        }
-        if value.is_empty() {
-            return Ok(());
-        }
-        if let Some(parts) = data_parts {
-            let mut tokens = value.split(" . ");
-            for part in parts {
-                let token = tokens.next().ok_or_else(|| error("too few components in the value"))?;
-                write_part(&mut self.data, None, *part, token).ok_or_else(|| error("a value component does not parse"))?;
+        let mut interval = false;
+        match *key {
+            Key::Frontend { ip, protocol, port } => {
+                slot(&mut self.key, &octets(&ip));
+                slot(&mut self.key, &[protocol.number()]);
+                slot(&mut self.key, &port.to_be_bytes());
             }
-        } else if verdict {
-            self.verdict = Some(match value.split_once(' ') {
-                Some(("goto", chain)) => (1, chain.to_string()),
-                Some(("jump", chain)) => (2, chain.to_string()),
-                None if value == "drop" => (0, String::new()),
-                None if value == "accept" => (3, String::new()),
-                _ => return Err(error("not a verdict")),
-            });
+            Key::NodePort { protocol, port } => {
+                slot(&mut self.key, &[protocol.number()]);
+                slot(&mut self.key, &port.to_be_bytes());
+            }
+            Key::Id(id) => slot(&mut self.key, &id.to_ne_bytes()),
+            Key::Pick { id, index } => {
+                slot(&mut self.key, &id.to_ne_bytes());
+                slot(&mut self.key, &index.to_ne_bytes());
+            }
+            Key::Hairpin(ip) => {
+                slot(&mut self.key, &octets(&ip));
+                slot(&mut self.key, &octets(&ip));
+            }
+            Key::Address(ip) => slot(&mut self.key, &octets(&ip)),
+            Key::SourceRange { ip, protocol, port, range } => {
+                slot(&mut self.key, &octets(&ip));
+                slot(&mut self.key, &[protocol.number()]);
+                slot(&mut self.key, &port.to_be_bytes());
+                self.key_end.extend_from_slice(&self.key);
+                slot(&mut self.key, &octets(&range.network()));
+                slot(&mut self.key_end, &octets(&range.broadcast()));
+                interval = true;
+            }
         }
-        Ok(())
-    }
-
-    fn element(&self, set: SetName) -> Element<'_> {
-        let interval = matches!(set, SetName::FirewallAllow(_));
-        let data = match &self.verdict {
-            Some((0, _)) => Data::Verdict(Verdict::Drop),
-            Some((1, chain)) => Data::Verdict(Verdict::Goto(chain)),
-            Some((2, chain)) => Data::Verdict(Verdict::Jump(chain)),
-            Some(_) => Data::Verdict(Verdict::Accept),
-            None if self.data.is_empty() => Data::None,
-            None => Data::Value(&self.data),
+        let data = match *value {
+            Value::None => Data::None,
+            Value::Id(id) => {
+                slot(&mut self.data, &id.to_ne_bytes());
+                Data::Value(&self.data)
+            }
+            Value::Endpoint(endpoint) => {
+                slot(&mut self.data, &octets(&endpoint.ip));
+                slot(&mut self.data, &endpoint.port.to_be_bytes());
+                Data::Value(&self.data)
+            }
+            Value::Goto(chain) => Data::Verdict(Verdict::Goto(self.chains.entry(chain).or_insert_with(|| chain.name()))),
+            Value::Jump(chain) => Data::Verdict(Verdict::Jump(self.chains.entry(chain).or_insert_with(|| chain.name()))),
+            Value::Reject => Data::Verdict(Verdict::Goto("reject-service")),
+            Value::Drop => Data::Verdict(Verdict::Drop),
         };
         Element { key: &self.key, key_end: interval.then_some(self.key_end.as_slice()), data }
     }
 }
 
-/// Appends one component (padded to 4 bytes) to `out`, and to `end` the same component for the
-/// end of an interval (the last address of a range). `None` when it does not parse.
-fn write_part(out: &mut Vec<u8>, end: Option<&mut Vec<u8>>, part: Part, token: &str) -> Option<()> {
-    let start = out.len();
-    let mut end_bytes: Option<Vec<u8>> = None;
-    match part {
-        Part::Ip => out.extend_from_slice(&octets(&token.parse::<IpAddr>().ok()?)),
-        Part::Protocol => out.push(match token {
-            "tcp" => 6,
-            "udp" => 17,
-            "sctp" => 132,
-            _ => return None,
-        }),
-        Part::Port => out.extend_from_slice(&token.parse::<u16>().ok()?.to_be_bytes()),
-        Part::Number => out.extend_from_slice(&token.parse::<u32>().ok()?.to_ne_bytes()),
-        Part::Range => {
-            let net: IpNet = token.parse().ok()?;
-            out.extend_from_slice(&octets(&net.network()));
-            end_bytes = Some(octets(&net.broadcast()));
-        }
-    }
+/// Appends one component, padded to its 4-byte slot.
+fn slot(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.extend_from_slice(bytes);
     out.resize(out.len().next_multiple_of(4), 0);
-    if let Some(end) = end {
-        match end_bytes {
-            Some(bytes) => end.extend_from_slice(&bytes),
-            None => end.extend_from_slice(&out[start..]),
-        }
-        end.resize(end.len().next_multiple_of(4), 0);
-    }
-    Some(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::{Endpoint, Protocol};
 
-    fn encoded(set: SetName, key: &str, value: &str) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
+    fn encoded(key: Key, value: Value) -> (Vec<u8>, Option<Vec<u8>>, Data<'static>) {
         let mut encoder = Encoder::default();
-        encoder.encode(set, key, value).unwrap();
-        (encoder.key, encoder.key_end, encoder.data)
+        let element = encoder.encode(&key, &value);
+        let data = match element.data {
+            Data::Value(bytes) => Data::Value(bytes.to_vec().leak()),
+            Data::None => Data::None,
+            Data::Verdict(_) => Data::None,
+        };
+        (element.key.to_vec(), element.key_end.map(<[u8]>::to_vec), data)
     }
 
     #[test]
     fn keys_and_data_take_four_byte_slots_in_the_kernel_byte_orders() {
-        let (key, _, data) = encoded(SetName::ServiceIps(Family::V4), "10.96.0.1 . udp . 53", "7");
+        let (key, _, data) = encoded(Key::Frontend { ip: "10.96.0.1".parse().unwrap(), protocol: Protocol::Udp, port: 53 }, Value::Id(7));
         assert_eq!(key, [10, 96, 0, 1, 17, 0, 0, 0, 0, 53, 0, 0]);
-        assert_eq!(data, 7u32.to_ne_bytes());
-        let (key, _, data) = encoded(SetName::Endpoints(Family::V6), "7 . 3", "fd00::1 . 8080");
+        assert_eq!(data, Data::Value(&7u32.to_ne_bytes()));
+        let (key, _, data) = encoded(Key::Pick { id: 7, index: 3 }, Value::Endpoint(Endpoint { ip: "fd00::1".parse().unwrap(), port: 8080 }));
         assert_eq!(key, [7u32.to_ne_bytes(), 3u32.to_ne_bytes()].concat());
+        let Data::Value(data) = data else { panic!("a value") };
         assert_eq!(data.len(), 20);
         assert_eq!(&data[16..], [0x1f, 0x90, 0, 0]);
-        let (key, end, _) = encoded(SetName::FirewallAllow(Family::V4), "10.0.0.1 . tcp . 80 . 192.168.0.0/16", "");
+        let range = "192.168.0.0/16".parse().unwrap();
+        let (key, end, _) = encoded(Key::SourceRange { ip: "10.0.0.1".parse().unwrap(), protocol: Protocol::Tcp, port: 80, range }, Value::None);
+        let end = end.expect("an interval end");
         assert_eq!(&key[12..], [192, 168, 0, 0]);
         assert_eq!(&end[..12], &key[..12]);
         assert_eq!(&end[12..], [192, 168, 255, 255]);
-    }
-
-    #[test]
-    fn malformed_elements_are_errors_not_garbage() {
-        let mut encoder = Encoder::default();
-        assert!(encoder.encode(SetName::ServiceIps(Family::V4), "10.96.0.1 . tcp", "7").is_err());
-        assert!(encoder.encode(SetName::ServiceIps(Family::V4), "10.96.0.1 . icmp . 80", "7").is_err());
-        assert!(encoder.encode(SetName::EndpointCounts(Family::V4), "7", "return").is_err());
     }
 }

@@ -126,7 +126,7 @@ impl NodeNamespace {
         }
         let existing = self.with_socket(|nf| nf.chain_names(nf_tables::Family::Inet, TABLE).map_err(Error::NfTables)).await?;
         let started = Instant::now();
-        let batch = cpu_bound(|| netlink::full_sync(ruleset, &existing))?;
+        let batch = cpu_bound(|| netlink::full_sync(ruleset, &existing));
         times.encode = started.elapsed();
         (times.messages, times.bytes) = (batch.len(), batch.size());
         let started = Instant::now();
@@ -143,7 +143,7 @@ impl NodeNamespace {
 
     /// Applies one incremental transaction (one netlink transaction).
     pub async fn apply_transaction(&self, tx: &Transaction) -> Result<()> {
-        let batch = netlink::transaction(tx)?;
+        let batch = netlink::transaction(tx);
         self.with_socket(move |nf| nf.commit(batch).map_err(Error::NfTables)).await
     }
 

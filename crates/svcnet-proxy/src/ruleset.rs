@@ -183,13 +183,76 @@ impl SetName {
     }
 }
 
-/// One element of a set or map, in nft syntax.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+/// One element of a set or map.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Element {
     pub set: SetName,
-    pub key: String,
-    /// The value for maps; empty for sets.
-    pub value: String,
+    pub key: Key,
+    /// [`Value::None`] for sets.
+    pub value: Value,
+}
+
+/// An element's key; [`std::fmt::Display`] writes it as nft does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Key {
+    /// `address . protocol . port`.
+    Frontend { ip: IpAddr, protocol: Protocol, port: u16 },
+    /// `protocol . port`.
+    NodePort { protocol: Protocol, port: u16 },
+    /// A path id (`meta mark`).
+    Id(u32),
+    /// `path id . index`.
+    Pick { id: u32, index: u32 },
+    /// `address . address` (hairpin: the endpoint talking to itself).
+    Hairpin(IpAddr),
+    /// One address.
+    Address(IpAddr),
+    /// `address . protocol . port . source range`.
+    SourceRange { ip: IpAddr, protocol: Protocol, port: u16, range: IpNet },
+}
+
+/// What a map element maps to; [`std::fmt::Display`] writes it as nft does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Value {
+    /// A set element.
+    None,
+    /// A path id (`meta mark`).
+    Id(u32),
+    /// `address . port`.
+    Endpoint(Endpoint),
+    Goto(DynamicChain),
+    Jump(DynamicChain),
+    /// `goto reject-service`.
+    Reject,
+    Drop,
+}
+
+impl std::fmt::Display for Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Key::Frontend { ip, protocol, port } => write!(f, "{ip} . {} . {port}", protocol.nft()),
+            Key::NodePort { protocol, port } => write!(f, "{} . {port}", protocol.nft()),
+            Key::Id(id) => write!(f, "{id}"),
+            Key::Pick { id, index } => write!(f, "{id} . {index}"),
+            Key::Hairpin(ip) => write!(f, "{ip} . {ip}"),
+            Key::Address(ip) => write!(f, "{ip}"),
+            Key::SourceRange { ip, protocol, port, range } => write!(f, "{ip} . {} . {port} . {range}", protocol.nft()),
+        }
+    }
+}
+
+impl std::fmt::Display for Value {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Value::None => Ok(()),
+            Value::Id(id) => write!(f, "{id}"),
+            Value::Endpoint(endpoint) => write!(f, "{} . {}", endpoint.ip, endpoint.port),
+            Value::Goto(chain) => write!(f, "goto {}", chain.name()),
+            Value::Jump(chain) => write!(f, "jump {}", chain.name()),
+            Value::Reject => f.write_str("goto reject-service"),
+            Value::Drop => f.write_str("drop"),
+        }
+    }
 }
 
 /// The chains that come and go with the Services using them.
@@ -277,7 +340,7 @@ struct Installed {
 
 /// The values one element key is given, sorted, with how many Services give each: nearly always
 /// one (a vector, not a map: a map's node costs hundreds of bytes for each of 100,000 keys).
-type Values = Vec<(String, u32)>;
+type Values = Vec<(Value, u32)>;
 
 /// Conntrack entries that would keep UDP traffic on a path that no longer exists.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -310,13 +373,13 @@ pub struct Ruleset {
     services: HashMap<ServiceKey, Installed>,
     /// Reference counts per element key and value: Services may share elements (hairpin pairs,
     /// an address claimed twice); the smallest value of a key is the one installed.
-    elements: HashMap<(SetName, String), Values>,
+    elements: HashMap<(SetName, Key), Values>,
     /// Dynamic chains with reference counts.
     chains: BTreeMap<DynamicChain, u32>,
     next_id: u32,
     used_ids: BTreeSet<u32>,
     /// The installed value of every element key touched since the last transaction.
-    pending_elements: BTreeMap<(SetName, String), Option<String>>,
+    pending_elements: BTreeMap<(SetName, Key), Option<Value>>,
     /// Whether each affinity chain touched since the last transaction was installed.
     pending_chains: BTreeMap<DynamicChain, bool>,
     /// Off while loading for a full sync, where nothing needs a transaction.
@@ -454,32 +517,32 @@ impl Ruleset {
         }
     }
 
-    fn installed_value(&self, key: &(SetName, String)) -> Option<String> {
-        self.elements.get(key).and_then(|values| values.first().map(|(value, _)| value.clone()))
+    fn installed_value(&self, key: &(SetName, Key)) -> Option<Value> {
+        self.elements.get(key).and_then(|values| values.first().map(|(value, _)| *value))
     }
 
-    fn touch(&mut self, key: &(SetName, String)) {
+    fn touch(&mut self, key: &(SetName, Key)) {
         if self.tracking && !self.pending_elements.contains_key(key) {
             let value = self.installed_value(key);
-            self.pending_elements.insert(key.clone(), value);
+            self.pending_elements.insert(*key, value);
         }
     }
 
     fn ref_element(&mut self, element: &Element) {
-        let key = (element.set, element.key.clone());
+        let key = (element.set, element.key);
         self.touch(&key);
         let values = self.elements.entry(key).or_default();
-        match values.binary_search_by(|(value, _)| value.as_str().cmp(&element.value)) {
+        match values.binary_search_by(|(value, _)| value.cmp(&element.value)) {
             Ok(i) => values[i].1 += 1,
-            Err(i) => values.insert(i, (element.value.clone(), 1)),
+            Err(i) => values.insert(i, (element.value, 1)),
         }
     }
 
     fn unref(&mut self, element: &Element) {
-        let key = (element.set, element.key.clone());
+        let key = (element.set, element.key);
         self.touch(&key);
         if let Some(values) = self.elements.get_mut(&key) {
-            if let Ok(i) = values.binary_search_by(|(value, _)| value.as_str().cmp(&element.value)) {
+            if let Ok(i) = values.binary_search_by(|(value, _)| value.cmp(&element.value)) {
                 values[i].1 -= 1;
                 if values[i].1 == 0 {
                     values.remove(i);
@@ -561,7 +624,7 @@ impl Ruleset {
             }
             let (set, element_key) = key;
             if before.is_some() {
-                tx.deletes.entry(set).or_default().push(element_key.clone());
+                tx.deletes.entry(set).or_default().push(element_key);
             }
             if let Some(value) = after {
                 tx.adds.entry(set).or_default().push((element_key, value));
@@ -570,9 +633,9 @@ impl Ruleset {
         (!tx.is_empty()).then_some(tx)
     }
 
-    /// Every installed element: set, key and value (empty for sets), in no particular order.
-    pub fn elements(&self) -> impl Iterator<Item = (SetName, &str, &str)> {
-        self.elements.iter().filter_map(|((set, key), values)| values.first().map(|(value, _)| (*set, key.as_str(), value.as_str())))
+    /// Every installed element, in no particular order.
+    pub fn elements(&self) -> impl Iterator<Item = Element> + '_ {
+        self.elements.iter().filter_map(|((set, key), values)| values.first().map(|(value, _)| Element { set: *set, key: *key, value: *value }))
     }
 
     /// The dynamic chains the installed Services need beyond the preset ones.
@@ -628,21 +691,20 @@ impl Ruleset {
         // The elements come after the rules. A rule that looks a map up binds it, and the kernel
         // walks every element the map already holds for each chain that binds it (the 32 pick
         // chains of a family all bind `endpoints-v4`): binding empty maps and filling them afterwards saves that walk.
-        let mut by_set: BTreeMap<SetName, Vec<(&str, &str)>> = BTreeMap::new();
-        for (set, key, value) in self.elements() {
-            by_set.entry(set).or_default().push((key, value));
+        let mut by_set: BTreeMap<SetName, Vec<(String, Value)>> = BTreeMap::new();
+        for element in self.elements() {
+            by_set.entry(element.set).or_default().push((element.key.to_string(), element.value));
         }
         for (set, mut elements) in by_set {
-            // Keys are unique within a set and of one shape, so this is the order of the rendered
-            // elements.
-            elements.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            // Keys are unique within a set and of one shape: sorted as text, for readable
+            // snapshots.
+            elements.sort_unstable_by(|a, b| a.0.cmp(&b.0));
             let _ = writeln!(s, "add element inet {TABLE} {} {{", set.name());
             for (i, (key, value)) in elements.iter().enumerate() {
                 s.push('\t');
                 s.push_str(key);
                 if set.is_map() {
-                    s.push_str(" : ");
-                    s.push_str(value);
+                    let _ = write!(s, " : {value}");
                 }
                 s.push_str(if i + 1 < elements.len() { ",\n" } else { "\n" });
             }
@@ -715,9 +777,8 @@ impl Ruleset {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Transaction {
     pub add_chains: Vec<DynamicChain>,
-    pub deletes: BTreeMap<SetName, Vec<String>>,
-    /// Key and value (empty for sets).
-    pub adds: BTreeMap<SetName, Vec<(String, String)>>,
+    pub deletes: BTreeMap<SetName, Vec<Key>>,
+    pub adds: BTreeMap<SetName, Vec<(Key, Value)>>,
     pub delete_chains: Vec<DynamicChain>,
 }
 
@@ -736,6 +797,7 @@ impl Transaction {
             }
         }
         for (set, keys) in &self.deletes {
+            let keys: Vec<String> = keys.iter().map(Key::to_string).collect();
             let _ = writeln!(script, "delete element inet {TABLE} {} {{ {} }}", set.name(), keys.join(", "));
         }
         for (set, elements) in &self.adds {
@@ -849,19 +911,15 @@ fn skeleton_chains(config: &RulesetConfig) -> String {
     s
 }
 
-fn render_element(set: SetName, key: &str, value: &str) -> String {
+fn render_element(set: SetName, key: &Key, value: &Value) -> String {
     if set.is_map() { format!("{key} : {value}") } else { key.to_string() }
 }
 
-fn frontend_key(ip: &IpAddr, protocol: Protocol, port: u16) -> String {
-    format!("{ip} . {} . {port}", protocol.nft())
-}
-
-fn verdict(target: &Target) -> Option<&'static str> {
+fn verdict(target: &Target) -> Option<Value> {
     match target {
         Target::Endpoints(_) => None,
-        Target::Reject => Some("goto reject-service"),
-        Target::Drop => Some("drop"),
+        Target::Reject => Some(Value::Reject),
+        Target::Drop => Some(Value::Drop),
     }
 }
 
@@ -869,59 +927,59 @@ fn verdict(target: &Target) -> Option<&'static str> {
 fn elements_for(plan: &ServicePlan, ids: &BTreeMap<PathKey, u32>, config: &RulesetConfig) -> (Vec<Element>, BTreeSet<DynamicChain>) {
     let mut out = Vec::new();
     let chains = std::cell::RefCell::new(BTreeSet::new());
-    let mut push = |set: SetName, key: String, value: String| out.push(Element { set, key, value });
+    let mut push = |set: SetName, key: Key, value: Value| out.push(Element { set, key, value });
     for port in &plan.ports {
         let proto = port.protocol;
+        let frontend = |ip: &IpAddr| Key::Frontend { ip: *ip, protocol: proto, port: port.port };
         let path_id = |path| ids[&PathKey { port: port.name.clone(), protocol: proto, path }];
-        let path_elements = |id: u32, target: &Target, frontends: &[IpAddr], push: &mut dyn FnMut(SetName, String, String)| {
+        let path_elements = |id: u32, target: &Target, frontends: &[IpAddr], push: &mut dyn FnMut(SetName, Key, Value)| {
             for f in Family::ALL {
                 let endpoints: Vec<&Endpoint> = target.endpoints().iter().filter(|e| Family::of(&e.ip) == f).collect();
                 for (i, endpoint) in endpoints.iter().enumerate() {
-                    push(SetName::Endpoints(f), format!("{id} . {i}"), format!("{} . {}", endpoint.ip, endpoint.port));
+                    push(SetName::Endpoints(f), Key::Pick { id, index: i as u32 }, Value::Endpoint(**endpoint));
                 }
                 if !endpoints.is_empty() {
                     let chain = DynamicChain::Pick(f, endpoints.len() as u32);
-                    push(SetName::EndpointCounts(f), id.to_string(), format!("goto {}", chain.name()));
+                    push(SetName::EndpointCounts(f), Key::Id(id), Value::Goto(chain));
                     chains.borrow_mut().insert(chain);
                 }
                 for ip in frontends.iter().filter(|ip| Family::of(ip) == f) {
-                    push(SetName::ServiceIps(f), frontend_key(ip, proto, port.port), id.to_string());
-                    let verdict = if endpoints.is_empty() { Some(verdict(target).unwrap_or("goto reject-service")) } else { None };
-                    if let Some(verdict) = verdict {
-                        push(SetName::NoEndpointServices(f), frontend_key(ip, proto, port.port), verdict.to_string());
+                    push(SetName::ServiceIps(f), frontend(ip), Value::Id(id));
+                    if endpoints.is_empty() {
+                        push(SetName::NoEndpointServices(f), frontend(ip), verdict(target).unwrap_or(Value::Reject));
                     }
                 }
             }
             if let Some(timeout) = port.affinity_timeout {
-                push(SetName::AffinityIds, id.to_string(), format!("jump {}", DynamicChain::Affinity(timeout).name()));
+                push(SetName::AffinityIds, Key::Id(id), Value::Jump(DynamicChain::Affinity(timeout)));
             }
         };
         let internal = path_id(Path::Internal);
         path_elements(internal, &port.internal, &port.cluster_ips, &mut push);
-        push(SetName::ClusterIpIds, internal.to_string(), String::new());
+        push(SetName::ClusterIpIds, Key::Id(internal), Value::None);
         for ip in &port.cluster_ips {
-            push(SetName::ClusterIps(Family::of(ip)), ip.to_string(), String::new());
+            push(SetName::ClusterIps(Family::of(ip)), Key::Address(*ip), Value::None);
         }
         if let Some(external) = &port.external {
             let id = path_id(Path::External);
             let frontends: Vec<IpAddr> = external.external_ips.iter().chain(&external.load_balancer_ips).copied().collect();
             path_elements(id, &external.target, &frontends, &mut push);
             if let Some(node_port) = external.node_port {
-                let key = format!("{} . {node_port}", proto.nft());
-                push(SetName::NodePorts, key.clone(), id.to_string());
+                let key = Key::NodePort { protocol: proto, port: node_port };
+                push(SetName::NodePorts, key, Value::Id(id));
                 if let Some(verdict) = verdict(&external.target) {
-                    push(SetName::NoEndpointNodePorts, key, verdict.to_string());
+                    push(SetName::NoEndpointNodePorts, key, verdict);
                 }
             }
             if !external.local {
-                push(SetName::MasqueradeIds, id.to_string(), String::new());
+                push(SetName::MasqueradeIds, Key::Id(id), Value::None);
             }
             if !external.source_ranges.is_empty() {
                 for ip in &external.load_balancer_ips {
                     let f = Family::of(ip);
-                    push(SetName::Firewall(f), frontend_key(ip, proto, port.port), String::new());
+                    push(SetName::Firewall(f), frontend(ip), Value::None);
                     for range in external.source_ranges.iter().filter(|r| Family::of(&r.addr()) == f) {
-                        push(SetName::FirewallAllow(f), format!("{} . {}", frontend_key(ip, proto, port.port), range.trunc()), String::new());
+                        push(SetName::FirewallAllow(f), Key::SourceRange { ip: *ip, protocol: proto, port: port.port, range: range.trunc() }, Value::None);
                     }
                 }
             }
@@ -930,7 +988,7 @@ fn elements_for(plan: &ServicePlan, ids: &BTreeMap<PathKey, u32>, config: &Rules
             chains.borrow_mut().insert(DynamicChain::Affinity(timeout));
         }
         for endpoint in &port.local_endpoints {
-            push(SetName::Hairpin(Family::of(&endpoint.ip)), format!("{0} . {0}", endpoint.ip), String::new());
+            push(SetName::Hairpin(Family::of(&endpoint.ip)), Key::Hairpin(endpoint.ip), Value::None);
         }
     }
     let _ = config;
