@@ -631,7 +631,10 @@ impl SvcnetProcess {
         ensure!(bin.is_file(), "{} not found: build it with `cargo build --release -p svcnet` or pass --svcnet", bin.display());
         std::fs::create_dir_all(data_dir)?;
         let mut child = tokio::process::Command::new(bin)
-            .args(["up", "--api-addr", "127.0.0.1:0", "--data-dir"])
+            // The control plane only: simulated nodes would bring up the host bridge (and its
+            // DNS address), which two clusters of one run cannot share, and a kubelet for the
+            // pre-loaded pods.
+            .args(["up", "--nodes", "0", "--api-addr", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
