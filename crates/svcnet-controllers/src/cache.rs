@@ -7,6 +7,7 @@ use futures::{Stream, StreamExt};
 use kube::Resource;
 use kube::api::Api;
 use kube::runtime::reflector;
+use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::{WatchStreamExt, watcher};
 
 /// A watch that keeps `writer` up to date and yields its events, retrying with backoff.
@@ -14,8 +15,28 @@ pub(crate) fn watch<K>(api: Api<K>, writer: reflector::store::Writer<K>, config:
 where
     K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + fmt::Debug + Send + Sync + 'static,
 {
-    let kind = K::kind(&());
-    reflector::reflector(writer, watcher(api, config).default_backoff()).filter_map(move |event| {
+    logged(K::kind(&()).into_owned(), reflector::reflector(writer, watcher(api, config).default_backoff()))
+}
+
+/// [`watch`] for Pods, without their `managedFields` (a tree per writer, a large part of a pod
+/// in memory, times 100,000 pods): no controller reads them or writes a cached Pod back.
+pub(crate) fn watch_pods(api: Api<Pod>, writer: reflector::store::Writer<Pod>) -> impl Stream<Item = watcher::Event<Pod>> {
+    logged("Pod".into(), reflector::reflector(writer, watcher(api, watcher::Config::default()).default_backoff().modify(strip_pod)))
+}
+
+/// The pod watch's events without a cache (for a controller that indexes pods itself), without
+/// `managedFields`.
+pub(crate) fn pod_events(api: Api<Pod>) -> impl Stream<Item = watcher::Event<Pod>> {
+    logged("Pod".into(), watcher(api, watcher::Config::default()).default_backoff().modify(strip_pod))
+}
+
+fn strip_pod(pod: &mut Pod) {
+    pod.metadata.managed_fields = None;
+}
+
+/// The events of a watch, its errors logged (it retries on its own).
+fn logged<K>(kind: String, events: impl Stream<Item = Result<watcher::Event<K>, watcher::Error>>) -> impl Stream<Item = watcher::Event<K>> {
+    events.filter_map(move |event| {
         let kind = kind.clone();
         async move {
             match event {

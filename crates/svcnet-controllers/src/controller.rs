@@ -52,13 +52,12 @@ impl fmt::Display for ServiceKey {
 /// Runs the controllers until a watch ends (which it does not on its own).
 pub async fn run(client: Client) -> Result<()> {
     let (services, services_writer) = reflector::store::<Service>();
-    let (pods, pods_writer) = reflector::store::<Pod>();
     let (endpoints, endpoints_writer) = reflector::store::<Endpoints>();
     let (slices, slices_writer) = reflector::store::<EndpointSlice>();
     let ctx = Arc::new(Context {
         client: client.clone(),
         services: services.clone(),
-        pods,
+        pods_synced: tokio::sync::watch::Sender::new(false),
         endpoints,
         slices,
         queue: WorkQueue::new(),
@@ -69,7 +68,8 @@ pub async fn run(client: Client) -> Result<()> {
     });
 
     let service_events = crate::cache::watch(Api::<Service>::all(client.clone()), services_writer, watcher::Config::default());
-    let pod_events = crate::cache::watch(Api::<Pod>::all(client.clone()), pods_writer, watcher::Config::default());
+    // Pods are kept once, in `pod_index` (by namespace and label), not in a reflector store too.
+    let pod_events = crate::cache::pod_events(Api::<Pod>::all(client.clone()));
     let endpoints_events = crate::cache::watch(Api::<Endpoints>::all(client.clone()), endpoints_writer, watcher::Config::default());
     // Only the slices these controllers manage.
     let slice_config = watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL} in ({CONTROLLER_NAME},{MIRRORING_CONTROLLER_NAME})"));
@@ -80,12 +80,12 @@ pub async fn run(client: Client) -> Result<()> {
         async move {
             for (what, ready) in [
                 ("Service", ctx.services.wait_until_ready().await),
-                ("Pod", ctx.pods.wait_until_ready().await),
                 ("Endpoints", ctx.endpoints.wait_until_ready().await),
                 ("EndpointSlice", ctx.slices.wait_until_ready().await),
             ] {
                 ready.map_err(|_| Error::StoreDropped(what))?;
             }
+            ctx.pods_synced.subscribe().wait_for(|synced| *synced).await.map_err(|_| Error::StoreDropped("Pod"))?;
             tracing::info!("caches synced, reconciling Services");
             let workers = (0..WORKERS).map(|_| worker(Arc::clone(&ctx)));
             futures::future::join_all(workers).await;
@@ -175,6 +175,7 @@ async fn handle_pods(events: impl Stream<Item = watcher::Event<Pod>>, ctx: &Cont
                 }
                 last_labels = std::mem::take(&mut relisted);
                 ctx.pod_index.relist_done();
+                ctx.pods_synced.send_replace(true);
             }
         }
     }
@@ -219,7 +220,8 @@ async fn handle_slices(events: impl Stream<Item = watcher::Event<EndpointSlice>>
 struct Context {
     client: Client,
     services: Store<Service>,
-    pods: Store<Pod>,
+    /// Whether the pod watch's first list is in `pod_index`.
+    pods_synced: tokio::sync::watch::Sender<bool>,
     endpoints: Store<Endpoints>,
     slices: Store<EndpointSlice>,
     queue: Arc<WorkQueue<ServiceKey>>,

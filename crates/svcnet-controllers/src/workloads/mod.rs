@@ -92,7 +92,7 @@ pub async fn run(client: Client) -> Result<()> {
         assumed: Mutex::new(HashMap::new()),
     });
 
-    let pod_events = crate::cache::watch(Api::<Pod>::all(client.clone()), pods_writer, watcher::Config::default());
+    let pod_events = crate::cache::watch_pods(Api::<Pod>::all(client.clone()), pods_writer);
     let rs_events = crate::cache::watch(Api::<ReplicaSet>::all(client.clone()), replicasets_writer, watcher::Config::default());
     let deploy_events = crate::cache::watch(Api::<Deployment>::all(client.clone()), deployments_writer, watcher::Config::default());
     let sts_events = crate::cache::watch(Api::<StatefulSet>::all(client.clone()), statefulsets_writer, watcher::Config::default());
