@@ -4,10 +4,10 @@
 use std::fmt;
 
 use futures::{Stream, StreamExt};
+use k8s_openapi::api::core::v1::Pod;
 use kube::Resource;
 use kube::api::Api;
 use kube::runtime::reflector;
-use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::{WatchStreamExt, watcher};
 
 /// A watch that keeps `writer` up to date and yields its events, retrying with backoff.
