@@ -852,8 +852,7 @@ async fn session_affinity_timeout_expires() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deleted_table_is_put_back() -> Result<()> {
     let f = fixture("bgone", 2, 8080).await?;
-    let web = f.cluster.create_service(json!({"metadata": {"name": "web"}, "spec": {"ports": [{"port": 80, "protocol": "TCP"}]}})).await?;
-    f.cluster.put_slice("web-1", "web", tcp_port(8080), abc()).await?;
+    let web = web_service(&f).await?;
     let pod = &f.topology.pod(1, 50).ns;
     names(pod, sa(cluster_ip(&web), 80), 3).await?;
     exec(f.topology.node(1).ns.name(), &["nft", "delete", "table", "inet", "svcnet-proxy"])?;
@@ -867,8 +866,7 @@ async fn a_deleted_table_is_put_back() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_ip_on_a_port_the_service_lacks_is_refused() -> Result<()> {
     let f = fixture("bport", 2, 8080).await?;
-    let web = f.cluster.create_service(json!({"metadata": {"name": "web"}, "spec": {"ports": [{"port": 80, "protocol": "TCP"}]}})).await?;
-    f.cluster.put_slice("web-1", "web", tcp_port(8080), abc()).await?;
+    let web = web_service(&f).await?;
     let pod = &f.topology.pod(1, 50).ns;
     let seen = names(pod, sa(cluster_ip(&web), 80), 5).await?;
     ensure!(!seen.contains_key("<failed>"), "{seen:?}");
@@ -1094,4 +1092,11 @@ async fn shared_elements_outlive_one_service() -> Result<()> {
     })
     .await?;
     Ok(())
+}
+
+/// A Service `web` (port 80/TCP) whose endpoints are a, b and c on 8080.
+async fn web_service(f: &Fixture) -> Result<Service> {
+    let web = f.cluster.create_service(json!({"metadata": {"name": "web"}, "spec": {"ports": [{"port": 80, "protocol": "TCP"}]}})).await?;
+    f.cluster.put_slice("web-1", "web", tcp_port(8080), abc()).await?;
+    Ok(web)
 }
