@@ -191,7 +191,7 @@ impl Default for Batch {
 impl Batch {
     pub fn new() -> Batch {
         let mut batch = Batch { buf: Vec::with_capacity(4096), described: Vec::new(), next_set_id: 1 };
-        let start = batch.header(NFNL_MSG_BATCH_BEGIN, NLM_F_REQUEST, 0, NFNL_SUBSYS_NFTABLES);
+        let start = batch.header(NFNL_MSG_BATCH_BEGIN, NLM_F_REQUEST, 0, NFNL_SUBSYS_NFTABLES, 0);
         batch.finish(start);
         batch
     }
@@ -213,18 +213,12 @@ impl Batch {
 
     /// Adds a chain without hook (a no-op if it exists).
     pub fn add_chain(&mut self, family: Family, table: &str, chain: &str) {
-        let start = self.message(NFT_MSG_NEWCHAIN, NLM_F_CREATE, family, format!("add chain {table} {chain}"));
-        self.put_str(NFTA_CHAIN_TABLE, table);
-        self.put_str(NFTA_CHAIN_NAME, chain);
-        self.finish(start);
+        self.named(NFT_MSG_NEWCHAIN, NLM_F_CREATE, family, "add chain", (NFTA_CHAIN_TABLE, table), (NFTA_CHAIN_NAME, chain));
     }
 
     /// Deletes a chain (which must be empty of references by then).
     pub fn delete_chain(&mut self, family: Family, table: &str, chain: &str) {
-        let start = self.message(NFT_MSG_DELCHAIN, 0, family, format!("delete chain {table} {chain}"));
-        self.put_str(NFTA_CHAIN_TABLE, table);
-        self.put_str(NFTA_CHAIN_NAME, chain);
-        self.finish(start);
+        self.named(NFT_MSG_DELCHAIN, 0, family, "delete chain", (NFTA_CHAIN_TABLE, table), (NFTA_CHAIN_NAME, chain));
     }
 
     /// A constant anonymous set made in this batch (what `nft` makes of `{ tcp, udp }`); returns
@@ -274,9 +268,14 @@ impl Batch {
 
     /// Removes every element of a set or map (`flush set`).
     pub fn flush_set(&mut self, family: Family, table: &str, set: &str) {
-        let start = self.message(NFT_MSG_DELSETELEM, 0, family, format!("flush set {table} {set}"));
-        self.put_str(NFTA_SET_ELEM_LIST_TABLE, table);
-        self.put_str(NFTA_SET_ELEM_LIST_SET, set);
+        self.named(NFT_MSG_DELSETELEM, 0, family, "flush set", (NFTA_SET_ELEM_LIST_TABLE, table), (NFTA_SET_ELEM_LIST_SET, set));
+    }
+
+    /// A message of just a table's and an object's names.
+    fn named(&mut self, op: u16, flags: u16, family: Family, verb: &str, (table_attr, table): (u16, &str), (name_attr, name): (u16, &str)) {
+        let start = self.message(op, flags, family, format!("{verb} {table} {name}"));
+        self.put_str(table_attr, table);
+        self.put_str(name_attr, name);
         self.finish(start);
     }
 
@@ -292,10 +291,10 @@ impl Batch {
 
     // --- encoding ---
 
-    fn header(&mut self, ty: u16, flags: u16, family: u8, res_id: u16) -> usize {
+    /// Starts a message; `seq` is relative to the batch (its begin marker is 0, message i is i,
+    /// the end marker n+1): [`NfTables::commit`] adds its own base.
+    fn header(&mut self, ty: u16, flags: u16, family: u8, res_id: u16, seq: u32) -> usize {
         let start = self.buf.len();
-        // Relative to the batch (its begin marker is 0); `NfTables` adds its own base.
-        let seq = if ty == NFNL_MSG_BATCH_BEGIN { 0 } else { self.described.len() as u32 + 1 };
         self.buf.extend_from_slice(&0u32.to_ne_bytes()); // length, patched by `finish`
         self.buf.extend_from_slice(&ty.to_ne_bytes());
         self.buf.extend_from_slice(&flags.to_ne_bytes());
@@ -307,7 +306,8 @@ impl Batch {
     }
 
     fn message(&mut self, op: u16, flags: u16, family: Family, description: String) -> usize {
-        let start = self.header((NFNL_SUBSYS_NFTABLES << 8) | op, NLM_F_REQUEST | NLM_F_ACK | flags, family.code(), 0);
+        let seq = self.described.len() as u32 + 1;
+        let start = self.header((NFNL_SUBSYS_NFTABLES << 8) | op, NLM_F_REQUEST | NLM_F_ACK | flags, family.code(), 0, seq);
         self.described.push(description);
         start
     }
@@ -475,7 +475,8 @@ impl Batch {
     }
 
     fn into_bytes(mut self) -> (Vec<u8>, Described) {
-        let start = self.header(NFNL_MSG_BATCH_END, NLM_F_REQUEST, 0, NFNL_SUBSYS_NFTABLES);
+        let seq = self.described.len() as u32 + 1;
+        let start = self.header(NFNL_MSG_BATCH_END, NLM_F_REQUEST, 0, NFNL_SUBSYS_NFTABLES, seq);
         self.finish(start);
         (self.buf, self.described)
     }
@@ -619,13 +620,9 @@ impl NfTables {
 
     /// The userdata (comment) of a table, or `None` when there is no such table.
     pub fn table_userdata(&mut self, family: Family, table: &str) -> Result<Option<Vec<u8>>> {
-        let mut request = Batch { buf: Vec::new(), described: Vec::new(), next_set_id: 0 };
-        let start = request.header((NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETTABLE, NLM_F_REQUEST | NLM_F_ACK, family.code(), 0);
-        request.put_str(NFTA_TABLE_NAME, table);
-        request.finish(start);
         let mut userdata = None;
         let mut found = false;
-        self.request(&request.buf, |message| {
+        self.request(NFT_MSG_GETTABLE, NLM_F_ACK, family, (NFTA_TABLE_NAME, table), |message| {
             found = true;
             userdata = attributes(message.payload.get(4..).unwrap_or_default()).find(|(ty, _)| *ty == NFTA_TABLE_USERDATA).map(|(_, v)| v.to_vec());
         })
@@ -635,12 +632,8 @@ impl NfTables {
 
     /// The names of the chains of a table.
     pub fn chain_names(&mut self, family: Family, table: &str) -> Result<Vec<String>> {
-        let mut request = Batch { buf: Vec::new(), described: Vec::new(), next_set_id: 0 };
-        let start = request.header((NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETCHAIN, NLM_F_REQUEST | NLM_F_DUMP, family.code(), 0);
-        request.put_str(NFTA_CHAIN_TABLE, table);
-        request.finish(start);
         let mut names = Vec::new();
-        self.request(&request.buf, |message| {
+        self.request(NFT_MSG_GETCHAIN, NLM_F_DUMP, family, (NFTA_CHAIN_TABLE, table), |message| {
             let mut in_table = false;
             let mut name = None;
             for (ty, value) in attributes(message.payload.get(4..).unwrap_or_default()) {
@@ -657,14 +650,16 @@ impl NfTables {
         Ok(names)
     }
 
-    /// Sends one request and feeds its replies to `each` until the acknowledgement or the end
-    /// of the dump.
-    fn request(&mut self, bytes: &[u8], mut each: impl FnMut(&Message<'_>)) -> Result<()> {
+    /// Sends one request (of one string attribute) and feeds its replies to `each` until the
+    /// acknowledgement or the end of the dump.
+    fn request(&mut self, op: u16, flags: u16, family: Family, (attr, value): (u16, &str), mut each: impl FnMut(&Message<'_>)) -> Result<()> {
         let seq = self.seq;
         self.seq = self.seq.wrapping_add(1);
-        let mut bytes = bytes.to_vec();
-        bytes[8..12].copy_from_slice(&seq.to_ne_bytes());
-        self.socket.send(&bytes, 0).map_err(io_error("sending a request"))?;
+        let mut request = Batch { buf: Vec::new(), described: Vec::new(), next_set_id: 1 };
+        let start = request.header((NFNL_SUBSYS_NFTABLES << 8) | op, NLM_F_REQUEST | flags, family.code(), 0, seq);
+        request.put_str(attr, value);
+        request.finish(start);
+        self.socket.send(&request.buf, 0).map_err(io_error("sending a request"))?;
         let mut buf = vec![0u8; 256 * 1024];
         loop {
             let n = self.socket.recv(&mut &mut buf[..], 0).map_err(io_error("reading a reply"))?;

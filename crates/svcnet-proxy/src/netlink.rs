@@ -51,11 +51,7 @@ pub fn full_sync(ruleset: &Ruleset, existing: &[String]) -> Batch {
     }
     let mut encoder = Encoder::default();
     for (set, elements) in &by_set {
-        let name = set.name();
-        let mut out = batch.add_elements(INET, TABLE, &name);
-        for (key, value) in elements {
-            out.push(&encoder.encode(key, value));
-        }
+        push_elements(&mut batch, &mut encoder, *set, false, elements.iter().map(|(k, v)| (k, v)));
     }
     for name in existing {
         if let Some(chain) = DynamicChain::parse(name)
@@ -76,23 +72,24 @@ pub fn transaction(tx: &Transaction) -> Batch {
     }
     let mut encoder = Encoder::default();
     for (set, keys) in &tx.deletes {
-        let name = set.name();
-        let mut out = batch.delete_elements(INET, TABLE, &name);
-        for key in keys {
-            out.push(&encoder.encode(key, &Value::None));
-        }
+        push_elements(&mut batch, &mut encoder, *set, true, keys.iter().map(|k| (k, &Value::None)));
     }
     for (set, elements) in &tx.adds {
-        let name = set.name();
-        let mut out = batch.add_elements(INET, TABLE, &name);
-        for (key, value) in elements {
-            out.push(&encoder.encode(key, value));
-        }
+        push_elements(&mut batch, &mut encoder, *set, false, elements.iter().map(|(k, v)| (k, v)));
     }
     for chain in &tx.delete_chains {
         batch.delete_chain(INET, TABLE, &chain.name());
     }
     batch
+}
+
+/// Adds (or deletes, by key) elements of one set.
+fn push_elements<'a>(batch: &mut Batch, encoder: &mut Encoder, set: SetName, delete: bool, elements: impl Iterator<Item = (&'a Key, &'a Value)>) {
+    let name = set.name();
+    let mut out = if delete { batch.delete_elements(INET, TABLE, &name) } else { batch.add_elements(INET, TABLE, &name) };
+    for (key, value) in elements {
+        out.push(&encoder.encode(key, value));
+    }
 }
 
 /// A dynamic chain and its rule, as [`DynamicChain::rules`] writes it for nft.

@@ -49,6 +49,16 @@ pub struct FullSyncTimes {
     pub bytes: usize,
 }
 
+/// What the proxy's table is, as [`NodeNamespace::table_skeleton`] finds it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TableSkeleton {
+    Missing,
+    /// There, with this skeleton.
+    Current,
+    /// There, made by another version.
+    Other,
+}
+
 // === impl NodeNamespace ===
 
 impl PartialEq for NodeNamespace {
@@ -64,15 +74,21 @@ impl NodeNamespace {
         NodeNamespace { name, socket: Arc::default() }
     }
 
-    fn command(&self, program: &str) -> Command {
+    /// `program` in the namespace (`ip netns exec NAME program`), to run where there is no
+    /// runtime to wait on; [`NodeNamespace::command`] is the async one.
+    fn std_command(&self, program: &str) -> std::process::Command {
         match &self.name {
             Some(ns) => {
-                let mut command = Command::new("ip");
+                let mut command = std::process::Command::new("ip");
                 command.args(["netns", "exec", ns, program]);
                 command
             }
-            None => Command::new(program),
+            None => std::process::Command::new(program),
         }
+    }
+
+    fn command(&self, program: &str) -> Command {
+        Command::from(self.std_command(program))
     }
 
     /// Runs `f` with the namespace's nf_tables socket on a blocking thread (a full sync keeps
@@ -108,21 +124,19 @@ impl NodeNamespace {
     ///   replacing the table (the slow way, about 2 s at 10,000 Services, but one transaction).
     pub async fn full_sync(&self, ruleset: &Ruleset) -> Result<FullSyncTimes> {
         let mut times = FullSyncTimes::default();
-        let version = ruleset.skeleton_version();
-        let userdata = self.with_socket(|nf| nf.table_userdata(nf_tables::Family::Inet, TABLE).map_err(Error::NfTables)).await?;
-        match userdata {
-            None => {
+        match self.table_skeleton(ruleset.skeleton_version()).await? {
+            TableSkeleton::Missing => {
                 let started = Instant::now();
                 self.apply(ruleset.skeleton_script()).await?;
                 times.skeleton = Some(started.elapsed());
             }
-            Some(data) if !has_skeleton(&data, &version) => {
+            TableSkeleton::Other => {
                 let started = Instant::now();
                 self.apply(ruleset.full_script()).await?;
                 times.replaced = Some(started.elapsed());
                 return Ok(times);
             }
-            Some(_) => {}
+            TableSkeleton::Current => {}
         }
         let existing = self.with_socket(|nf| nf.chain_names(nf_tables::Family::Inet, TABLE).map_err(Error::NfTables)).await?;
         let started = Instant::now();
@@ -135,10 +149,16 @@ impl NodeNamespace {
         Ok(times)
     }
 
-    /// Whether the table is there with this skeleton (a cheap netlink request).
-    pub async fn table_has_skeleton(&self, version: &str) -> Result<bool> {
+    /// Whether the table is there, and with the skeleton of `version` (its comment carries
+    /// it): one cheap netlink request.
+    pub async fn table_skeleton(&self, version: &str) -> Result<TableSkeleton> {
+        let marker = format!("skeleton {version}");
         let userdata = self.with_socket(|nf| nf.table_userdata(nf_tables::Family::Inet, TABLE).map_err(Error::NfTables)).await?;
-        Ok(userdata.is_some_and(|data| has_skeleton(&data, version)))
+        Ok(match userdata {
+            None => TableSkeleton::Missing,
+            Some(data) if String::from_utf8_lossy(&data).contains(&marker) => TableSkeleton::Current,
+            Some(_) => TableSkeleton::Other,
+        })
     }
 
     /// Applies one incremental transaction (one netlink transaction).
@@ -289,15 +309,12 @@ impl NodeNamespace {
     pub fn remove_address_blocking(&self, device: &str, ip: IpAddr) -> Result<()> {
         let cidr = host_cidr(ip);
         let args = ["addr", "del", cidr.as_str(), "dev", device];
-        let mut command = match &self.name {
-            Some(ns) => {
-                let mut command = std::process::Command::new("ip");
-                command.args(["netns", "exec", ns, "ip"]);
-                command
-            }
-            None => std::process::Command::new("ip"),
-        };
-        let output = command.args(args).stdin(Stdio::null()).output().map_err(|source| Error::Spawn { command: format!("ip {}", args.join(" ")), source })?;
+        let output = self
+            .std_command("ip")
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|source| Error::Spawn { command: format!("ip {}", args.join(" ")), source })?;
         removed(device, &cidr, output)
     }
 
@@ -319,11 +336,6 @@ pub(crate) fn cpu_bound<T>(f: impl FnOnce() -> T) -> T {
         Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
         _ => f(),
     }
-}
-
-/// Whether a table's userdata (its comment) names this skeleton version.
-fn has_skeleton(userdata: &[u8], version: &str) -> bool {
-    String::from_utf8_lossy(userdata).contains(&format!("skeleton {version}"))
 }
 
 /// One line of `conntrack -L -p udp`: the original direction's source and destination, and

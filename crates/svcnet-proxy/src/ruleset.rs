@@ -366,6 +366,45 @@ pub struct UdpServing {
     pub node_ips: Vec<IpAddr>,
 }
 
+impl UdpServing {
+    /// Where the UDP ports of `plans` may send flows.
+    fn of<'a>(plans: impl IntoIterator<Item = &'a ServicePlan>, node_ips: &[IpAddr]) -> UdpServing {
+        let mut serving = UdpServing { node_ips: node_ips.to_vec(), ..UdpServing::default() };
+        for port in plans.into_iter().flat_map(|p| &p.ports).filter(|p| p.protocol == Protocol::Udp) {
+            let internal: BTreeSet<Endpoint> = port.internal.endpoints().iter().chain(&port.serving).copied().collect();
+            for ip in &port.cluster_ips {
+                serving.frontends.entry((*ip, port.port)).or_default().extend(&internal);
+            }
+            if let Some(external) = &port.external {
+                let endpoints: BTreeSet<Endpoint> = external.target.endpoints().iter().chain(&port.serving).copied().collect();
+                for ip in external.external_ips.iter().chain(&external.load_balancer_ips) {
+                    serving.frontends.entry((*ip, port.port)).or_default().extend(&endpoints);
+                }
+                if let Some(node_port) = external.node_port {
+                    serving.node_ports.entry(node_port).or_default().extend(&endpoints);
+                }
+            }
+        }
+        serving
+    }
+
+    /// The (frontend, endpoint) pairs here that `now` no longer has.
+    fn left<'a>(&'a self, now: &'a UdpServing) -> impl Iterator<Item = StaleConntrack> + 'a {
+        let frontends = self.frontends.iter().flat_map(move |(&(frontend, port), endpoints)| {
+            let kept = now.frontends.get(&(frontend, port));
+            endpoints.iter().filter(move |e| !kept.is_some_and(|k| k.contains(e))).map(move |&endpoint| StaleConntrack::Endpoint { frontend, port, endpoint })
+        });
+        let node_ports = self.node_ports.iter().flat_map(move |(&node_port, endpoints)| {
+            let kept = now.node_ports.get(&node_port);
+            endpoints
+                .iter()
+                .filter(move |e| !kept.is_some_and(|k| k.contains(e)))
+                .map(move |&endpoint| StaleConntrack::NodePortEndpoint { node_port, endpoint })
+        });
+        frontends.chain(node_ports)
+    }
+}
+
 /// The desired nftables state for every Service, and the changes not yet applied.
 #[derive(Debug)]
 pub struct Ruleset {
@@ -384,13 +423,20 @@ pub struct Ruleset {
     pending_chains: BTreeMap<DynamicChain, bool>,
     /// Off while loading for a full sync, where nothing needs a transaction.
     tracking: bool,
+    /// [`Ruleset::skeleton_version`], fixed by the config.
+    skeleton_version: String,
 }
 
 // === impl Ruleset ===
 
 impl Ruleset {
     pub fn new(config: RulesetConfig) -> Ruleset {
+        let mut body = String::new();
+        write_skeleton_body(&config, &mut body);
+        // FNV-1a: stable across builds, unlike std's hasher.
+        let hash = body.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3));
         Ruleset {
+            skeleton_version: format!("{hash:016x}"),
             config,
             services: HashMap::new(),
             elements: HashMap::new(),
@@ -645,23 +691,7 @@ impl Ruleset {
 
     /// The UDP frontends of the installed Services and where their flows may go.
     pub fn udp_serving(&self) -> UdpServing {
-        let mut serving = UdpServing { node_ips: self.config.node_ips.clone(), ..UdpServing::default() };
-        for port in self.services.values().flat_map(|i| &i.plan.ports).filter(|p| p.protocol == Protocol::Udp) {
-            let internal: BTreeSet<Endpoint> = port.internal.endpoints().iter().chain(&port.serving).copied().collect();
-            for ip in &port.cluster_ips {
-                serving.frontends.entry((*ip, port.port)).or_default().extend(&internal);
-            }
-            if let Some(external) = &port.external {
-                let endpoints: BTreeSet<Endpoint> = external.target.endpoints().iter().chain(&port.serving).copied().collect();
-                for ip in external.external_ips.iter().chain(&external.load_balancer_ips) {
-                    serving.frontends.entry((*ip, port.port)).or_default().extend(&endpoints);
-                }
-                if let Some(node_port) = external.node_port {
-                    serving.node_ports.entry(node_port).or_default().extend(&endpoints);
-                }
-            }
-        }
-        serving
+        UdpServing::of(self.services.values().map(|i| &i.plan), &self.config.node_ips)
     }
 
     /// The table without any Service: sets and maps declared empty, the skeleton chains and
@@ -675,12 +705,8 @@ impl Ruleset {
 
     /// A digest of the skeleton (it depends on the code and the node's cluster CIDRs): a table
     /// whose comment carries it needs no new skeleton.
-    pub fn skeleton_version(&self) -> String {
-        let mut body = String::new();
-        self.write_skeleton_body(&mut body);
-        // FNV-1a: stable across builds, unlike std's hasher.
-        let hash = body.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3));
-        format!("{hash:016x}")
+    pub fn skeleton_version(&self) -> &str {
+        &self.skeleton_version
     }
 
     /// The whole table, replacing whatever table of that name exists, in one transaction: the
@@ -729,7 +755,7 @@ impl Ruleset {
             }
             s.push_str("\t}\n");
         }
-        self.write_skeleton_body(s);
+        write_skeleton_body(&self.config, s);
         if complete {
             for chain in self.chains.keys() {
                 let _ = write!(s, "\n\tchain {} {{\n", chain.name());
@@ -741,34 +767,34 @@ impl Ruleset {
         }
         s.push_str("}\n");
     }
+}
 
-    /// Sets, maps, skeleton chains and preset pick chains: what never changes after the full sync.
-    fn write_skeleton_body(&self, s: &mut String) {
-        for f in Family::ALL {
-            let _ = write!(
-                s,
-                "\n\tmap affinity-{} {{\n\t\ttypeof meta mark . {ip} saddr : {ip} daddr . th dport\n\t\tsize {AFFINITY_MAP_SIZE}\n\t\tflags dynamic, timeout\n\t}}\n",
-                f.suffix(),
-                ip = f.ip()
-            );
+/// Sets, maps, skeleton chains and preset pick chains: what never changes after the full sync.
+fn write_skeleton_body(config: &RulesetConfig, s: &mut String) {
+    for f in Family::ALL {
+        let _ = write!(
+            s,
+            "\n\tmap affinity-{} {{\n\t\ttypeof meta mark . {ip} saddr : {ip} daddr . th dport\n\t\tsize {AFFINITY_MAP_SIZE}\n\t\tflags dynamic, timeout\n\t}}\n",
+            f.suffix(),
+            ip = f.ip()
+        );
+    }
+    for set in SetName::all() {
+        let kind = if set.is_map() { "map" } else { "set" };
+        let _ = write!(s, "\n\t{kind} {} {{\n", set.name());
+        for part in set.declaration().split("; ") {
+            let _ = writeln!(s, "\t\t{part}");
         }
-        for set in SetName::all() {
-            let kind = if set.is_map() { "map" } else { "set" };
-            let _ = write!(s, "\n\t{kind} {} {{\n", set.name());
-            for part in set.declaration().split("; ") {
-                let _ = writeln!(s, "\t\t{part}");
-            }
-            s.push_str("\t}\n");
+        s.push_str("\t}\n");
+    }
+    s.push_str(&skeleton_chains(config));
+    let preset = Family::ALL.into_iter().flat_map(|f| (1..=PRESET_PICKS).map(move |n| DynamicChain::Pick(f, n)));
+    for chain in preset {
+        let _ = write!(s, "\n\tchain {} {{\n", chain.name());
+        for rule in chain.rules() {
+            let _ = writeln!(s, "\t\t{rule}");
         }
-        s.push_str(&skeleton_chains(&self.config));
-        let preset = Family::ALL.into_iter().flat_map(|f| (1..=PRESET_PICKS).map(move |n| DynamicChain::Pick(f, n)));
-        for chain in preset {
-            let _ = write!(s, "\n\tchain {} {{\n", chain.name());
-            for rule in chain.rules() {
-                let _ = writeln!(s, "\t\t{rule}");
-            }
-            s.push_str("\t}\n");
-        }
+        s.push_str("\t}\n");
     }
 }
 
@@ -1002,32 +1028,10 @@ fn elements_for(plan: &ServicePlan, ids: &BTreeMap<PathKey, u32>, config: &Rules
 /// and UDP frontends that had no endpoints before.
 fn stale_conntrack(old: Option<&ServicePlan>, new: Option<&ServicePlan>, node_ips: &[IpAddr]) -> Vec<StaleConntrack> {
     let mut stale = BTreeSet::new();
-    // Every (frontend, endpoint) pair a UDP flow may be DNATed along: the endpoints a path
-    // picks, and the serving ones (terminating but still serving keep their flows).
-    let udp_paths = |plan: Option<&ServicePlan>| -> BTreeSet<StaleConntrack> {
-        let mut paths = BTreeSet::new();
-        for port in plan.into_iter().flat_map(|p| &p.ports).filter(|p| p.protocol == Protocol::Udp) {
-            let internal = port.internal.endpoints().iter().chain(&port.serving);
-            for endpoint in internal {
-                for ip in &port.cluster_ips {
-                    paths.insert(StaleConntrack::Endpoint { frontend: *ip, port: port.port, endpoint: *endpoint });
-                }
-            }
-            if let Some(external) = &port.external {
-                for endpoint in external.target.endpoints().iter().chain(&port.serving) {
-                    for ip in external.external_ips.iter().chain(&external.load_balancer_ips) {
-                        paths.insert(StaleConntrack::Endpoint { frontend: *ip, port: port.port, endpoint: *endpoint });
-                    }
-                    if let Some(node_port) = external.node_port {
-                        paths.insert(StaleConntrack::NodePortEndpoint { node_port, endpoint: *endpoint });
-                    }
-                }
-            }
-        }
-        paths
-    };
-    let after = udp_paths(new);
-    stale.extend(udp_paths(old).into_iter().filter(|path| !after.contains(path)));
+    // Every (frontend, endpoint) pair a UDP flow may be DNATed along (the endpoints a path
+    // picks, and the serving ones: terminating but still serving keep their flows) that went.
+    let after = UdpServing::of(new, node_ips);
+    stale.extend(UdpServing::of(old, node_ips).left(&after));
     for port in new.into_iter().flat_map(|p| &p.ports).filter(|p| p.protocol == Protocol::Udp) {
         let old_port = old.and_then(|o| o.ports.iter().find(|p| p.name == port.name && p.protocol == port.protocol));
         let had = |target: Option<&Target>| target.is_some_and(|t| !t.endpoints().is_empty());

@@ -21,7 +21,7 @@ use tokio::task::JoinHandle;
 
 use crate::metrics::Metrics;
 use crate::model::{ServiceKey, ServicePlan, plan_service};
-use crate::nft::NodeNamespace;
+use crate::nft::{NodeNamespace, TableSkeleton};
 use crate::ruleset::{Ruleset, RulesetConfig, StaleConntrack};
 use crate::{Error, Result, l2};
 
@@ -124,9 +124,9 @@ pub async fn run_with_metrics(client: Client, config: ProxyConfig, metrics: Arc<
                 if proxier.needs_full_sync || !proxier.cache.synced() {
                     continue;
                 }
-                match proxier.ns.table_has_skeleton(&proxier.ruleset.skeleton_version()).await {
-                    Ok(true) => continue,
-                    Ok(false) => {
+                match proxier.ns.table_skeleton(proxier.ruleset.skeleton_version()).await {
+                    Ok(TableSkeleton::Current) => continue,
+                    Ok(TableSkeleton::Missing | TableSkeleton::Other) => {
                         tracing::warn!("the proxy's table is gone or changed under it; a full sync puts it back");
                         proxier.needs_full_sync = true;
                     }
